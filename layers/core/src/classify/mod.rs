@@ -1,0 +1,46 @@
+//! Deciding what counts as a failure.
+
+mod errors;
+mod grpc;
+mod http;
+
+pub use errors::ErrorsAsFailures;
+pub use grpc::{DEFAULT_FAILING_CODES, GrpcErrors};
+pub use http::HttpServerErrors;
+
+use crate::Outcome;
+
+/// Decides whether a finished call was a success, a failure, or not
+/// evidence either way.
+///
+/// One classifier is shared by the breaker, retry and metrics layers, so a
+/// service's idea of failure is stated once. Any closure
+/// `Fn(&Result<Res, E>) -> Outcome + Clone + Send + Sync + 'static` is a
+/// classifier.
+///
+/// ```
+/// use tower_hardening_core::{Classify, Outcome};
+///
+/// // 404s are the caller's problem: not evidence about the dependency.
+/// let classifier = |result: &Result<u16, std::io::Error>| match result {
+///     Ok(404) => Outcome::Ignored,
+///     Ok(status) if *status >= 500 => Outcome::Failure,
+///     Ok(_) => Outcome::Success,
+///     Err(_) => Outcome::Failure,
+/// };
+/// assert_eq!(classifier.classify(&Ok(404)), Outcome::Ignored);
+/// assert_eq!(classifier.classify(&Ok(503)), Outcome::Failure);
+/// ```
+pub trait Classify<Res, E>: Clone + Send + Sync + 'static {
+    /// Classifies one finished call.
+    fn classify(&self, result: &Result<Res, E>) -> Outcome;
+}
+
+impl<F, Res, E> Classify<Res, E> for F
+where
+    F: Fn(&Result<Res, E>) -> Outcome + Clone + Send + Sync + 'static,
+{
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        self(result)
+    }
+}

@@ -1,0 +1,32 @@
+//! Configuration: the seed's `SystemHardeningConfig`, per-service sections,
+//! parsing from TOML or JSON, and validation that names what was wrong.
+//!
+//! ```
+//! use tower_hardening::config::SystemHardeningConfig;
+//!
+//! // The seed's own example, as JSON with its camelCase keys.
+//! let config = SystemHardeningConfig::from_json_str(r#"{
+//!     "enableHealthMonitoring": true,
+//!     "enablePerformanceMonitoring": true,
+//!     "enableErrorRecovery": true,
+//!     "enableResourceManagement": true,
+//!     "healthCheckIntervalMs": 30000,
+//!     "performanceCheckIntervalMs": 5000,
+//!     "maxResourceMemory": "1GB",
+//!     "recoverableServices": ["audio-processing", "model-inference"]
+//! }"#)?;
+//! assert_eq!(config.max_resource_memory, Some(1_000_000_000));
+//!
+//! let err = SystemHardeningConfig::from_toml_str("health_check_interval = 0").unwrap_err();
+//! assert_eq!(err.field(), "health_check_interval");
+//! # Ok::<(), tower_hardening::config::ConfigError>(())
+//! ```
+
+mod error;
+mod service;
+mod system;
+mod units;
+
+pub use error::ConfigError;
+pub use service::{BreakerConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig};
+pub use system::SystemHardeningConfig;

@@ -1,0 +1,291 @@
+use std::time::Duration;
+
+use serde::Deserialize;
+use tower_hardening_core::Priority;
+
+use super::ConfigError;
+use super::units;
+
+/// Per-service settings: the layers `SystemHardening::layer(name)` builds
+/// for that service, and how much it matters.
+///
+/// Every section has safe defaults; a service with no section at all gets
+/// them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// How much the service matters to the process: its requests' default
+    /// priority and its weight in the overall health status.
+    #[serde(with = "units::priority")]
+    pub criticality: Priority,
+    /// A deadline for each call (tower's `TimeoutLayer`); a timeout is a
+    /// failure to the breaker. `None`: no deadline.
+    #[serde(with = "units::optional_duration")]
+    pub timeout: Option<Duration>,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Retries.
+    pub retry: RetryConfig,
+    /// Admission control.
+    pub limit: LimitConfig,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            criticality: Priority::NORMAL,
+            timeout: None,
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            limit: LimitConfig::default(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub(crate) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(timeout) = self.timeout {
+            positive_duration(&format!("{prefix}.timeout"), timeout)?;
+        }
+        self.breaker.validate(&format!("{prefix}.breaker"))?;
+        self.retry.validate(&format!("{prefix}.retry"))?;
+        self.limit.validate(&format!("{prefix}.limit"))
+    }
+}
+
+/// A breaker's sliding window: the last N calls, or the calls of the last
+/// period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowConfig {
+    /// The last N calls (`{ count = 100 }`).
+    Count(u32),
+    /// The calls of the last period (`{ time = "60s" }`).
+    Time(#[serde(with = "units::duration")] Duration),
+}
+
+/// Circuit breaker settings (see `tower_hardening::breaker`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Whether the service gets a breaker at all.
+    pub enabled: bool,
+    /// Opens when the failure rate is at or above this; in (0, 1].
+    pub failure_rate_threshold: f64,
+    /// Opens when the slow-call rate is at or above this; in (0, 1].
+    pub slow_call_rate_threshold: f64,
+    /// A call slower than this counts as slow.
+    #[serde(with = "units::duration")]
+    pub slow_call_duration: Duration,
+    /// Which calls the rates are computed over.
+    pub sliding_window: WindowConfig,
+    /// No decision before this many calls are in the window; at least 1.
+    pub minimum_calls: u32,
+    /// How long to stay open before letting probes through.
+    #[serde(with = "units::duration")]
+    pub wait_in_open: Duration,
+    /// Each consecutive trip doubles the wait, up to this.
+    #[serde(with = "units::duration")]
+    pub max_wait_in_open: Duration,
+    /// How many probe calls half-open lets through; at least 1.
+    pub half_open_permits: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: Duration::from_secs(2),
+            sliding_window: WindowConfig::Count(100),
+            minimum_calls: 20,
+            wait_in_open: Duration::from_secs(30),
+            max_wait_in_open: Duration::from_secs(300),
+            half_open_permits: 5,
+        }
+    }
+}
+
+impl BreakerConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        rate(&format!("{prefix}.failure_rate_threshold"), self.failure_rate_threshold)?;
+        rate(&format!("{prefix}.slow_call_rate_threshold"), self.slow_call_rate_threshold)?;
+        positive_duration(&format!("{prefix}.slow_call_duration"), self.slow_call_duration)?;
+        match self.sliding_window {
+            WindowConfig::Count(0) => {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.sliding_window.count"),
+                    0,
+                    "a call count of at least 1",
+                ));
+            }
+            WindowConfig::Time(period) => {
+                if period < Duration::from_secs(1) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.sliding_window.time"),
+                        format_args!("{period:?}"),
+                        "a period of at least 1s",
+                    ));
+                }
+            }
+            WindowConfig::Count(_) => {}
+        }
+        at_least_one(&format!("{prefix}.minimum_calls"), self.minimum_calls)?;
+        if let WindowConfig::Count(size) = self.sliding_window {
+            if self.minimum_calls > size {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.minimum_calls"),
+                    self.minimum_calls,
+                    format!("at most the window's call count ({size}), or the breaker could never decide"),
+                ));
+            }
+        }
+        positive_duration(&format!("{prefix}.wait_in_open"), self.wait_in_open)?;
+        if self.max_wait_in_open < self.wait_in_open {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_wait_in_open"),
+                format_args!("{:?}", self.max_wait_in_open),
+                format!("at least wait_in_open ({:?})", self.wait_in_open),
+            ));
+        }
+        at_least_one(&format!("{prefix}.half_open_permits"), self.half_open_permits)
+    }
+}
+
+/// How retries spread out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JitterConfig {
+    /// Exactly the backoff.
+    None,
+    /// Uniform in [0, backoff].
+    Full,
+    /// Half the backoff plus uniform in [0, backoff / 2].
+    Equal,
+}
+
+/// Retry settings (see `tower_hardening::recovery`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Whether failed calls are retried at all.
+    pub enabled: bool,
+    /// Attempts in total, the first included; at least 1.
+    pub max_attempts: u32,
+    /// The first backoff.
+    #[serde(with = "units::duration")]
+    pub initial_backoff: Duration,
+    /// The largest backoff.
+    #[serde(with = "units::duration")]
+    pub max_backoff: Duration,
+    /// How backoffs are spread.
+    pub jitter: JitterConfig,
+    /// Extra load retries may add, as a fraction of first attempts; in [0, 1].
+    pub budget_ratio: f64,
+    /// Retries per second always allowed, whatever the ratio.
+    pub budget_min_per_second: u32,
+    /// How long a deposit to the budget lasts.
+    #[serde(with = "units::duration")]
+    pub budget_ttl: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: false,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            jitter: JitterConfig::Full,
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+            budget_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        at_least_one(&format!("{prefix}.max_attempts"), self.max_attempts)?;
+        if self.max_backoff < self.initial_backoff {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_backoff"),
+                format_args!("{:?}", self.max_backoff),
+                format!("at least initial_backoff ({:?})", self.initial_backoff),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.budget_ratio) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.budget_ratio"),
+                self.budget_ratio,
+                "a fraction in [0, 1]",
+            ));
+        }
+        if self.budget_ttl < Duration::from_secs(1) || self.budget_ttl > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.budget_ttl"),
+                format_args!("{:?}", self.budget_ttl),
+                "a period from 1s to 60s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Admission control settings (see `tower_hardening::limit`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    /// Whether requests go through admission control at all.
+    pub enabled: bool,
+    /// Requests served at once; at least 1.
+    pub max_concurrency: u32,
+    /// Requests waiting at most; beyond it they are refused.
+    pub max_queue: u32,
+    /// How long a request may wait for admission.
+    #[serde(with = "units::duration")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig {
+            enabled: false,
+            max_concurrency: 256,
+            max_queue: 1_000,
+            queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LimitConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        at_least_one(&format!("{prefix}.max_concurrency"), self.max_concurrency)?;
+        positive_duration(&format!("{prefix}.queue_timeout"), self.queue_timeout)
+    }
+}
+
+fn rate(field: &str, value: f64) -> Result<(), ConfigError> {
+    if value > 0.0 && value <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(field, value, "a rate in (0, 1]"))
+    }
+}
+
+fn at_least_one(field: &str, value: u32) -> Result<(), ConfigError> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(field, value, "a whole number of at least 1"))
+    }
+}
+
+pub(crate) fn positive_duration(field: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::invalid(field, "0s", "a duration above zero"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Hardening for any `tower::Service`: circuit breaking, retries and
+//! recovery, priority-based resource limits and metrics, tied to the
+//! health of the whole process.
+//!
+//! This is the facade crate. It re-exports each layer crate behind a cargo
+//! feature of the same name (all on by default):
+//!
+//! | module | feature | crate | status |
+//! | --- | --- | --- | --- |
+//! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events |
+//! | `breaker` | `breaker` | `tower-hardening-breaker` | see the README's feature table |
+//! | `recovery` | `recovery` | `tower-hardening-recovery` | see the README's feature table |
+//! | `limit` | `limit` | `tower-hardening-limit` | see the README's feature table |
+//! | `metrics` | `metrics` | `tower-hardening-metrics` | see the README's feature table |
+//! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |
+//!
+//! ```
+//! use tower_hardening::config::SystemHardeningConfig;
+//! use tower_hardening::core::Priority;
+//!
+//! let config = SystemHardeningConfig::from_toml_str(r#"
+//!     performance_check_interval = "1s"
+//!     [services.model-inference]
+//!     criticality = "high"
+//! "#)?;
+//! assert_eq!(config.service("model-inference").criticality, Priority::HIGH);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+
+/// The shared vocabulary: re-export of `tower-hardening-core`.
+pub use tower_hardening_core as core;
+
+/// The circuit breaker layer: re-export of `tower-hardening-breaker`.
+#[cfg(feature = "breaker")]
+pub use tower_hardening_breaker as breaker;
+
+/// Retry and recovery layers: re-export of `tower-hardening-recovery`.
+#[cfg(feature = "recovery")]
+pub use tower_hardening_recovery as recovery;
+
+/// Resource pools and admission control: re-export of `tower-hardening-limit`.
+#[cfg(feature = "limit")]
+pub use tower_hardening_limit as limit;
+
+/// The metrics layer and collector: re-export of `tower-hardening-metrics`.
+#[cfg(feature = "metrics")]
+pub use tower_hardening_metrics as metrics;
+
+pub use tower_hardening_core::{BoxError, Priority};

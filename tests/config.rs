@@ -1,0 +1,223 @@
+//! Configuration parsing and validation: the seed's example, the example
+//! file, and bad inputs whose errors must name the field.
+
+use std::time::Duration;
+
+use tower_hardening::config::{ConfigError, SystemHardeningConfig, WindowConfig};
+use tower_hardening::core::Priority;
+
+#[test]
+fn seed_example_parses_as_written() {
+    // The seed's TypeScript example object, as JSON with camelCase keys.
+    let config = SystemHardeningConfig::from_json_str(
+        r#"{
+            "enableHealthMonitoring": true,
+            "enablePerformanceMonitoring": true,
+            "enableErrorRecovery": true,
+            "enableResourceManagement": true,
+            "healthCheckIntervalMs": 30000,
+            "performanceCheckIntervalMs": 5000,
+            "maxResourceMemory": "1GB",
+            "recoverableServices": ["audio-processing", "model-inference"]
+        }"#,
+    )
+    .expect("the seed's example configuration is valid");
+    assert!(config.enable_health_monitoring);
+    assert!(config.enable_performance_monitoring);
+    assert!(config.enable_error_recovery);
+    assert!(config.enable_resource_management);
+    assert_eq!(config.health_check_interval, Duration::from_secs(30));
+    assert_eq!(config.performance_check_interval, Duration::from_secs(5));
+    assert_eq!(config.max_resource_memory, Some(1_000_000_000));
+    assert_eq!(
+        config.recoverable_services,
+        vec!["audio-processing".to_owned(), "model-inference".to_owned()]
+    );
+}
+
+#[test]
+fn example_file_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hardening.toml");
+    let config = SystemHardeningConfig::from_path(path).expect("examples/hardening.toml is valid");
+    assert_eq!(config.max_resource_memory, Some(1 << 30));
+    let audio = config.service("audio-processing");
+    assert_eq!(audio.criticality, Priority::HIGH);
+    assert_eq!(audio.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(audio.breaker.max_wait_in_open, Duration::from_secs(300));
+    assert!(audio.retry.enabled);
+    assert_eq!(audio.limit.max_concurrency, 8);
+    let model = config.service("model-inference");
+    assert_eq!(model.breaker.sliding_window, WindowConfig::Time(Duration::from_secs(60)));
+    assert_eq!(model.breaker.minimum_calls, 10);
+}
+
+#[test]
+fn defaults_are_valid_and_match_the_seed() {
+    let config = SystemHardeningConfig::default();
+    config.validate().expect("defaults are safe to run");
+    assert_eq!(config.health_check_interval, Duration::from_secs(30));
+    assert_eq!(config.performance_check_interval, Duration::from_secs(5));
+    assert_eq!(SystemHardeningConfig::from_toml_str("").unwrap(), config);
+    assert_eq!(SystemHardeningConfig::from_json_str("{}").unwrap(), config);
+}
+
+#[test]
+fn durations_and_sizes_take_every_documented_form() {
+    let config = SystemHardeningConfig::from_toml_str(
+        r#"
+        health_check_interval = 1500
+        performance_check_interval = "500ms"
+        max_resource_memory = 4096
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.health_check_interval, Duration::from_millis(1500));
+    assert_eq!(config.performance_check_interval, Duration::from_millis(500));
+    assert_eq!(config.max_resource_memory, Some(4096));
+
+    let config = SystemHardeningConfig::from_json_str(
+        r#"{ "healthCheckInterval": "2m", "maxResourceMemory": "512MiB" }"#,
+    )
+    .unwrap();
+    assert_eq!(config.health_check_interval, Duration::from_secs(120));
+    assert_eq!(config.max_resource_memory, Some(512 * 1024 * 1024));
+}
+
+/// Parses `toml`, expects an error, and checks that both `field()` and the
+/// message name `field`.
+fn refused_toml(toml: &str, field: &str) -> ConfigError {
+    let err = SystemHardeningConfig::from_toml_str(toml)
+        .expect_err(&format!("expected {toml:?} to be refused"));
+    let message = err.to_string();
+    assert!(
+        err.field().contains(field) && message.contains(field),
+        "error for {toml:?} should name `{field}`; field() = {:?}, message = {message}",
+        err.field()
+    );
+    err
+}
+
+fn refused_json(json: &str, field: &str) -> ConfigError {
+    let err = SystemHardeningConfig::from_json_str(json)
+        .expect_err(&format!("expected {json:?} to be refused"));
+    let message = err.to_string();
+    assert!(
+        err.field().contains(field) && message.contains(field),
+        "error for {json:?} should name `{field}`; field() = {:?}, message = {message}",
+        err.field()
+    );
+    err
+}
+
+#[test]
+fn zero_intervals_are_refused() {
+    let err = refused_toml("health_check_interval = 0", "health_check_interval");
+    assert!(err.to_string().contains("above zero"), "{err}");
+    refused_toml(r#"performance_check_interval = "0s""#, "performance_check_interval");
+    // camelCase alias: the error names the canonical field.
+    refused_json(r#"{"healthCheckIntervalMs": 0}"#, "health_check_interval");
+}
+
+#[test]
+fn unparseable_values_are_refused() {
+    let err = refused_toml(r#"health_check_interval = "soon""#, "health_check_interval");
+    assert!(err.to_string().contains("\"soon\""), "the value is echoed: {err}");
+    refused_toml("performance_check_interval = -5", "performance_check_interval");
+    let err = refused_toml(r#"max_resource_memory = "12 parsecs""#, "max_resource_memory");
+    assert!(err.to_string().contains("12 parsecs"), "{err}");
+    refused_json(r#"{"maxResourceMemory": -1}"#, "maxResourceMemory");
+    refused_toml(r#"enable_health_monitoring = "yes""#, "enable_health_monitoring");
+    refused_toml(r#"[services.a]
+criticality = "urgent!!""#, "services.a.criticality");
+}
+
+#[test]
+fn memory_limit_above_the_machine_is_refused() {
+    let err = refused_toml(r#"max_resource_memory = "1PiB""#, "max_resource_memory");
+    assert!(err.to_string().contains("this machine's memory"), "{err}");
+    refused_toml("max_resource_memory = 0", "max_resource_memory");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let err = refused_toml("health_check_intervall = \"1s\"", "health_check_intervall");
+    assert!(err.to_string().contains("unknown field"), "{err}");
+    refused_json(r#"{"enableHealthMonitorin": true}"#, "enableHealthMonitorin");
+    refused_toml(
+        "[services.audio.breaker]\nfailure_threshold = 0.5",
+        "services.audio.breaker.failure_threshold",
+    );
+}
+
+#[test]
+fn empty_service_names_are_refused() {
+    refused_toml(r#"recoverable_services = ["audio", " "]"#, "recoverable_services[1]");
+    refused_toml("[services.\"\"]\ntimeout = \"1s\"", "services");
+}
+
+#[test]
+fn thresholds_outside_their_range_are_refused() {
+    let err = refused_toml(
+        "[services.a.breaker]\nfailure_rate_threshold = 1.5",
+        "services.a.breaker.failure_rate_threshold",
+    );
+    assert!(err.to_string().contains("1.5") && err.to_string().contains("(0, 1]"), "{err}");
+    refused_toml(
+        "[services.a.breaker]\nslow_call_rate_threshold = 0.0",
+        "services.a.breaker.slow_call_rate_threshold",
+    );
+    refused_toml("[services.a.retry]\nbudget_ratio = -0.1", "services.a.retry.budget_ratio");
+}
+
+#[test]
+fn breaker_shape_errors_are_refused() {
+    refused_toml(
+        "[services.a.breaker]\nhalf_open_permits = 0",
+        "services.a.breaker.half_open_permits",
+    );
+    refused_toml(
+        "[services.a.breaker]\nsliding_window = { count = 0 }",
+        "services.a.breaker.sliding_window.count",
+    );
+    refused_toml(
+        "[services.a.breaker]\nsliding_window = { count = 10 }\nminimum_calls = 11",
+        "services.a.breaker.minimum_calls",
+    );
+    refused_toml(
+        "[services.a.breaker]\nwait_in_open = \"60s\"\nmax_wait_in_open = \"30s\"",
+        "services.a.breaker.max_wait_in_open",
+    );
+}
+
+#[test]
+fn retry_limit_and_timeout_errors_are_refused() {
+    refused_toml("[services.a.retry]\nmax_attempts = 0", "services.a.retry.max_attempts");
+    refused_toml(
+        "[services.a.retry]\ninitial_backoff = \"1s\"\nmax_backoff = \"10ms\"",
+        "services.a.retry.max_backoff",
+    );
+    refused_toml("[services.a.limit]\nmax_concurrency = 0", "services.a.limit.max_concurrency");
+    refused_toml("[services.a]\ntimeout = 0", "services.a.timeout");
+}
+
+#[test]
+fn syntax_errors_and_files_are_reported() {
+    let err = SystemHardeningConfig::from_toml_str("health_check_interval = ").unwrap_err();
+    assert!(err.to_string().contains("toml"), "{err}");
+    let err = SystemHardeningConfig::from_json_str("{} trailing").unwrap_err();
+    assert!(err.to_string().contains("json"), "{err}");
+
+    let err = SystemHardeningConfig::from_path("hardening.yaml").unwrap_err();
+    assert_eq!(err.field(), "path");
+    assert!(err.to_string().contains(".toml or .json"), "{err}");
+    let err = SystemHardeningConfig::from_path("/nonexistent/hardening.toml").unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/hardening.toml"), "{err}");
+}
+
+#[test]
+fn a_config_built_by_hand_is_validated_on_request() {
+    let mut config = SystemHardeningConfig::default();
+    config.services.entry("a".into()).or_default().breaker.failure_rate_threshold = f64::NAN;
+    let err = config.validate().unwrap_err();
+    assert_eq!(err.field(), "services.a.breaker.failure_rate_threshold");
+}
