@@ -47,7 +47,10 @@ fn example_file_parses() {
     assert!(audio.retry.enabled);
     assert_eq!(audio.limit.max_concurrency, 8);
     let model = config.service("model-inference");
-    assert_eq!(model.breaker.sliding_window, WindowConfig::Time(Duration::from_secs(60)));
+    assert_eq!(
+        model.breaker.sliding_window,
+        WindowConfig::Time(Duration::from_secs(60))
+    );
     assert_eq!(model.breaker.minimum_calls, 10);
 }
 
@@ -72,7 +75,10 @@ fn durations_and_sizes_take_every_documented_form() {
     )
     .unwrap();
     assert_eq!(config.health_check_interval, Duration::from_millis(1500));
-    assert_eq!(config.performance_check_interval, Duration::from_millis(500));
+    assert_eq!(
+        config.performance_check_interval,
+        Duration::from_millis(500)
+    );
     assert_eq!(config.max_resource_memory, Some(4096));
 
     let config = SystemHardeningConfig::from_json_str(
@@ -113,7 +119,10 @@ fn refused_json(json: &str, field: &str) -> ConfigError {
 fn zero_intervals_are_refused() {
     let err = refused_toml("health_check_interval = 0", "health_check_interval");
     assert!(err.to_string().contains("above zero"), "{err}");
-    refused_toml(r#"performance_check_interval = "0s""#, "performance_check_interval");
+    refused_toml(
+        r#"performance_check_interval = "0s""#,
+        "performance_check_interval",
+    );
     // camelCase alias: the error names the canonical field.
     refused_json(r#"{"healthCheckIntervalMs": 0}"#, "health_check_interval");
 }
@@ -121,14 +130,29 @@ fn zero_intervals_are_refused() {
 #[test]
 fn unparseable_values_are_refused() {
     let err = refused_toml(r#"health_check_interval = "soon""#, "health_check_interval");
-    assert!(err.to_string().contains("\"soon\""), "the value is echoed: {err}");
-    refused_toml("performance_check_interval = -5", "performance_check_interval");
-    let err = refused_toml(r#"max_resource_memory = "12 parsecs""#, "max_resource_memory");
+    assert!(
+        err.to_string().contains("\"soon\""),
+        "the value is echoed: {err}"
+    );
+    refused_toml(
+        "performance_check_interval = -5",
+        "performance_check_interval",
+    );
+    let err = refused_toml(
+        r#"max_resource_memory = "12 parsecs""#,
+        "max_resource_memory",
+    );
     assert!(err.to_string().contains("12 parsecs"), "{err}");
     refused_json(r#"{"maxResourceMemory": -1}"#, "maxResourceMemory");
-    refused_toml(r#"enable_health_monitoring = "yes""#, "enable_health_monitoring");
-    refused_toml(r#"[services.a]
-criticality = "urgent!!""#, "services.a.criticality");
+    refused_toml(
+        r#"enable_health_monitoring = "yes""#,
+        "enable_health_monitoring",
+    );
+    refused_toml(
+        r#"[services.a]
+criticality = "urgent!!""#,
+        "services.a.criticality",
+    );
 }
 
 #[test]
@@ -142,7 +166,10 @@ fn memory_limit_above_the_machine_is_refused() {
 fn unknown_keys_are_refused() {
     let err = refused_toml("health_check_intervall = \"1s\"", "health_check_intervall");
     assert!(err.to_string().contains("unknown field"), "{err}");
-    refused_json(r#"{"enableHealthMonitorin": true}"#, "enableHealthMonitorin");
+    refused_json(
+        r#"{"enableHealthMonitorin": true}"#,
+        "enableHealthMonitorin",
+    );
     refused_toml(
         "[services.audio.breaker]\nfailure_threshold = 0.5",
         "services.audio.breaker.failure_threshold",
@@ -151,7 +178,10 @@ fn unknown_keys_are_refused() {
 
 #[test]
 fn empty_service_names_are_refused() {
-    refused_toml(r#"recoverable_services = ["audio", " "]"#, "recoverable_services[1]");
+    refused_toml(
+        r#"recoverable_services = ["audio", " "]"#,
+        "recoverable_services[1]",
+    );
     refused_toml("[services.\"\"]\ntimeout = \"1s\"", "services");
 }
 
@@ -161,12 +191,18 @@ fn thresholds_outside_their_range_are_refused() {
         "[services.a.breaker]\nfailure_rate_threshold = 1.5",
         "services.a.breaker.failure_rate_threshold",
     );
-    assert!(err.to_string().contains("1.5") && err.to_string().contains("(0, 1]"), "{err}");
+    assert!(
+        err.to_string().contains("1.5") && err.to_string().contains("(0, 1]"),
+        "{err}"
+    );
     refused_toml(
         "[services.a.breaker]\nslow_call_rate_threshold = 0.0",
         "services.a.breaker.slow_call_rate_threshold",
     );
-    refused_toml("[services.a.retry]\nbudget_ratio = -0.1", "services.a.retry.budget_ratio");
+    refused_toml(
+        "[services.a.retry]\nbudget_ratio = -0.1",
+        "services.a.retry.budget_ratio",
+    );
 }
 
 #[test]
@@ -191,12 +227,18 @@ fn breaker_shape_errors_are_refused() {
 
 #[test]
 fn retry_limit_and_timeout_errors_are_refused() {
-    refused_toml("[services.a.retry]\nmax_attempts = 0", "services.a.retry.max_attempts");
+    refused_toml(
+        "[services.a.retry]\nmax_attempts = 0",
+        "services.a.retry.max_attempts",
+    );
     refused_toml(
         "[services.a.retry]\ninitial_backoff = \"1s\"\nmax_backoff = \"10ms\"",
         "services.a.retry.max_backoff",
     );
-    refused_toml("[services.a.limit]\nmax_concurrency = 0", "services.a.limit.max_concurrency");
+    refused_toml(
+        "[services.a.limit]\nmax_concurrency = 0",
+        "services.a.limit.max_concurrency",
+    );
     refused_toml("[services.a]\ntimeout = 0", "services.a.timeout");
 }
 
@@ -211,13 +253,21 @@ fn syntax_errors_and_files_are_reported() {
     assert_eq!(err.field(), "path");
     assert!(err.to_string().contains(".toml or .json"), "{err}");
     let err = SystemHardeningConfig::from_path("/nonexistent/hardening.toml").unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/hardening.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/hardening.toml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_config_built_by_hand_is_validated_on_request() {
     let mut config = SystemHardeningConfig::default();
-    config.services.entry("a".into()).or_default().breaker.failure_rate_threshold = f64::NAN;
+    config
+        .services
+        .entry("a".into())
+        .or_default()
+        .breaker
+        .failure_rate_threshold = f64::NAN;
     let err = config.validate().unwrap_err();
     assert_eq!(err.field(), "services.a.breaker.failure_rate_threshold");
 }

@@ -28,5 +28,7 @@ mod system;
 mod units;
 
 pub use error::ConfigError;
-pub use service::{BreakerConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig};
+pub use service::{
+    BreakerConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
+};
 pub use system::SystemHardeningConfig;

@@ -109,9 +109,18 @@ impl Default for BreakerConfig {
 
 impl BreakerConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        rate(&format!("{prefix}.failure_rate_threshold"), self.failure_rate_threshold)?;
-        rate(&format!("{prefix}.slow_call_rate_threshold"), self.slow_call_rate_threshold)?;
-        positive_duration(&format!("{prefix}.slow_call_duration"), self.slow_call_duration)?;
+        rate(
+            &format!("{prefix}.failure_rate_threshold"),
+            self.failure_rate_threshold,
+        )?;
+        rate(
+            &format!("{prefix}.slow_call_rate_threshold"),
+            self.slow_call_rate_threshold,
+        )?;
+        positive_duration(
+            &format!("{prefix}.slow_call_duration"),
+            self.slow_call_duration,
+        )?;
         match self.sliding_window {
             WindowConfig::Count(0) => {
                 return Err(ConfigError::invalid(
@@ -132,14 +141,16 @@ impl BreakerConfig {
             WindowConfig::Count(_) => {}
         }
         at_least_one(&format!("{prefix}.minimum_calls"), self.minimum_calls)?;
-        if let WindowConfig::Count(size) = self.sliding_window {
-            if self.minimum_calls > size {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.minimum_calls"),
-                    self.minimum_calls,
-                    format!("at most the window's call count ({size}), or the breaker could never decide"),
-                ));
-            }
+        if let WindowConfig::Count(size) = self.sliding_window
+            && self.minimum_calls > size
+        {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.minimum_calls"),
+                self.minimum_calls,
+                format!(
+                    "at most the window's call count ({size}), or the breaker could never decide"
+                ),
+            ));
         }
         positive_duration(&format!("{prefix}.wait_in_open"), self.wait_in_open)?;
         if self.max_wait_in_open < self.wait_in_open {
@@ -149,7 +160,10 @@ impl BreakerConfig {
                 format!("at least wait_in_open ({:?})", self.wait_in_open),
             ));
         }
-        at_least_one(&format!("{prefix}.half_open_permits"), self.half_open_permits)
+        at_least_one(
+            &format!("{prefix}.half_open_permits"),
+            self.half_open_permits,
+        )
     }
 }
 
@@ -278,7 +292,11 @@ fn at_least_one(field: &str, value: u32) -> Result<(), ConfigError> {
     if value >= 1 {
         Ok(())
     } else {
-        Err(ConfigError::invalid(field, value, "a whole number of at least 1"))
+        Err(ConfigError::invalid(
+            field,
+            value,
+            "a whole number of at least 1",
+        ))
     }
 }
 

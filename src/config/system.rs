@@ -165,7 +165,10 @@ impl SystemHardeningConfig {
     /// field, the value and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive_duration("health_check_interval", self.health_check_interval)?;
-        positive_duration("performance_check_interval", self.performance_check_interval)?;
+        positive_duration(
+            "performance_check_interval",
+            self.performance_check_interval,
+        )?;
         if let Some(bytes) = self.max_resource_memory {
             if bytes == 0 {
                 return Err(ConfigError::invalid(

@@ -101,8 +101,11 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-        humantime::parse_duration(v.trim())
-            .map_err(|err| E::custom(format_args!("invalid duration {v:?} ({err}): expected {DURATION_EXPECTED}")))
+        humantime::parse_duration(v.trim()).map_err(|err| {
+            E::custom(format_args!(
+                "invalid duration {v:?} ({err}): expected {DURATION_EXPECTED}"
+            ))
+        })
     }
 }
 
@@ -127,6 +130,10 @@ impl Visitor<'_> for ByteSizeVisitor {
         v.trim()
             .parse::<bytesize::ByteSize>()
             .map(|size| size.as_u64())
-            .map_err(|err| E::custom(format_args!("invalid size {v:?} ({err}): expected {SIZE_EXPECTED}")))
+            .map_err(|err| {
+                E::custom(format_args!(
+                    "invalid size {v:?} ({err}): expected {SIZE_EXPECTED}"
+                ))
+            })
     }
 }

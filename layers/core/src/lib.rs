@@ -39,6 +39,7 @@ mod circuit;
 mod classify;
 mod event;
 mod health;
+pub mod names;
 mod outcome;
 mod priority;
 mod rejection;

@@ -1,0 +1,208 @@
+//! `breaker_closed`: the cost of a circuit breaker on the closed path.
+//!
+//! Every breaker wraps the same trivial `service_fn`, is built once outside
+//! the measured loop, and each iteration is `ready().await` +
+//! `call().await` in one task on a current-thread runtime. The bare service
+//! is measured in the same run, so overhead = breaker - bare.
+//!
+//! `two_tasks`: two tasks on a two-worker runtime share one breaker; each
+//! makes half the calls. Reported as time per call (lower is better).
+//!
+//! Run: `cargo bench -p tower-hardening-breaker --bench breaker_closed`
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_breaker::{CircuitBreakerLayer, SlidingWindow};
+
+fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
+}
+
+/// A handler with a little real work (about 100-200 ns of hashing), for the
+/// throughput ratio a service with a non-trivial handler would see.
+fn working() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|x: u64| async move {
+        let mut h = x;
+        for i in 0..64u64 {
+            h = (h ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+        Ok::<_, Infallible>(black_box(h))
+    })
+}
+
+fn ours() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
+        .name("bench")
+        .sliding_window(SlidingWindow::count(100))
+        .minimum_calls(20)
+        .build()
+        .expect("valid settings")
+}
+
+fn ours_slow_calls() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
+        .name("bench")
+        .sliding_window(SlidingWindow::count(100))
+        .slow_call_duration(Duration::from_secs(2))
+        .build()
+        .expect("valid settings")
+}
+
+fn ours_time_window() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
+        .name("bench")
+        .sliding_window(SlidingWindow::time(Duration::from_secs(60)))
+        .build()
+        .expect("valid settings")
+}
+
+fn theirs() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .minimum_number_of_calls(20)
+        .build()
+        .expect("valid settings")
+}
+
+/// Times `iters` sequential ready+call rounds on `svc` in one task.
+fn one_task<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            let out = svc.ready().await.unwrap().call(i).await.unwrap();
+            black_box(out);
+        }
+        start.elapsed()
+    })
+}
+
+fn closed_one_task(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("breaker_closed");
+
+    let mut svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+
+    let mut svc = ours().layer(bare());
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+
+    let mut svc = ours_slow_calls().layer(bare());
+    group.bench_function("tower_hardening_slow_call_detection", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+
+    let mut svc = ours_time_window().layer(bare());
+    group.bench_function("tower_hardening_time_window", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+
+    let mut svc = theirs().layer(bare());
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+
+    // recloser is not a tower layer: it wraps the inner future.
+    let recloser = recloser::AsyncRecloser::from(
+        recloser::Recloser::custom()
+            .error_rate(0.5)
+            .closed_len(100)
+            .build(),
+    );
+    let mut inner = bare();
+    group.bench_function("recloser", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..n {
+                    let fut = inner.ready().await.unwrap().call(i);
+                    black_box(recloser.call(fut).await.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// Two tasks on two worker threads share one breaker.
+fn two_tasks<S>(rt: &tokio::runtime::Runtime, svc: &S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move {
+                    for i in 0..iters / 2 {
+                        let out = svc.ready().await.unwrap().call(i).await.unwrap();
+                        black_box(out);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn closed_two_tasks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("breaker_closed_two_tasks");
+    let svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = ours().layer(bare());
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = theirs().layer(bare());
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+
+    let svc = working();
+    group.bench_function("working_service", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = ours().layer(working());
+    group.bench_function("working_service_tower_hardening", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = closed_one_task, closed_two_tasks
+}
+criterion_main!(benches);

@@ -1,0 +1,95 @@
+//! The breaker's response future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower_hardening_core::{BoxError, Classify, Outcome};
+
+use crate::state::Permit;
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](crate::CircuitBreaker):
+    /// the inner future, whose result is classified and recorded, or a
+    /// rejection ready at once.
+    ///
+    /// Dropped before finishing, the call is recorded as neither success
+    /// nor failure and a half-open probe permit is handed back; dropped
+    /// during a panic, it is recorded as a failure.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F, C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F, C> {
+        Called {
+            #[pin]
+            future: F,
+            permit: Option<Permit>,
+            classifier: C,
+        },
+        Rejected {
+            rejection: Option<BoxError>,
+        },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    #[inline]
+    pub(crate) fn called(future: F, permit: Permit, classifier: C) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                permit: Some(permit),
+                classifier,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(rejection: BoxError) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected {
+                rejection: Some(rejection),
+            },
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                permit,
+                classifier,
+            } => {
+                let result = ready!(future.poll(cx));
+                if let Some(permit) = permit.take() {
+                    permit.finish(match classifier.classify(&result) {
+                        Outcome::Success => Some(false),
+                        Outcome::Failure => Some(true),
+                        Outcome::Ignored => None,
+                    });
+                }
+                Poll::Ready(result.map_err(Into::into))
+            }
+            KindProj::Rejected { rejection } => Poll::Ready(Err(rejection
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}

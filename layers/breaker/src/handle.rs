@@ -1,0 +1,101 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tower_hardening_core::CircuitState;
+
+use crate::state::BreakerState;
+
+/// Reads and steers one breaker. Cheap to clone; every clone (and every
+/// service of the layer it came from) sees the same breaker.
+#[derive(Debug, Clone)]
+pub struct BreakerHandle {
+    state: Arc<BreakerState>,
+}
+
+impl BreakerHandle {
+    pub(crate) fn new(state: Arc<BreakerState>) -> Self {
+        BreakerHandle { state }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.state.settings.name
+    }
+
+    /// The current state (one atomic load).
+    pub fn state(&self) -> CircuitState {
+        self.state.state()
+    }
+
+    /// A reading of the state, the window and the counters.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let reading = self.state.snapshot();
+        let counts = reading.counts;
+        let decided = counts.calls >= self.state.settings.minimum_calls && counts.calls > 0;
+        let rate = |n: u32| decided.then(|| f64::from(n) / f64::from(counts.calls));
+        BreakerSnapshot {
+            state: reading.state,
+            failure_rate: rate(counts.failures),
+            slow_call_rate: rate(counts.slow),
+            calls: counts.calls,
+            failures: counts.failures,
+            slow_calls: counts.slow,
+            probes_in_flight: reading.probes_in_flight,
+            rejected_total: reading.rejected,
+            last_transition: reading.last_transition.into_std(),
+            until_probe: reading.until_probe,
+        }
+    }
+
+    /// Rejects every call until [`reset`](Self::reset) (or another manual
+    /// state). For operators and the recovery manager.
+    pub fn force_open(&self) {
+        self.state.set_manual(CircuitState::ForcedOpen);
+    }
+
+    /// Lets every call through and records nothing.
+    pub fn disable(&self) {
+        self.state.set_manual(CircuitState::Disabled);
+    }
+
+    /// Lets every call through, records and reports rates, never opens
+    /// (a dry run of the thresholds). Starts from an empty window.
+    pub fn metrics_only(&self) {
+        self.state.set_manual(CircuitState::MetricsOnly);
+    }
+
+    /// Back to `Closed` with an empty window and the open wait back at
+    /// `wait_in_open`.
+    pub fn reset(&self) {
+        self.state.set_manual(CircuitState::Closed);
+    }
+}
+
+/// One reading of a breaker, from [`BreakerHandle::snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct BreakerSnapshot {
+    /// The state.
+    pub state: CircuitState,
+    /// Failures over calls in the window; `None` until the window holds
+    /// `minimum_calls` calls.
+    pub failure_rate: Option<f64>,
+    /// Slow calls over calls in the window; `None` until the window holds
+    /// `minimum_calls` calls.
+    pub slow_call_rate: Option<f64>,
+    /// Calls in the window (ignored and cancelled calls are not recorded).
+    pub calls: u32,
+    /// Failed calls in the window.
+    pub failures: u32,
+    /// Slow calls in the window.
+    pub slow_calls: u32,
+    /// While half-open: probe calls let through and not finished yet
+    /// (never more than `half_open_permits`); 0 in any other state.
+    pub probes_in_flight: u32,
+    /// Calls rejected since the breaker was built.
+    pub rejected_total: u64,
+    /// When the state last changed (when it was built, if never).
+    pub last_transition: Instant,
+    /// While open: how long until the next call is let through as a probe.
+    pub until_probe: Option<Duration>,
+}

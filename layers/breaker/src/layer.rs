@@ -1,0 +1,335 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_hardening_core::{ErrorsAsFailures, EventSink};
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+use crate::handle::BreakerHandle;
+use crate::keyed::KeyedCircuitBreakerLayer;
+use crate::service::CircuitBreaker;
+use crate::state::{BreakerState, Settings};
+use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
+
+/// Which calls a breaker's rates are computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlidingWindow {
+    /// The last `n` calls.
+    Count(u32),
+    /// The calls that finished in the last `period` (kept in 20 buckets, so
+    /// a call is forgotten between `period` and `period * 21 / 20` after
+    /// it finished).
+    Time(Duration),
+}
+
+impl SlidingWindow {
+    /// The last `n` calls (1 to 1,000,000).
+    pub fn count(n: u32) -> Self {
+        SlidingWindow::Count(n)
+    }
+
+    /// The calls of the last `period` (at least 1 ms).
+    pub fn time(period: Duration) -> Self {
+        SlidingWindow::Time(period)
+    }
+
+    fn build(self) -> Window {
+        match self {
+            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
+            SlidingWindow::Time(period) => Window::Time(TimeWindow::new(period)),
+        }
+    }
+}
+
+/// Builds a [`CircuitBreakerLayer`]; every setting has a default, and
+/// [`build`](Self::build) checks them all.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | `name` | `"circuit-breaker"` |
+/// | `failure_rate_threshold` | 0.5 |
+/// | `slow_call_rate_threshold` | 1.0 |
+/// | `slow_call_duration` | off: no call counts as slow and the clock is not read |
+/// | `sliding_window` | `SlidingWindow::count(100)` |
+/// | `minimum_calls` | 20 |
+/// | `wait_in_open` | 30 s |
+/// | `max_wait_in_open` | 300 s |
+/// | `half_open_permits` | 5 |
+/// | `classifier` | [`ErrorsAsFailures`] |
+#[derive(Debug, Clone)]
+pub struct Builder<C = ErrorsAsFailures> {
+    name: Arc<str>,
+    failure_rate_threshold: f64,
+    slow_call_rate_threshold: f64,
+    slow_call_duration: Option<Duration>,
+    sliding_window: SlidingWindow,
+    minimum_calls: u32,
+    wait_in_open: Duration,
+    max_wait_in_open: Duration,
+    half_open_permits: u32,
+    classifier: C,
+    events: Option<EventSink>,
+}
+
+impl Default for Builder<ErrorsAsFailures> {
+    fn default() -> Self {
+        Builder {
+            name: Arc::from("circuit-breaker"),
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 1.0,
+            slow_call_duration: None,
+            sliding_window: SlidingWindow::Count(100),
+            minimum_calls: 20,
+            wait_in_open: Duration::from_secs(30),
+            max_wait_in_open: Duration::from_secs(300),
+            half_open_permits: 5,
+            classifier: ErrorsAsFailures,
+            events: None,
+        }
+    }
+}
+
+impl<C> Builder<C> {
+    /// The breaker's name, used in errors, events and metric labels.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Opens when the failure rate in the window is at or above this; in
+    /// (0, 1].
+    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+        self.failure_rate_threshold = rate;
+        self
+    }
+
+    /// Opens when the slow-call rate in the window is at or above this; in
+    /// (0, 1].
+    pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
+        self.slow_call_rate_threshold = rate;
+        self
+    }
+
+    /// Counts calls longer than this as slow, whatever their outcome.
+    /// Setting it makes every call read the clock twice.
+    pub fn slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// Which calls the rates are computed over.
+    pub fn sliding_window(mut self, window: SlidingWindow) -> Self {
+        self.sliding_window = window;
+        self
+    }
+
+    /// No decision before this many calls are in the window (at least 1).
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+
+    /// How long the breaker stays open before letting probes through.
+    pub fn wait_in_open(mut self, wait: Duration) -> Self {
+        self.wait_in_open = wait;
+        self
+    }
+
+    /// The cap on the open wait, which doubles with each consecutive trip
+    /// (a half-open breaker that reopens).
+    pub fn max_wait_in_open(mut self, wait: Duration) -> Self {
+        self.max_wait_in_open = wait;
+        self
+    }
+
+    /// How many probe calls half-open lets through at once (1 to 65,535).
+    /// All must finish before the breaker closes.
+    pub fn half_open_permits(mut self, permits: u32) -> Self {
+        self.half_open_permits = permits;
+        self
+    }
+
+    /// Publishes transitions and rejections to `sink`.
+    pub fn events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// What counts as a failure: any [`Classify`](tower_hardening_core::Classify).
+    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2> {
+        Builder {
+            name: self.name,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: self.slow_call_duration,
+            sliding_window: self.sliding_window,
+            minimum_calls: self.minimum_calls,
+            wait_in_open: self.wait_in_open,
+            max_wait_in_open: self.max_wait_in_open,
+            half_open_permits: self.half_open_permits,
+            classifier,
+            events: self.events,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let rate = |field, value: f64| {
+            if value > 0.0 && value <= 1.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, value, "a rate in (0, 1]"))
+            }
+        };
+        rate("failure_rate_threshold", self.failure_rate_threshold)?;
+        rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::new("name", &*self.name, "a non-empty name"));
+        }
+        if self.slow_call_duration == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                "slow_call_duration",
+                Duration::ZERO,
+                "a duration above zero",
+            ));
+        }
+        match self.sliding_window {
+            SlidingWindow::Count(n) if n == 0 || n > MAX_COUNT_WINDOW => {
+                return Err(ConfigError::new(
+                    "sliding_window",
+                    self.sliding_window,
+                    "a count from 1 to 1,000,000",
+                ));
+            }
+            SlidingWindow::Time(period) if period < Duration::from_millis(1) => {
+                return Err(ConfigError::new(
+                    "sliding_window",
+                    self.sliding_window,
+                    "a period of at least 1ms",
+                ));
+            }
+            _ => {}
+        }
+        if self.minimum_calls == 0 {
+            return Err(ConfigError::new("minimum_calls", 0, "at least 1"));
+        }
+        if let SlidingWindow::Count(n) = self.sliding_window
+            && self.minimum_calls > n
+        {
+            return Err(ConfigError::new(
+                "minimum_calls",
+                self.minimum_calls,
+                "at most the count window's size, or the breaker could never decide",
+            ));
+        }
+        if self.wait_in_open.is_zero() {
+            return Err(ConfigError::new(
+                "wait_in_open",
+                self.wait_in_open,
+                "a duration above zero",
+            ));
+        }
+        if self.max_wait_in_open < self.wait_in_open {
+            return Err(ConfigError::new(
+                "max_wait_in_open",
+                self.max_wait_in_open,
+                "at least wait_in_open",
+            ));
+        }
+        if self.half_open_permits == 0 || self.half_open_permits > u32::from(u16::MAX) {
+            return Err(ConfigError::new(
+                "half_open_permits",
+                self.half_open_permits,
+                "from 1 to 65,535",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn new_state(&self, name: Arc<str>) -> Arc<BreakerState> {
+        Arc::new(BreakerState::new(
+            Settings {
+                name,
+                failure_rate_threshold: self.failure_rate_threshold,
+                slow_call_rate_threshold: self.slow_call_rate_threshold,
+                slow_call_duration: self.slow_call_duration,
+                minimum_calls: self.minimum_calls,
+                wait_in_open: self.wait_in_open,
+                max_wait_in_open: self.max_wait_in_open,
+                half_open_permits: self.half_open_permits,
+                events: self.events.clone(),
+            },
+            self.sliding_window.build(),
+        ))
+    }
+
+    pub(crate) fn breaker_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn classifier_ref(&self) -> &C {
+        &self.classifier
+    }
+
+    /// Checks every setting and builds the layer (one breaker shared by
+    /// every service the layer makes).
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
+        self.validate()?;
+        let state = self.new_state(self.name.clone());
+        Ok(CircuitBreakerLayer {
+            state,
+            classifier: self.classifier,
+        })
+    }
+
+    /// Checks every setting and builds a layer that keeps one breaker per
+    /// key of the request (an upstream host, a route), each with these
+    /// settings and named `"{name}/{key}"`, holding at most `max_keys`
+    /// breakers (see [`KeyedCircuitBreakerLayer`]).
+    pub fn build_keyed<K, F>(
+        self,
+        key_of: F,
+        max_keys: usize,
+    ) -> Result<KeyedCircuitBreakerLayer<K, F, C>, ConfigError>
+    where
+        C: Clone,
+    {
+        self.validate()?;
+        if max_keys == 0 {
+            return Err(ConfigError::new("max_keys", 0, "at least 1"));
+        }
+        Ok(KeyedCircuitBreakerLayer::new(self, key_of, max_keys))
+    }
+}
+
+/// A circuit breaker as a `tower::Layer`.
+///
+/// One layer value is one breaker: every service it builds and every clone
+/// of it share the same state, and [`handle`](Self::handle) reads and
+/// steers it.
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
+    state: Arc<BreakerState>,
+    classifier: C,
+}
+
+impl CircuitBreakerLayer<ErrorsAsFailures> {
+    /// A builder with the defaults listed on [`Builder`].
+    pub fn builder() -> Builder<ErrorsAsFailures> {
+        Builder::default()
+    }
+}
+
+impl<C> CircuitBreakerLayer<C> {
+    /// The handle of this layer's breaker.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle::new(self.state.clone())
+    }
+}
+
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
+    type Service = CircuitBreaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::new(inner, self.state.clone(), self.classifier.clone())
+    }
+}

@@ -1,0 +1,99 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_hardening_core::{BoxError, Classify};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::state::{BreakerState, Permit};
+
+/// The service [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) builds.
+///
+/// Admission is decided in `poll_ready` and kept until `call`: a permit
+/// (or a rejection) per service value, so `Clone` starts with none. A
+/// rejection is returned by the response future; `poll_ready` only fails
+/// when the inner service does.
+#[derive(Debug)]
+pub struct CircuitBreaker<S, C> {
+    inner: S,
+    state: Arc<BreakerState>,
+    classifier: C,
+    reserved: Reservation,
+}
+
+/// What `poll_ready` decided for the next `call`. The rejection is boxed
+/// once here, as the error it will become.
+#[derive(Debug)]
+enum Reservation {
+    Empty,
+    Admitted(Permit),
+    Rejected(BoxError),
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    pub(crate) fn new(inner: S, state: Arc<BreakerState>, classifier: C) -> Self {
+        CircuitBreaker {
+            inner,
+            state,
+            classifier,
+            reserved: Reservation::Empty,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    fn clone(&self) -> Self {
+        // A reserved permit belongs to the service that reserved it.
+        CircuitBreaker::new(
+            self.inner.clone(),
+            self.state.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Reservation::Empty = self.reserved {
+            self.reserved = match self.state.try_acquire() {
+                Ok(permit) => Reservation::Admitted(permit),
+                Err(rejection) => Reservation::Rejected(rejection.into()),
+            };
+        }
+        match self.reserved {
+            Reservation::Admitted(_) => self.inner.poll_ready(cx).map_err(Into::into),
+            // Fail fast: the rejection needs nothing from the inner service.
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        match std::mem::replace(&mut self.reserved, Reservation::Empty) {
+            Reservation::Admitted(mut permit) => {
+                permit.start();
+                let future = self.inner.call(request);
+                ResponseFuture::called(future, permit, self.classifier.clone())
+            }
+            Reservation::Rejected(rejection) => ResponseFuture::rejected(rejection),
+            Reservation::Empty => {
+                panic!("CircuitBreaker::call without poll_ready returning Ready(Ok) first")
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Sliding windows of call results, updated with atomics only.
+//!
+//! Both windows keep three counts — calls, failures, slow calls — packed in
+//! one `AtomicU64` (21 bits each), so a reader sees a consistent triple
+//! with one load.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+const FIELD_BITS: u32 = 21;
+const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+
+/// The largest count window (the packed fields hold up to 2^21 - 1).
+pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
+
+/// How many buckets a time window is cut into: a call is forgotten between
+/// `period` and `period + period / TIME_BUCKETS` after it completed.
+pub(crate) const TIME_BUCKETS: u32 = 20;
+
+/// One finished call, as the window stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallRecord {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+impl CallRecord {
+    /// Slot encoding: bit 0 set for any recorded call, bit 1 failure, bit 2 slow.
+    fn encode(self) -> u8 {
+        1 | (u8::from(self.failure) << 1) | (u8::from(self.slow) << 2)
+    }
+}
+
+/// The packed counts one slot value contributes.
+fn contribution(slot: u8) -> u64 {
+    let slot = u64::from(slot);
+    (slot & 1) | (((slot >> 1) & 1) << FIELD_BITS) | (((slot >> 2) & 1) << (2 * FIELD_BITS))
+}
+
+/// Calls, failures and slow calls currently in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct WindowCounts {
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+    pub(crate) slow: u32,
+}
+
+impl WindowCounts {
+    fn unpack(packed: u64) -> Self {
+        // Each field is < 2^21, so the casts cannot truncate.
+        WindowCounts {
+            calls: (packed & FIELD_MASK) as u32,
+            failures: ((packed >> FIELD_BITS) & FIELD_MASK) as u32,
+            slow: ((packed >> (2 * FIELD_BITS)) & FIELD_MASK) as u32,
+        }
+    }
+
+    fn add(self, other: WindowCounts) -> Self {
+        WindowCounts {
+            calls: self.calls + other.calls,
+            failures: self.failures + other.failures,
+            slow: self.slow + other.slow,
+        }
+    }
+
+    /// Whether the counts could be real: a reader that catches two writers
+    /// mid-update may see a borrowed field, and must not act on it.
+    pub(crate) fn is_consistent(self, capacity: u32) -> bool {
+        self.failures <= self.calls && self.slow <= self.calls && self.calls <= capacity
+    }
+}
+
+/// A window over the calls of the last `period` or the last N calls.
+#[derive(Debug)]
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    #[inline]
+    pub(crate) fn record(&self, record: CallRecord, now_nanos: u64) {
+        match self {
+            Window::Count(window) => window.record(record),
+            Window::Time(window) => window.record(record, now_nanos),
+        }
+    }
+
+    pub(crate) fn counts(&self, now_nanos: u64) -> WindowCounts {
+        match self {
+            Window::Count(window) => window.counts(),
+            Window::Time(window) => window.counts(now_nanos),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        match self {
+            Window::Count(window) => window.reset(),
+            Window::Time(window) => window.reset(),
+        }
+    }
+
+    /// Whether recording needs the time of completion.
+    pub(crate) fn needs_clock(&self) -> bool {
+        matches!(self, Window::Time(_))
+    }
+
+    /// The most calls the window can hold, for consistency checks.
+    pub(crate) fn capacity(&self) -> u32 {
+        match self {
+            Window::Count(window) => window.slots.len() as u32,
+            Window::Time(_) => FIELD_MASK as u32,
+        }
+    }
+}
+
+/// The last N calls: a ring of one-byte slots plus packed running counts.
+///
+/// In steady state (a success replacing a success) recording costs a load
+/// and a store of the cursor and a load of the slot: no locked instruction.
+///
+/// Writers keep one rule that makes the counts never underflow: a value's
+/// contribution is added to the counts *before* the value is written into
+/// a slot, so whoever later swaps it out subtracts something already
+/// added. A slot that already holds the same value is left alone.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    /// Lemire's fastmod constant for `slots.len()`: `next % len` without a
+    /// division on the hot path.
+    fastmod: u64,
+    next: AtomicU32,
+    counts: AtomicU64,
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        let size = size.clamp(1, MAX_COUNT_WINDOW);
+        CountWindow {
+            slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
+            fastmod: (u64::MAX / u64::from(size)).wrapping_add(1),
+            next: AtomicU32::new(0),
+            counts: AtomicU64::new(0),
+        }
+    }
+
+    /// `n % slots.len()` by multiplication (exact for every `u32` n).
+    #[inline]
+    fn slot_index(&self, n: u32) -> usize {
+        let low = self.fastmod.wrapping_mul(u64::from(n));
+        ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, record: CallRecord) {
+        // The cursor is advanced with a plain load and store, not a locked
+        // `fetch_add`: that keeps a full barrier off every call. Two calls
+        // finishing at the same instant on two threads may then take the
+        // same slot, and the later one replaces the earlier; which one wins
+        // does not depend on the outcome, so the rates stay unbiased, and
+        // one thread alone is exact. The cursor wraps at 2^32; unless the
+        // size divides 2^32 the ring then skips ahead once, forgetting a
+        // few calls early.
+        let cursor = self.next.load(Ordering::Relaxed);
+        self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
+        let slot = &self.slots[self.slot_index(cursor)];
+        let value = record.encode();
+        if slot.load(Ordering::Acquire) == value {
+            return;
+        }
+        self.counts.fetch_add(contribution(value), Ordering::AcqRel);
+        let old = slot.swap(value, Ordering::AcqRel);
+        self.counts.fetch_sub(contribution(old), Ordering::AcqRel);
+    }
+
+    pub(crate) fn counts(&self) -> WindowCounts {
+        WindowCounts::unpack(self.counts.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn reset(&self) {
+        for slot in self.slots.iter() {
+            let old = slot.swap(0, Ordering::AcqRel);
+            self.counts.fetch_sub(contribution(old), Ordering::AcqRel);
+        }
+        self.next.store(0, Ordering::Relaxed);
+    }
+}
+
+const EMPTY: u64 = u64::MAX;
+const ROLLING_OVER: u64 = u64::MAX - 1;
+
+#[derive(Debug)]
+struct Bucket {
+    /// Which bucket-width interval since the breaker's start this bucket
+    /// holds, or `EMPTY`, or `ROLLING_OVER` while one writer reuses it.
+    epoch: AtomicU64,
+    counts: AtomicU64,
+}
+
+/// The calls of the last `period`: `TIME_BUCKETS` buckets of packed counts,
+/// each tagged with the interval (epoch) it holds.
+///
+/// A writer whose epoch matches adds with one `fetch_add`; the first writer
+/// of a new interval claims the bucket by swinging its epoch to
+/// `ROLLING_OVER`, stores its own counts, then publishes the new epoch.
+/// Readers sum the buckets whose epoch lies within the period.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    buckets: Box<[Bucket]>,
+    bucket_nanos: u64,
+}
+
+impl TimeWindow {
+    pub(crate) fn new(period: Duration) -> Self {
+        let bucket_nanos = (period.as_nanos() / u128::from(TIME_BUCKETS)).max(1);
+        TimeWindow {
+            buckets: (0..TIME_BUCKETS)
+                .map(|_| Bucket {
+                    epoch: AtomicU64::new(EMPTY),
+                    counts: AtomicU64::new(0),
+                })
+                .collect(),
+            bucket_nanos: u64::try_from(bucket_nanos).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn epoch_of(&self, now_nanos: u64) -> u64 {
+        now_nanos / self.bucket_nanos
+    }
+
+    pub(crate) fn record(&self, record: CallRecord, now_nanos: u64) {
+        let epoch = self.epoch_of(now_nanos);
+        let bucket = &self.buckets[(epoch % u64::from(TIME_BUCKETS)) as usize];
+        let added = contribution(record.encode());
+        loop {
+            let current = bucket.epoch.load(Ordering::Acquire);
+            if current == epoch {
+                bucket.counts.fetch_add(added, Ordering::AcqRel);
+                return;
+            }
+            if current == ROLLING_OVER {
+                std::hint::spin_loop();
+                continue;
+            }
+            if current != EMPTY && current > epoch {
+                // A newer interval already owns the bucket: this call is
+                // older than the whole window.
+                return;
+            }
+            if bucket
+                .epoch
+                .compare_exchange(current, ROLLING_OVER, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                bucket.counts.store(added, Ordering::Release);
+                bucket.epoch.store(epoch, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn counts(&self, now_nanos: u64) -> WindowCounts {
+        let newest = self.epoch_of(now_nanos);
+        let oldest = newest.saturating_sub(u64::from(TIME_BUCKETS) - 1);
+        self.buckets
+            .iter()
+            .filter(|bucket| {
+                let epoch = bucket.epoch.load(Ordering::Acquire);
+                epoch != EMPTY && epoch != ROLLING_OVER && epoch >= oldest && epoch <= newest
+            })
+            .map(|bucket| WindowCounts::unpack(bucket.counts.load(Ordering::Acquire)))
+            .fold(WindowCounts::default(), WindowCounts::add)
+    }
+
+    pub(crate) fn reset(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.epoch.store(EMPTY, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: CallRecord = CallRecord {
+        failure: false,
+        slow: false,
+    };
+    const FAIL: CallRecord = CallRecord {
+        failure: true,
+        slow: false,
+    };
+    const SLOW: CallRecord = CallRecord {
+        failure: false,
+        slow: true,
+    };
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let window = CountWindow::new(3);
+        window.record(FAIL);
+        window.record(SLOW);
+        assert_eq!(
+            window.counts(),
+            WindowCounts {
+                calls: 2,
+                failures: 1,
+                slow: 1
+            }
+        );
+        window.record(OK);
+        window.record(OK); // evicts the failure
+        assert_eq!(
+            window.counts(),
+            WindowCounts {
+                calls: 3,
+                failures: 0,
+                slow: 1
+            }
+        );
+        window.record(OK);
+        window.record(OK);
+        assert_eq!(
+            window.counts(),
+            WindowCounts {
+                calls: 3,
+                failures: 0,
+                slow: 0
+            }
+        );
+        window.reset();
+        assert_eq!(window.counts(), WindowCounts::default());
+    }
+
+    #[test]
+    fn time_window_forgets_old_intervals() {
+        let second = 1_000_000_000;
+        let window = TimeWindow::new(Duration::from_secs(20)); // 1 s buckets
+        window.record(FAIL, 0);
+        window.record(OK, 5 * second);
+        assert_eq!(
+            window.counts(5 * second),
+            WindowCounts {
+                calls: 2,
+                failures: 1,
+                slow: 0
+            }
+        );
+        // At 19.9 s both are still inside the last 20 s.
+        assert_eq!(window.counts(19 * second + second / 2).calls, 2);
+        // At 20 s the bucket of second 0 has left the window.
+        assert_eq!(
+            window.counts(20 * second),
+            WindowCounts {
+                calls: 1,
+                failures: 0,
+                slow: 0
+            }
+        );
+        // A new call reuses the bucket of second 0 and drops what it held.
+        window.record(SLOW, 40 * second);
+        assert_eq!(
+            window.counts(40 * second),
+            WindowCounts {
+                calls: 1,
+                failures: 0,
+                slow: 1
+            }
+        );
+        window.reset();
+        assert_eq!(window.counts(40 * second), WindowCounts::default());
+    }
+
+    #[test]
+    fn fastmod_matches_the_remainder() {
+        for size in [1u32, 2, 3, 7, 10, 100, 999, 65_536, MAX_COUNT_WINDOW] {
+            let window = CountWindow::new(size);
+            for n in [
+                0u32,
+                1,
+                2,
+                size - 1,
+                size,
+                size + 1,
+                12_345_678,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                assert_eq!(window.slot_index(n), (n % size) as usize, "{n} % {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_keep_counts_exact() {
+        let window = std::sync::Arc::new(CountWindow::new(64));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let window = window.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let failure = (i + t) % 3 == 0;
+                        window.record(CallRecord {
+                            failure,
+                            slow: i % 5 == 0,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // With writers done, the running counts equal the slots' contents.
+        let from_slots = window
+            .slots
+            .iter()
+            .map(|slot| WindowCounts::unpack(contribution(slot.load(Ordering::Acquire))))
+            .fold(WindowCounts::default(), WindowCounts::add);
+        assert_eq!(window.counts(), from_slots);
+        assert_eq!(window.counts().calls, 64);
+    }
+}

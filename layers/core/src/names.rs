@@ -1,0 +1,36 @@
+//! Every metric name the library emits, in one place.
+//!
+//! Names follow `hardening_<thing>_<unit>`; labels are low-cardinality
+//! (service, breaker or pool names, states, outcomes), never request data.
+//!
+//! | name | type | unit | labels | emitted by |
+//! | --- | --- | --- | --- | --- |
+//! | [`CIRCUIT_STATE`] | gauge | state index (0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled, 5 metrics-only) | `breaker` | breaker |
+//! | [`CIRCUIT_TRANSITIONS_TOTAL`] | counter | transitions | `breaker`, `from`, `to` | breaker |
+//! | [`CIRCUIT_REJECTED_TOTAL`] | counter | calls | `breaker` | breaker |
+//!
+//! ```
+//! use tower_hardening_core::names;
+//! assert!(names::ALL.iter().all(|name| name.starts_with("hardening_")));
+//! ```
+
+/// Gauge: the breaker's state as [`CircuitState::as_index`](crate::CircuitState::as_index).
+pub const CIRCUIT_STATE: &str = "hardening_circuit_state";
+/// Counter: state transitions, labelled `from` and `to`.
+pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "hardening_circuit_transitions_total";
+/// Counter: calls the breaker rejected without calling the inner service.
+pub const CIRCUIT_REJECTED_TOTAL: &str = "hardening_circuit_rejected_total";
+
+/// Label: the breaker's name.
+pub const LABEL_BREAKER: &str = "breaker";
+/// Label: the state before a transition.
+pub const LABEL_FROM: &str = "from";
+/// Label: the state after a transition.
+pub const LABEL_TO: &str = "to";
+
+/// Every metric name above.
+pub const ALL: &[&str] = &[
+    CIRCUIT_STATE,
+    CIRCUIT_TRANSITIONS_TOTAL,
+    CIRCUIT_REJECTED_TOTAL,
+];
