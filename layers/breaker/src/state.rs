@@ -63,6 +63,8 @@ pub(crate) struct BreakerState {
     /// Nanoseconds after `base` when an open breaker lets probes through.
     open_until: AtomicU64,
     rejected: AtomicU64,
+    /// The state generation whose first rejection was published.
+    last_rejection_event: AtomicU64,
     window: Window,
     base: Instant,
     transitions: Mutex<Transitions>,
@@ -201,6 +203,7 @@ impl BreakerState {
             probes: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            last_rejection_event: AtomicU64::new(u64::MAX),
             window,
             base: now,
             transitions: Mutex::new(Transitions {
@@ -252,12 +255,12 @@ impl BreakerState {
                 CircuitState::Disabled => {
                     return Ok(permit(generation, PermitKind::Untracked));
                 }
-                CircuitState::ForcedOpen => return Err(self.reject(Duration::ZERO)),
+                CircuitState::ForcedOpen => return Err(self.reject(generation, Duration::ZERO)),
                 CircuitState::Open => {
                     let now = self.nanos_since_base(Instant::now());
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
-                        return Err(self.reject(Duration::from_nanos(until - now)));
+                        return Err(self.reject(generation, Duration::from_nanos(until - now)));
                     }
                     self.open_to_half_open(word);
                 }
@@ -281,7 +284,7 @@ impl BreakerState {
                 return Ok(false);
             }
             if probes & 0xffff_ffff == 0 {
-                return Err(self.reject(Duration::ZERO));
+                return Err(self.reject(generation, Duration::ZERO));
             }
             match self.probes.compare_exchange_weak(
                 probes,
@@ -311,11 +314,20 @@ impl BreakerState {
         }
     }
 
-    fn reject(&self, retry_after: Duration) -> CircuitOpen {
+    /// Counts a rejection. The event is published for the first rejection
+    /// of each state period only: under an outage every call is rejected,
+    /// and a flood of identical events would push the transitions out of
+    /// slow subscribers' buffers. The counters carry the totals.
+    fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => self.settings.name.clone())
             .increment(1);
-        if let Some(events) = &self.settings.events {
+        if let Some(events) = &self.settings.events
+            && self
+                .last_rejection_event
+                .swap(generation, Ordering::Relaxed)
+                != generation
+        {
             events.emit_with(|| {
                 Event::new(
                     self.settings.name.clone(),

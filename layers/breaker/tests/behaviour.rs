@@ -617,7 +617,10 @@ fn transitions_publish_events_and_metrics() {
         .iter()
         .filter(|e| matches!(e.kind(), EventKind::CallRejected { .. }))
         .count();
-    assert_eq!(rejections, 3);
+    assert_eq!(
+        rejections, 1,
+        "one rejection event per open period, not one per call"
+    );
 
     let metrics = snapshotter.snapshot().into_vec();
     let find = |name: &str, labels: &[(&str, &str)]| {
