@@ -8,10 +8,10 @@
 //! | module | feature | crate | status |
 //! | --- | --- | --- | --- |
 //! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events |
-//! | `breaker` | `breaker` | `tower-hardening-breaker` | see the README's feature table |
-//! | `recovery` | `recovery` | `tower-hardening-recovery` | see the README's feature table |
-//! | `limit` | `limit` | `tower-hardening-limit` | see the README's feature table |
-//! | `metrics` | `metrics` | `tower-hardening-metrics` | see the README's feature table |
+//! | `breaker` | `breaker` | `tower-hardening-breaker` | built: the circuit breaker layer |
+//! | `recovery` | `recovery` | `tower-hardening-recovery` | not yet: retry and recover layers |
+//! | `limit` | `limit` | `tower-hardening-limit` | not yet: resource pools and admission |
+//! | `metrics` | `metrics` | `tower-hardening-metrics` | not yet: metrics layer and collector |
 //! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |
 //!
 //! ```
@@ -49,3 +49,8 @@ pub use tower_hardening_limit as limit;
 pub use tower_hardening_metrics as metrics;
 
 pub use tower_hardening_core::{BoxError, Priority};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(all(doctest, feature = "breaker"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -74,9 +74,11 @@ pub struct BreakerConfig {
     pub failure_rate_threshold: f64,
     /// Opens when the slow-call rate is at or above this; in (0, 1].
     pub slow_call_rate_threshold: f64,
-    /// A call slower than this counts as slow.
-    #[serde(with = "units::duration")]
-    pub slow_call_duration: Duration,
+    /// A call slower than this counts as slow, whatever its outcome.
+    /// `None` (the default): no call is slow, and the breaker never reads
+    /// the clock on the closed path.
+    #[serde(with = "units::optional_duration")]
+    pub slow_call_duration: Option<Duration>,
     /// Which calls the rates are computed over.
     pub sliding_window: WindowConfig,
     /// No decision before this many calls are in the window; at least 1.
@@ -97,7 +99,7 @@ impl Default for BreakerConfig {
             enabled: true,
             failure_rate_threshold: 0.5,
             slow_call_rate_threshold: 1.0,
-            slow_call_duration: Duration::from_secs(2),
+            slow_call_duration: None,
             sliding_window: WindowConfig::Count(100),
             minimum_calls: 20,
             wait_in_open: Duration::from_secs(30),
@@ -117,10 +119,9 @@ impl BreakerConfig {
             &format!("{prefix}.slow_call_rate_threshold"),
             self.slow_call_rate_threshold,
         )?;
-        positive_duration(
-            &format!("{prefix}.slow_call_duration"),
-            self.slow_call_duration,
-        )?;
+        if let Some(duration) = self.slow_call_duration {
+            positive_duration(&format!("{prefix}.slow_call_duration"), duration)?;
+        }
         match self.sliding_window {
             WindowConfig::Count(0) => {
                 return Err(ConfigError::invalid(
@@ -164,6 +165,44 @@ impl BreakerConfig {
             &format!("{prefix}.half_open_permits"),
             self.half_open_permits,
         )
+    }
+}
+
+#[cfg(feature = "breaker")]
+impl BreakerConfig {
+    /// A breaker builder with these settings, named `name`; add a
+    /// classifier or an event sink, then `build()`.
+    ///
+    /// ```
+    /// use tower_hardening::config::SystemHardeningConfig;
+    ///
+    /// let config = SystemHardeningConfig::from_toml_str(r#"
+    ///     [services.model-inference.breaker]
+    ///     failure_rate_threshold = 0.25
+    /// "#)?;
+    /// let layer = config.service("model-inference").breaker.to_builder("model-inference").build()?;
+    /// assert_eq!(layer.handle().name(), "model-inference");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_builder(&self, name: &str) -> crate::breaker::Builder {
+        use crate::breaker::{CircuitBreakerLayer, SlidingWindow};
+
+        let builder = CircuitBreakerLayer::builder()
+            .name(name)
+            .failure_rate_threshold(self.failure_rate_threshold)
+            .slow_call_rate_threshold(self.slow_call_rate_threshold)
+            .sliding_window(match self.sliding_window {
+                WindowConfig::Count(n) => SlidingWindow::count(n),
+                WindowConfig::Time(period) => SlidingWindow::time(period),
+            })
+            .minimum_calls(self.minimum_calls)
+            .wait_in_open(self.wait_in_open)
+            .max_wait_in_open(self.max_wait_in_open)
+            .half_open_permits(self.half_open_permits);
+        match self.slow_call_duration {
+            Some(duration) => builder.slow_call_duration(duration),
+            None => builder,
+        }
     }
 }
 

@@ -22,12 +22,15 @@ fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send>
     service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
 }
 
-/// A handler with a little real work (about 100-200 ns of hashing), for the
-/// throughput ratio a service with a non-trivial handler would see.
-fn working() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
-    service_fn(|x: u64| async move {
+/// A handler that does `rounds` rounds of hashing (64 rounds is about
+/// 75 ns here, 1,024 about 1 us), for the throughput ratio a service with
+/// a non-trivial handler would see.
+fn working(
+    rounds: u64,
+) -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(move |x: u64| async move {
         let mut h = x;
-        for i in 0..64u64 {
+        for i in 0..black_box(rounds) {
             h = (h ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
         }
         Ok::<_, Infallible>(black_box(h))
@@ -187,13 +190,36 @@ fn closed_two_tasks(c: &mut Criterion) {
         b.iter_custom(|n| two_tasks(&rt, &svc, n))
     });
 
-    let svc = working();
-    group.bench_function("working_service", |b| {
-        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    for rounds in [64, 1_024] {
+        let svc = working(rounds);
+        group.bench_function(format!("handler_{rounds}_rounds"), |b| {
+            b.iter_custom(|n| two_tasks(&rt, &svc, n))
+        });
+        let svc = ours().layer(working(rounds));
+        group.bench_function(format!("handler_{rounds}_rounds_tower_hardening"), |b| {
+            b.iter_custom(|n| two_tasks(&rt, &svc, n))
+        });
+    }
+    group.finish();
+}
+
+/// What one clock read costs here: the breaker reads the clock only for
+/// slow-call detection (twice per call) and time windows (once). Benches
+/// build with tokio's `test-util` (enabled by the tests' dev-dependency),
+/// whose `Instant::now` also checks for a paused clock; measuring both
+/// shows whether that skews the breaker figures.
+fn clock(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut group = c.benchmark_group("clock_read");
+    group.bench_function("std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
     });
-    let svc = ours().layer(working());
-    group.bench_function("working_service_tower_hardening", |b| {
-        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    group.bench_function("tokio_instant_now_test_util", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
     });
     group.finish();
 }
@@ -203,6 +229,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = closed_one_task, closed_two_tasks
+    targets = closed_one_task, closed_two_tasks, clock
 }
 criterion_main!(benches);

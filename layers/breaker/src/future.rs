@@ -1,4 +1,20 @@
 //! The breaker's response future.
+//!
+//! ```
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_hardening_breaker::{CircuitBreakerLayer, CircuitOpen};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::builder().build().unwrap();
+//! layer.handle().force_open();
+//! let mut svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+//! // `poll_ready` succeeds even while open; the future carries the rejection.
+//! let future = svc.ready().await.unwrap().call(7);
+//! let err = future.await.unwrap_err();
+//! assert!(err.downcast_ref::<CircuitOpen>().is_some());
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower_hardening_core::{CircuitOpen, CircuitState, Event, EventKind, EventSink, names};
 
-use crate::window::{CallRecord, Window, WindowCounts};
+use crate::window::{CachePadded, CallRecord, Window, WindowCounts};
 
 /// Settings fixed at build time (validated by the builder).
 #[derive(Debug, Clone)]
@@ -56,7 +56,9 @@ struct Transitions {
 #[derive(Debug)]
 pub(crate) struct BreakerState {
     pub(crate) settings: Settings,
-    word: AtomicU64,
+    /// Read by every call; padded away from the `Arc` counts that every
+    /// call writes.
+    word: CachePadded<AtomicU64>,
     /// `generation (low 32 bits) << 32 | free probe permits`, valid while
     /// half-open.
     probes: AtomicU64,
@@ -199,7 +201,7 @@ impl BreakerState {
         let now = Instant::now();
         let state = BreakerState {
             settings,
-            word: AtomicU64::new(pack(0, CircuitState::Closed)),
+            word: CachePadded(AtomicU64::new(pack(0, CircuitState::Closed))),
             probes: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             rejected: AtomicU64::new(0),

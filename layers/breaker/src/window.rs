@@ -17,6 +17,20 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
 /// `period` and `period + period / TIME_BUCKETS` after it completed.
 pub(crate) const TIME_BUCKETS: u32 = 20;
 
+/// Keeps a value on cache lines of its own, so that writes to it (or to
+/// its neighbours) do not evict the other on another core.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// One finished call, as the window stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CallRecord {
@@ -129,7 +143,7 @@ pub(crate) struct CountWindow {
     /// Lemire's fastmod constant for `slots.len()`: `next % len` without a
     /// division on the hot path.
     fastmod: u64,
-    next: AtomicU32,
+    next: CachePadded<AtomicU32>,
     counts: AtomicU64,
 }
 
@@ -139,7 +153,7 @@ impl CountWindow {
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size)).wrapping_add(1),
-            next: AtomicU32::new(0),
+            next: CachePadded(AtomicU32::new(0)),
             counts: AtomicU64::new(0),
         }
     }
