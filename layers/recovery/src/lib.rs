@@ -5,7 +5,7 @@
 //! never retrying `tower_hardening_core` rejections, with replayable HTTP
 //! bodies) and `RecoverLayer` (rebuilds a broken inner service from a
 //! factory with backoff, failing fast with
-//! [`Recovering`](tower_hardening_core::Recovering) meanwhile).
+//! [`Recovering`] meanwhile).
 //! Today it only re-exports the rejection type it will return.
 //!
 //! ```
