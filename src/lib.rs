@@ -9,7 +9,7 @@
 //! | --- | --- | --- | --- |
 //! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events |
 //! | `breaker` | `breaker` | `tower-hardening-breaker` | built: the circuit breaker layer |
-//! | `recovery` | `recovery` | `tower-hardening-recovery` | not yet: retry and recover layers |
+//! | `recovery` | `recovery` | `tower-hardening-recovery` | built: retry and recover layers |
 //! | `limit` | `limit` | `tower-hardening-limit` | not yet: resource pools and admission |
 //! | `metrics` | `metrics` | `tower-hardening-metrics` | not yet: metrics layer and collector |
 //! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |

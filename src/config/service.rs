@@ -286,6 +286,44 @@ impl RetryConfig {
     }
 }
 
+#[cfg(feature = "recovery")]
+impl RetryConfig {
+    /// A retry builder with these settings, named `name` (whether to use
+    /// it at all is `enabled`'s call); add a classifier, then `build()`.
+    ///
+    /// ```
+    /// use tower_hardening::config::SystemHardeningConfig;
+    ///
+    /// let config = SystemHardeningConfig::from_toml_str(r#"
+    ///     [services.model-inference.retry]
+    ///     enabled = true
+    ///     max_attempts = 4
+    ///     initial_backoff = "20ms"
+    /// "#)?;
+    /// let retry = config.service("model-inference").retry.to_builder("model-inference").build()?;
+    /// assert_eq!(retry.handle().name(), "model-inference");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_builder(&self, name: &str) -> crate::recovery::Builder {
+        use crate::recovery::{Backoff, Jitter, RetryBudget, RetryLayer};
+
+        RetryLayer::builder()
+            .name(name)
+            .max_attempts(self.max_attempts)
+            .backoff(Backoff::exponential(self.initial_backoff, self.max_backoff))
+            .jitter(match self.jitter {
+                JitterConfig::None => Jitter::None,
+                JitterConfig::Full => Jitter::Full,
+                JitterConfig::Equal => Jitter::Equal,
+            })
+            .budget(RetryBudget::new(
+                self.budget_ttl,
+                self.budget_min_per_second,
+                self.budget_ratio as f32,
+            ))
+    }
+}
+
 /// Admission control settings (see `tower_hardening::limit`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

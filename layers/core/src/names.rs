@@ -8,6 +8,10 @@
 //! | [`CIRCUIT_STATE`] | gauge | state index (0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled, 5 metrics-only) | `breaker` | breaker |
 //! | [`CIRCUIT_TRANSITIONS_TOTAL`] | counter | transitions | `breaker`, `from`, `to` | breaker |
 //! | [`CIRCUIT_REJECTED_TOTAL`] | counter | calls | `breaker` | breaker |
+//! | [`RETRIES_TOTAL`] | counter | retries | `service` | retry |
+//! | [`RETRY_BUDGET_EXHAUSTED_TOTAL`] | counter | requests | `service` | retry |
+//! | [`RETRY_GAVE_UP_TOTAL`] | counter | requests | `service` | retry |
+//! | [`RECOVERY_ATTEMPTS_TOTAL`] | counter | rebuild attempts | `service`, `result` (`success`, `failure`) | recover |
 //!
 //! ```
 //! use tower_hardening_core::names;
@@ -21,8 +25,21 @@ pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "hardening_circuit_transitions_total
 /// Counter: calls the breaker rejected without calling the inner service.
 pub const CIRCUIT_REJECTED_TOTAL: &str = "hardening_circuit_rejected_total";
 
+/// Counter: retries made (attempts after the first).
+pub const RETRIES_TOTAL: &str = "hardening_retries_total";
+/// Counter: requests not retried because the retry budget was empty.
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "hardening_retry_budget_exhausted_total";
+/// Counter: requests that failed on their last allowed attempt.
+pub const RETRY_GAVE_UP_TOTAL: &str = "hardening_retry_gave_up_total";
+/// Counter: attempts to build or rebuild a service, labelled `result`.
+pub const RECOVERY_ATTEMPTS_TOTAL: &str = "hardening_recovery_attempts_total";
+
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
+/// Label: the service's (or layer's) name.
+pub const LABEL_SERVICE: &str = "service";
+/// Label: how an attempt ended (`success` or `failure`).
+pub const LABEL_RESULT: &str = "result";
 /// Label: the state before a transition.
 pub const LABEL_FROM: &str = "from";
 /// Label: the state after a transition.

@@ -1,18 +1,99 @@
-//! Retry and recovery layers for tower-hardening — **not built yet**.
+//! Retry and recovery layers for any `tower::Service`.
 //!
-//! This crate will hold `RetryLayer` (a `tower::retry::Policy` with
-//! exponential backoff, jitter and a retry budget shared by every clone,
-//! never retrying `tower_hardening_core` rejections, with replayable HTTP
-//! bodies) and `RecoverLayer` (rebuilds a broken inner service from a
-//! factory with backoff, failing fast with
-//! [`Recovering`] meanwhile).
-//! Today it only re-exports the rejection type it will return.
+//! - [`RetryLayer`]: retries failed requests with exponential backoff and
+//!   jitter, within a [`RetryBudget`] shared by every clone of the layer, so
+//!   a dependency that is down costs at most a fixed fraction of extra
+//!   load. It never retries a rejection from another hardening layer
+//!   (`CircuitOpen`, `Overloaded`, `QueueTimeout`, `Recovering`), nor a
+//!   result the classifier marks `Ignored`, nor a request the `idempotent`
+//!   predicate refuses. It is tower's own `Retry` driven by a
+//!   [`RetryPolicy`]. [`RetryLayer::http`] buffers request bodies so
+//!   `http::Request`s can be replayed.
+//! - [`RecoverLayer`]: builds the inner service from a factory, lazily,
+//!   and rebuilds it with backoff when it breaks (a failed `poll_ready`,
+//!   too many failed calls in a row, or [`RecoverHandle::trigger`]); calls
+//!   fail fast with [`Recovering`] meanwhile, and with [`RecoveryFailed`]
+//!   once every attempt failed.
+//!
+//! # Composing them with a breaker
+//!
+//! Recover innermost, the breaker around it, retry outside both: each
+//! retry is a fresh call through the breaker, so the breaker sees (and
+//! counts) every attempt and, once open, stops the retries at once with
+//! `CircuitOpen` (which retry never retries); and the breaker also fails
+//! fast while the inner service is being rebuilt.
 //!
 //! ```
-//! use tower_hardening_recovery::Recovering;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_hardening_breaker::CircuitBreakerLayer;
+//! use tower_hardening_recovery::{Backoff, Jitter, RecoverLayer, RetryBudget, RetryLayer};
 //!
-//! let err = Recovering::new("model-inference", 1);
-//! assert_eq!(err.attempt(), 1);
+//! #[derive(Clone)]
+//! struct ModelClient;
+//!
+//! impl tower::Service<String> for ModelClient {
+//!     type Response = String;
+//!     type Error = std::io::Error;
+//!     type Future = std::future::Ready<Result<String, std::io::Error>>;
+//!     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+//!         std::task::Poll::Ready(Ok(()))
+//!     }
+//!     fn call(&mut self, prompt: String) -> Self::Future {
+//!         std::future::ready(Ok(format!("answer to {prompt}")))
+//!     }
+//! }
+//!
+//! async fn connect_model() -> Result<ModelClient, std::io::Error> {
+//!     Ok(ModelClient)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let retry = RetryLayer::builder()
+//!     .name("model-inference")
+//!     .max_attempts(3)
+//!     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2)))
+//!     .jitter(Jitter::Full)
+//!     .budget(RetryBudget::new(Duration::from_secs(10), 10, 0.2))
+//!     .build()?;
+//! let breaker = CircuitBreakerLayer::builder().name("model-inference").build()?;
+//! let (recovery, model) = RecoverLayer::new(|| connect_model())
+//!     .name("model-inference")
+//!     .max_attempts(5)
+//!     .backoff(Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)))
+//!     .after_consecutive_failures(10)
+//!     .service()?;
+//!
+//! let mut client = ServiceBuilder::new().layer(retry).layer(breaker).service(model);
+//!
+//! // The first call starts building the client and fails fast meanwhile.
+//! let first = client.ready().await?.call("hello".to_owned()).await;
+//! assert!(first.unwrap_err().is::<tower_hardening_recovery::Recovering>());
+//! while recovery.state() != tower_hardening_recovery::RecoverState::Ready {
+//!     tokio::task::yield_now().await;
+//! }
+//! let answer = client.ready().await?.call("hello".to_owned()).await?;
+//! assert_eq!(answer, "answer to hello");
+//! # Ok(())
+//! # }
 //! ```
 
-pub use tower_hardening_core::Recovering;
+mod backoff;
+mod boxed;
+mod recover;
+mod retry;
+
+pub mod error;
+
+pub use backoff::{Backoff, Jitter};
+pub use boxed::{BoxErrors, BoxErrorsFuture};
+pub use error::{ConfigError, Recovering, RecoveryFailed};
+pub use recover::{
+    Recover, RecoverFuture, RecoverHandle, RecoverLayer, RecoverPair, RecoverState, RecoverStats,
+};
+pub use retry::{
+    AnyRequest, BufferBodies, BufferBodiesFuture, Builder, CloneRequests, HttpRetryLayer,
+    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryHandle, RetryLayer, RetryPolicy,
+    RetryPredicate, RetryStats,
+};

@@ -1,0 +1,92 @@
+//! `retry_success`: the cost of the retry layer when nothing fails.
+//!
+//! Each iteration is `ready().await` + `call().await` on a trivial
+//! `service_fn`, one task, current-thread runtime, layers built once
+//! outside the loop. Peer in the same run: tower's own `Retry` with a
+//! policy that never retries (it still clones the request, as any retry
+//! must).
+//!
+//! Run: `cargo bench -p tower-hardening-recovery --bench retry_success`
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::retry::{Policy, Retry};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_recovery::RetryLayer;
+
+fn bare() -> impl Service<u64, Response = u64, Error = Infallible> + Clone {
+    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
+}
+
+#[derive(Clone)]
+struct NeverRetry;
+
+impl<Req: Clone, Res, E> Policy<Req, Res, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+fn run<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+        }
+        start.elapsed()
+    })
+}
+
+fn success_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("retry_success");
+
+    let mut svc = bare();
+    group.bench_function("bare_service", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+
+    let mut svc = Retry::new(NeverRetry, bare());
+    group.bench_function("tower_retry_never", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+
+    let mut svc = RetryLayer::builder().build().unwrap().layer(bare());
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+
+    let mut svc = RetryLayer::builder()
+        .without_budget()
+        .build()
+        .unwrap()
+        .layer(bare());
+    group.bench_function("tower_hardening_no_budget", |b| {
+        b.iter_custom(|n| run(&rt, &mut svc, n))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = success_path
+}
+criterion_main!(benches);

@@ -1,0 +1,147 @@
+//! State every clone of a retry layer shares: the budget and the counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tower::retry::budget::{Budget, TpsBudget};
+use tower_hardening_core::{Event, EventKind, EventSink, names};
+
+use crate::backoff::{Backoff, Jitter};
+
+#[derive(Debug)]
+pub(crate) struct RetryShared {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    budget: Option<TpsBudget>,
+    events: Option<EventSink>,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+    gave_up: AtomicU64,
+}
+
+impl RetryShared {
+    pub(crate) fn new(
+        name: Arc<str>,
+        max_attempts: u32,
+        backoff: Backoff,
+        jitter: Jitter,
+        budget: Option<TpsBudget>,
+        events: Option<EventSink>,
+    ) -> Self {
+        RetryShared {
+            name,
+            max_attempts,
+            backoff,
+            jitter,
+            budget,
+            events,
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            budget_exhausted: AtomicU64::new(0),
+            gave_up: AtomicU64::new(0),
+        }
+    }
+
+    /// A first attempt is being made: it earns the budget its share.
+    pub(crate) fn deposit(&self) {
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
+    }
+
+    pub(crate) fn attempted(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a retry from the budget; counts and reports when it is empty.
+    pub(crate) fn withdraw(&self, attempts: u32) -> bool {
+        let allowed = self.budget.as_ref().is_none_or(Budget::withdraw);
+        if allowed {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::RETRIES_TOTAL, names::LABEL_SERVICE => self.name.clone())
+                .increment(1);
+        } else {
+            self.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::RETRY_BUDGET_EXHAUSTED_TOTAL, names::LABEL_SERVICE => self.name.clone())
+                .increment(1);
+            self.exhausted(attempts, true);
+        }
+        allowed
+    }
+
+    pub(crate) fn gave_up(&self, attempts: u32) {
+        self.gave_up.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::RETRY_GAVE_UP_TOTAL, names::LABEL_SERVICE => self.name.clone())
+            .increment(1);
+        self.exhausted(attempts, false);
+    }
+
+    fn exhausted(&self, attempts: u32, budget_exhausted: bool) {
+        if let Some(events) = &self.events {
+            events.emit_with(|| {
+                Event::new(
+                    self.name.clone(),
+                    EventKind::RetryExhausted {
+                        attempts,
+                        budget_exhausted,
+                    },
+                )
+            });
+        }
+    }
+
+    pub(crate) fn stats(&self) -> RetryStats {
+        RetryStats {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
+            gave_up: self.gave_up.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Reads a retry layer's counters. Cheap to clone; shared by every clone
+/// of the layer and every service it made.
+#[derive(Debug, Clone)]
+pub struct RetryHandle {
+    pub(crate) shared: Arc<RetryShared>,
+}
+
+impl RetryHandle {
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> RetryStats {
+        self.shared.stats()
+    }
+
+    /// The longest a request may spend waiting between its attempts,
+    /// before jitter (the sum of the backoffs of every retry allowed).
+    pub fn max_total_backoff(&self) -> Duration {
+        (1..self.shared.max_attempts)
+            .map(|n| self.shared.backoff.base(n))
+            .sum()
+    }
+}
+
+/// The counters of a retry layer, from [`RetryHandle::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RetryStats {
+    /// Attempts that finished (first attempts and retries) of requests
+    /// that could be retried.
+    pub attempts: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Failures not retried because the budget was empty.
+    pub budget_exhausted: u64,
+    /// Requests that failed on their last allowed attempt.
+    pub gave_up: u64,
+}
