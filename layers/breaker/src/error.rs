@@ -15,42 +15,13 @@
 //! );
 //! ```
 
-use std::fmt;
+pub use tower_hardening_core::{CircuitOpen, ConfigError};
 
-pub use tower_hardening_core::CircuitOpen;
-
-/// A breaker setting outside what is allowed; names the setting, the value
-/// and what is allowed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
+/// Builds the breaker's [`ConfigError`].
+pub(crate) fn invalid(
     field: &'static str,
-    value: String,
+    value: impl std::fmt::Debug,
     allowed: &'static str,
+) -> ConfigError {
+    ConfigError::new("circuit breaker", field, value, allowed)
 }
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, value: impl fmt::Debug, allowed: &'static str) -> Self {
-        ConfigError {
-            field,
-            value: format!("{value:?}"),
-            allowed,
-        }
-    }
-
-    /// The builder method whose value was refused.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker setting `{}` = {}: expected {}",
-            self.field, self.value, self.allowed
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}

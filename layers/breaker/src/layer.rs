@@ -4,7 +4,7 @@ use std::time::Duration;
 use tower_hardening_core::{ErrorsAsFailures, EventSink};
 use tower_layer::Layer;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, invalid};
 use crate::handle::BreakerHandle;
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::service::CircuitBreaker;
@@ -177,16 +177,16 @@ impl<C> Builder<C> {
             if value > 0.0 && value <= 1.0 {
                 Ok(())
             } else {
-                Err(ConfigError::new(field, value, "a rate in (0, 1]"))
+                Err(invalid(field, value, "a rate in (0, 1]"))
             }
         };
         rate("failure_rate_threshold", self.failure_rate_threshold)?;
         rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         if self.name.trim().is_empty() {
-            return Err(ConfigError::new("name", &*self.name, "a non-empty name"));
+            return Err(invalid("name", &*self.name, "a non-empty name"));
         }
         if self.slow_call_duration == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "slow_call_duration",
                 Duration::ZERO,
                 "a duration above zero",
@@ -194,14 +194,14 @@ impl<C> Builder<C> {
         }
         match self.sliding_window {
             SlidingWindow::Count(n) if n == 0 || n > MAX_COUNT_WINDOW => {
-                return Err(ConfigError::new(
+                return Err(invalid(
                     "sliding_window",
                     self.sliding_window,
                     "a count from 1 to 1,000,000",
                 ));
             }
             SlidingWindow::Time(period) if period < Duration::from_millis(1) => {
-                return Err(ConfigError::new(
+                return Err(invalid(
                     "sliding_window",
                     self.sliding_window,
                     "a period of at least 1ms",
@@ -210,33 +210,33 @@ impl<C> Builder<C> {
             _ => {}
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::new("minimum_calls", 0, "at least 1"));
+            return Err(invalid("minimum_calls", 0, "at least 1"));
         }
         if let SlidingWindow::Count(n) = self.sliding_window
             && self.minimum_calls > n
         {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "minimum_calls",
                 self.minimum_calls,
                 "at most the count window's size, or the breaker could never decide",
             ));
         }
         if self.wait_in_open.is_zero() {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "wait_in_open",
                 self.wait_in_open,
                 "a duration above zero",
             ));
         }
         if self.max_wait_in_open < self.wait_in_open {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "max_wait_in_open",
                 self.max_wait_in_open,
                 "at least wait_in_open",
             ));
         }
         if self.half_open_permits == 0 || self.half_open_permits > u32::from(u16::MAX) {
-            return Err(ConfigError::new(
+            return Err(invalid(
                 "half_open_permits",
                 self.half_open_permits,
                 "from 1 to 65,535",
@@ -295,7 +295,7 @@ impl<C> Builder<C> {
     {
         self.validate()?;
         if max_keys == 0 {
-            return Err(ConfigError::new("max_keys", 0, "at least 1"));
+            return Err(invalid("max_keys", 0, "at least 1"));
         }
         Ok(KeyedCircuitBreakerLayer::new(self, key_of, max_keys))
     }

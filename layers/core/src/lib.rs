@@ -37,6 +37,7 @@
 
 mod circuit;
 mod classify;
+mod config_error;
 mod event;
 mod health;
 pub mod names;
@@ -48,6 +49,7 @@ pub use circuit::CircuitState;
 pub use classify::{
     Classify, DEFAULT_FAILING_CODES, ErrorsAsFailures, GrpcErrors, HttpServerErrors,
 };
+pub use config_error::ConfigError;
 pub use event::{Event, EventKind, EventSink, RecoveryStep};
 pub use health::HealthState;
 pub use outcome::Outcome;

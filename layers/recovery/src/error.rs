@@ -10,43 +10,25 @@
 
 use std::fmt;
 
-pub use tower_hardening_core::Recovering;
+pub use tower_hardening_core::{ConfigError, Recovering};
 
-/// A setting outside what is allowed; names the setting, the value and
-/// what is allowed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfigError {
+/// Builds the retry layer's [`ConfigError`].
+pub(crate) fn invalid_retry(
     field: &'static str,
-    value: String,
+    value: impl fmt::Debug,
     allowed: &'static str,
+) -> ConfigError {
+    ConfigError::new("retry", field, value, allowed)
 }
 
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, value: impl fmt::Debug, allowed: &'static str) -> Self {
-        ConfigError {
-            field,
-            value: format!("{value:?}"),
-            allowed,
-        }
-    }
-
-    /// The builder method whose value was refused.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
+/// Builds the recover layer's [`ConfigError`].
+pub(crate) fn invalid_recover(
+    field: &'static str,
+    value: impl fmt::Debug,
+    allowed: &'static str,
+) -> ConfigError {
+    ConfigError::new("recover", field, value, allowed)
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid setting `{}` = {}: expected {}",
-            self.field, self.value, self.allowed
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Every rebuild attempt of a [`RecoverLayer`](crate::RecoverLayer)'s
 /// service failed; calls fail with this until

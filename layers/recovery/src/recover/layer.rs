@@ -7,7 +7,7 @@ use tower_hardening_core::{BoxError, EventSink};
 use super::service::Recover;
 use super::state::{RecoverState, RecoverStats, Settings, Shared};
 use crate::backoff::Backoff;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, invalid_recover};
 
 /// Builds (and rebuilds) a service from a factory: lazily on the first
 /// call; again, with backoff up to `max_attempts`, when the service fails
@@ -95,10 +95,10 @@ impl<F> RecoverLayer<F> {
         E: Into<BoxError> + 'static,
     {
         if self.max_attempts == 0 {
-            return Err(ConfigError::new("max_attempts", 0, "at least 1"));
+            return Err(invalid_recover("max_attempts", 0, "at least 1"));
         }
         if self.after_consecutive_failures == Some(0) {
-            return Err(ConfigError::new(
+            return Err(invalid_recover(
                 "after_consecutive_failures",
                 0,
                 "at least 1",
@@ -106,7 +106,7 @@ impl<F> RecoverLayer<F> {
         }
         self.backoff
             .validate()
-            .map_err(|allowed| ConfigError::new("backoff", self.backoff, allowed))?;
+            .map_err(|allowed| invalid_recover("backoff", self.backoff, allowed))?;
         let shared = Arc::new(Shared::new(
             Settings {
                 name: self.name,

@@ -11,7 +11,7 @@ use super::replay::{BufferBodies, CloneRequests, ReplayHttp};
 use super::shared::{RetryHandle, RetryShared};
 use crate::backoff::{Backoff, Jitter};
 use crate::boxed::BoxErrors;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, invalid_retry};
 
 /// Caps retries to a fraction of the traffic, shared by every clone of a
 /// layer: a dependency that is down costs at most `ratio` extra load (plus
@@ -40,17 +40,13 @@ impl RetryBudget {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
-            return Err(ConfigError::new("budget.ttl", self.ttl, "from 1s to 60s"));
+            return Err(invalid_retry("budget.ttl", self.ttl, "from 1s to 60s"));
         }
         if !(0.0..=1000.0).contains(&self.ratio) {
-            return Err(ConfigError::new(
-                "budget.ratio",
-                self.ratio,
-                "from 0 to 1000",
-            ));
+            return Err(invalid_retry("budget.ratio", self.ratio, "from 0 to 1000"));
         }
         if self.min_per_second >= i32::MAX as u32 {
-            return Err(ConfigError::new(
+            return Err(invalid_retry(
                 "budget.min_per_second",
                 self.min_per_second,
                 "below 2^31 - 1",
@@ -181,11 +177,11 @@ impl<C, P> Builder<C, P> {
     /// Checks every setting and builds the layer.
     pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
         if self.max_attempts == 0 {
-            return Err(ConfigError::new("max_attempts", 0, "at least 1"));
+            return Err(invalid_retry("max_attempts", 0, "at least 1"));
         }
         self.backoff
             .validate()
-            .map_err(|allowed| ConfigError::new("backoff", self.backoff, allowed))?;
+            .map_err(|allowed| invalid_retry("backoff", self.backoff, allowed))?;
         if let Some(budget) = &self.budget {
             budget.validate()?;
         }
