@@ -11,7 +11,7 @@
 //! | `breaker` | `breaker` | `tower-hardening-breaker` | built: the circuit breaker layer |
 //! | `recovery` | `recovery` | `tower-hardening-recovery` | built: retry and recover layers |
 //! | `limit` | `limit` | `tower-hardening-limit` | not yet: resource pools and admission |
-//! | `metrics` | `metrics` | `tower-hardening-metrics` | not yet: metrics layer and collector |
+//! | `metrics` | `metrics` | `tower-hardening-metrics` | built: metrics layer and in-process collector |
 //! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |
 //!
 //! ```

@@ -5,6 +5,9 @@
 //!
 //! | name | type | unit | labels | emitted by |
 //! | --- | --- | --- | --- | --- |
+//! | [`REQUESTS_TOTAL`] | counter | requests | `service`, `outcome` (`success`, `failure`, `rejected`) | metrics layer |
+//! | [`REQUEST_DURATION_SECONDS`] | histogram | seconds | `service`, `outcome` | metrics layer |
+//! | [`REQUESTS_IN_FLIGHT`] | gauge | requests | `service` | metrics layer |
 //! | [`CIRCUIT_STATE`] | gauge | state index (0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled, 5 metrics-only) | `breaker` | breaker |
 //! | [`CIRCUIT_TRANSITIONS_TOTAL`] | counter | transitions | `breaker`, `from`, `to` | breaker |
 //! | [`CIRCUIT_REJECTED_TOTAL`] | counter | calls | `breaker` | breaker |
@@ -17,6 +20,14 @@
 //! use tower_hardening_core::names;
 //! assert!(names::ALL.iter().all(|name| name.starts_with("hardening_")));
 //! ```
+
+/// Counter: requests finished, labelled `outcome`.
+pub const REQUESTS_TOTAL: &str = "hardening_requests_total";
+/// Histogram: request duration in seconds, labelled `outcome`.
+pub const REQUEST_DURATION_SECONDS: &str = "hardening_request_duration_seconds";
+/// Gauge: requests started and not finished (completed, cancelled or
+/// panicked).
+pub const REQUESTS_IN_FLIGHT: &str = "hardening_requests_in_flight";
 
 /// Gauge: the breaker's state as [`CircuitState::as_index`](crate::CircuitState::as_index).
 pub const CIRCUIT_STATE: &str = "hardening_circuit_state";
@@ -38,6 +49,8 @@ pub const RECOVERY_ATTEMPTS_TOTAL: &str = "hardening_recovery_attempts_total";
 pub const LABEL_BREAKER: &str = "breaker";
 /// Label: the service's (or layer's) name.
 pub const LABEL_SERVICE: &str = "service";
+/// Label: how a request ended (`success`, `failure` or `rejected`).
+pub const LABEL_OUTCOME: &str = "outcome";
 /// Label: how an attempt ended (`success` or `failure`).
 pub const LABEL_RESULT: &str = "result";
 /// Label: the state before a transition.
@@ -47,6 +60,9 @@ pub const LABEL_TO: &str = "to";
 
 /// Every metric name above.
 pub const ALL: &[&str] = &[
+    REQUESTS_TOTAL,
+    REQUEST_DURATION_SECONDS,
+    REQUESTS_IN_FLIGHT,
     CIRCUIT_STATE,
     CIRCUIT_TRANSITIONS_TOTAL,
     CIRCUIT_REJECTED_TOTAL,

@@ -1,0 +1,11 @@
+//! The in-process recorder: bounded history, queries, Prometheus export.
+
+mod prometheus;
+mod query;
+mod recorder;
+mod series;
+
+pub use prometheus::EXPORTED_QUANTILES;
+pub use query::Query;
+pub use recorder::{Builder, MetricsCollector};
+pub use series::SeriesKind;

@@ -1,0 +1,170 @@
+use std::time::Duration;
+
+use super::recorder::MetricsCollector;
+use super::series::{Folded, SeriesKind};
+
+/// A question about recent samples of one metric: filtered by labels,
+/// over a window ending now, combined across every matching series.
+///
+/// What a sample is depends on the metric: an increment for a counter,
+/// the new value for a gauge, an observation for a histogram.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_hardening_metrics::MetricsCollector;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let collector = MetricsCollector::builder()
+///     .retention(Duration::from_secs(3600))
+///     .resolution(Duration::from_secs(10))
+///     .build()
+///     .unwrap();
+/// metrics::with_local_recorder(&collector, || {
+///     let latency = metrics::histogram!("hardening_request_duration_seconds", "service" => "audio-processing");
+///     for ms in 1..=100 {
+///         latency.record(f64::from(ms) / 1000.0);
+///     }
+/// });
+/// let q = collector
+///     .query("hardening_request_duration_seconds")
+///     .label("service", "audio-processing")
+///     .window(Duration::from_secs(60));
+/// assert_eq!(q.count(), 100);
+/// assert!((q.quantile(0.99).unwrap() - 0.099).abs() < 0.001);
+/// assert_eq!(q.max(), Some(0.1));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    collector: &'a MetricsCollector,
+    name: String,
+    labels: Vec<(String, String)>,
+    window: Option<Duration>,
+}
+
+impl<'a> Query<'a> {
+    pub(crate) fn new(collector: &'a MetricsCollector, name: &str) -> Self {
+        Query {
+            collector,
+            name: name.to_owned(),
+            labels: Vec::new(),
+            window: None,
+        }
+    }
+
+    /// Only series with this label value (several calls: all must match).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Only samples of the last `window` (default, and at most: the
+    /// retention), in whole buckets: the bucket now filling and enough
+    /// before it to cover the window.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    fn epochs(&self) -> (u64, u64) {
+        let inner = &self.collector.inner;
+        let now = inner.epoch.now();
+        let buckets = match self.window {
+            Some(window) => {
+                let n = window.as_nanos().div_ceil(inner.resolution.as_nanos());
+                (n as usize).clamp(1, inner.buckets)
+            }
+            None => inner.buckets,
+        };
+        (now.saturating_sub(buckets as u64 - 1), now)
+    }
+
+    fn fold(&self) -> (Folded, Option<SeriesKind>) {
+        let (from, to) = self.epochs();
+        let series = self
+            .collector
+            .inner
+            .series
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut folded = Folded::default();
+        let mut kind = None;
+        for (key, s) in series.iter() {
+            if key.name() != self.name {
+                continue;
+            }
+            let matches = self
+                .labels
+                .iter()
+                .all(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v));
+            if !matches {
+                continue;
+            }
+            kind = Some(s.kind);
+            let part = s.fold(from, to);
+            folded.count += part.count;
+            folded.sum += part.sum;
+            folded.min = match (folded.min, part.min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            folded.max = match (folded.max, part.max) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(sketch) = part.sketch {
+                match &mut folded.sketch {
+                    None => folded.sketch = Some(sketch),
+                    Some(merged) => {
+                        let _ = merged.merge(&sketch);
+                    }
+                }
+            }
+        }
+        (folded, kind)
+    }
+
+    /// Samples in the window.
+    pub fn count(&self) -> u64 {
+        self.fold().0.count
+    }
+
+    /// Sum of the samples in the window (for a counter, its increase).
+    pub fn sum(&self) -> f64 {
+        self.fold().0.sum
+    }
+
+    /// `sum()` per second of window (for a counter, its rate).
+    pub fn rate_per_sec(&self) -> f64 {
+        let (from, to) = self.epochs();
+        let seconds = self.collector.inner.resolution.as_secs_f64() * (to - from + 1) as f64;
+        self.sum() / seconds
+    }
+
+    /// Mean of the samples in the window; `None` with no sample.
+    pub fn mean(&self) -> Option<f64> {
+        let folded = self.fold().0;
+        (folded.count > 0).then(|| folded.sum / folded.count as f64)
+    }
+
+    /// Largest sample in the window.
+    pub fn max(&self) -> Option<f64> {
+        self.fold().0.max
+    }
+
+    /// Smallest sample in the window.
+    pub fn min(&self) -> Option<f64> {
+        self.fold().0.min
+    }
+
+    /// The `q` quantile (0 to 1) of a histogram's samples in the window,
+    /// from merged DDSketches (within 0.5% relative error); `None` for
+    /// other metrics or with no sample.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        match self.fold() {
+            (folded, Some(SeriesKind::Histogram)) => folded.sketch?.quantile(q),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The metrics layer's response future.
+//!
+//! ```
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_hardening_metrics::MetricsLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut svc = MetricsLayer::new("echo")
+//!     .layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+//! // Counted when the future finishes; in flight until then.
+//! let future = svc.ready().await.unwrap().call(7);
+//! assert_eq!(future.await.unwrap(), 7);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
+
+use crate::layer::Handles;
+
+/// Keeps the in-flight gauge honest: decremented however the request ends
+/// (finished, cancelled, or unwound by a panic, which counts as a failure).
+#[derive(Debug)]
+struct InFlight {
+    handles: Arc<Handles>,
+    /// The clock's raw reading at the start.
+    started: u64,
+    finished: bool,
+}
+
+impl InFlight {
+    fn finish(&mut self, outcome: &(metrics::Counter, metrics::Histogram)) {
+        self.finished = true;
+        outcome.0.increment(1);
+        let now = self.handles.clock.raw();
+        let nanos = self.handles.clock.delta_as_nanos(self.started, now);
+        outcome.1.record(nanos as f64 / 1e9);
+        self.handles.in_flight.decrement(1.0);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if std::thread::panicking() {
+            let handles = self.handles.clone();
+            self.finish(&handles.failure);
+        } else {
+            self.handles.in_flight.decrement(1.0);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`MetricsService`](crate::MetricsService).
+    #[derive(Debug)]
+    pub struct MetricsFuture<F, C> {
+        #[pin]
+        future: F,
+        in_flight: InFlight,
+        classifier: C,
+    }
+}
+
+impl<F, C> MetricsFuture<F, C> {
+    pub(crate) fn new(future: F, handles: Arc<Handles>, started: u64, classifier: C) -> Self {
+        MetricsFuture {
+            future,
+            in_flight: InFlight {
+                handles,
+                started,
+                finished: false,
+            },
+            classifier,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for MetricsFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx)).map_err(Into::into);
+        let handles = this.in_flight.handles.clone();
+        let outcome = match &result {
+            Err(error) if rejection_of(&**error).is_some() => &handles.rejected,
+            _ => match this.classifier.classify(&result) {
+                Outcome::Failure => &handles.failure,
+                Outcome::Success | Outcome::Ignored => &handles.success,
+            },
+        };
+        this.in_flight.finish(outcome);
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,92 @@
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use tower_hardening_core::{ErrorsAsFailures, names};
+use tower_layer::Layer;
+
+use crate::service::MetricsService;
+
+/// Per-request metrics for one service: counts and durations by outcome,
+/// and the number in flight.
+///
+/// The metric handles are registered once, when the layer is made, with
+/// the recorder in force then (the global one, or a local one inside
+/// `metrics::with_local_recorder`): install the recorder first. Nothing is
+/// allocated per request.
+#[derive(Debug, Clone)]
+pub struct MetricsLayer<C = ErrorsAsFailures> {
+    handles: Arc<Handles>,
+    classifier: C,
+}
+
+/// The registered handles, shared by every clone and every request.
+#[derive(Debug)]
+pub(crate) struct Handles {
+    /// quanta's TSC clock: a fraction of the cost of `Instant::now` where
+    /// the CPU has a usable TSC (it falls back to the OS clock otherwise).
+    pub(crate) clock: quanta::Clock,
+    pub(crate) in_flight: Gauge,
+    pub(crate) success: (Counter, Histogram),
+    pub(crate) failure: (Counter, Histogram),
+    pub(crate) rejected: (Counter, Histogram),
+}
+
+impl MetricsLayer {
+    /// Metrics labelled `service = name`; every `Err` is a failure until
+    /// [`classifier`](Self::classifier) says otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        metrics::describe_counter!(
+            names::REQUESTS_TOTAL,
+            Unit::Count,
+            "Requests finished, by outcome (success, failure, rejected by a hardening layer)."
+        );
+        metrics::describe_histogram!(
+            names::REQUEST_DURATION_SECONDS,
+            Unit::Seconds,
+            "Request duration in seconds, by outcome."
+        );
+        metrics::describe_gauge!(
+            names::REQUESTS_IN_FLIGHT,
+            Unit::Count,
+            "Requests started and not yet finished, cancelled or panicked."
+        );
+        let pair = |outcome: &'static str| {
+            (
+                metrics::counter!(names::REQUESTS_TOTAL, names::LABEL_SERVICE => name.clone(), names::LABEL_OUTCOME => outcome),
+                metrics::histogram!(names::REQUEST_DURATION_SECONDS, names::LABEL_SERVICE => name.clone(), names::LABEL_OUTCOME => outcome),
+            )
+        };
+        MetricsLayer {
+            handles: Arc::new(Handles {
+                clock: quanta::Clock::new(),
+                in_flight: metrics::gauge!(names::REQUESTS_IN_FLIGHT, names::LABEL_SERVICE => name.clone()),
+                success: pair("success"),
+                failure: pair("failure"),
+                rejected: pair("rejected"),
+            }),
+            classifier: ErrorsAsFailures,
+        }
+    }
+}
+
+impl<C> MetricsLayer<C> {
+    /// What counts as a failure: any
+    /// [`Classify`](tower_hardening_core::Classify) over the response and a
+    /// boxed error. `Ignored` results count as successes here; rejections
+    /// by other hardening layers count as `rejected` whatever it says.
+    pub fn classifier<C2>(self, classifier: C2) -> MetricsLayer<C2> {
+        MetricsLayer {
+            handles: self.handles,
+            classifier,
+        }
+    }
+}
+
+impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
+    type Service = MetricsService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService::new(inner, self.handles.clone(), self.classifier.clone())
+    }
+}

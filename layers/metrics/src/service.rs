@@ -1,0 +1,55 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_hardening_core::{BoxError, Classify};
+use tower_service::Service;
+
+use crate::future::MetricsFuture;
+use crate::layer::Handles;
+
+/// The service [`MetricsLayer`](crate::MetricsLayer) builds.
+#[derive(Debug, Clone)]
+pub struct MetricsService<S, C> {
+    inner: S,
+    handles: Arc<Handles>,
+    classifier: C,
+}
+
+impl<S, C> MetricsService<S, C> {
+    pub(crate) fn new(inner: S, handles: Arc<Handles>, classifier: C) -> Self {
+        MetricsService {
+            inner,
+            handles,
+            classifier,
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for MetricsService<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = MetricsFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        self.handles.in_flight.increment(1.0);
+        let started = self.handles.clock.raw();
+        let future = self.inner.call(request);
+        MetricsFuture::new(
+            future,
+            self.handles.clone(),
+            started,
+            self.classifier.clone(),
+        )
+    }
+}
