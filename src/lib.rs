@@ -10,7 +10,7 @@
 //! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events |
 //! | `breaker` | `breaker` | `tower-hardening-breaker` | built: the circuit breaker layer |
 //! | `recovery` | `recovery` | `tower-hardening-recovery` | built: retry and recover layers |
-//! | `limit` | `limit` | `tower-hardening-limit` | not yet: resource pools and admission |
+//! | `limit` | `limit` | `tower-hardening-limit` | built: resource pools and admission |
 //! | `metrics` | `metrics` | `tower-hardening-metrics` | built: metrics layer and in-process collector |
 //! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |
 //!

@@ -357,6 +357,35 @@ impl LimitConfig {
     }
 }
 
+#[cfg(feature = "limit")]
+impl LimitConfig {
+    /// A pool builder with these settings (capacity `max_concurrency`),
+    /// named `name`; build it and give it to a `ResourceLimitLayer`.
+    ///
+    /// ```
+    /// use tower_hardening::config::SystemHardeningConfig;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = SystemHardeningConfig::from_toml_str(r#"
+    ///     [services.audio-processing.limit]
+    ///     enabled = true
+    ///     max_concurrency = 8
+    ///     queue_timeout = "2s"
+    /// "#)?;
+    /// let pool = config.service("audio-processing").limit.to_pool_builder("audio-processing").build()?;
+    /// assert_eq!(pool.stats().capacity, 8);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn to_pool_builder(&self, name: &str) -> crate::limit::Builder {
+        crate::limit::ResourcePool::builder(name)
+            .capacity(u64::from(self.max_concurrency))
+            .max_queue(self.max_queue as usize)
+            .queue_timeout(self.queue_timeout)
+    }
+}
+
 fn rate(field: &str, value: f64) -> Result<(), ConfigError> {
     if value > 0.0 && value <= 1.0 {
         Ok(())

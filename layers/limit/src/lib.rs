@@ -1,18 +1,66 @@
-//! Resource pools and admission control for tower-hardening — **not built
-//! yet**.
+//! Resource pools and admission control: the seed's Resource Manager
+//! ("resource allocation, priority-based queuing, automatic cleanup,
+//! resource health tracking") and the admission layer of every hardened
+//! service.
 //!
-//! This crate will hold `ResourcePool` (priority-ordered, weighted,
-//! lease-tracked units: the seed's Resource Manager with
-//! `requestResource` / `releaseResource` / `getResourceStats`) and
-//! `ResourceLimitLayer` (per-request admission through a pool, fixed or
-//! adaptive capacity, shedding under memory pressure). Today it only
-//! re-exports the rejection types it will return.
+//! - [`ResourcePool`]: named resources with attributes, or
+//!   interchangeable units (slots, bytes); waiters served highest priority
+//!   first, FIFO within a priority, optionally aged so low priorities are
+//!   not starved; leases that come back on drop, on TTL and on shutdown;
+//!   unhealthy resources; shedding below a priority; counters by priority.
+//! - [`ResourceLimitLayer`]: per-request admission through a pool, with a
+//!   lock-free fast path when capacity is free, or with a capacity that
+//!   follows latency ([`AdaptiveLimit`]: gradient or AIMD).
+//!
+//! # The seed's flow in Rust
 //!
 //! ```
-//! use tower_hardening_limit::{Overloaded, Priority};
+//! use std::time::Duration;
+//! use tower_hardening_limit::{Acquire, Priority, Resource, ResourcePool};
 //!
-//! let err = Overloaded::new("cpu").with_priority(Priority::LOW);
-//! assert_eq!(err.priority(), Some(Priority::LOW));
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let cpu = ResourcePool::builder("cpu")
+//!     .resources((0..8).map(|i| Resource::new(format!("core-{i}")).attr("core", i)))
+//!     .max_queue(1_000)
+//!     .queue_timeout(Duration::from_secs(5))
+//!     .lease_ttl(Duration::from_secs(60))
+//!     .build()?;
+//!
+//! // requestResource('cpu', 'task-123', 2, { core: 0 })
+//! let lease = cpu
+//!     .acquire(Acquire::new("task-123").priority(Priority(2)).units(1).require("core", 0))
+//!     .await?;
+//! assert_eq!(lease.resources()[0].name(), "core-0");
+//! let id = lease.detach(); // keep it past this scope
+//!
+//! // getResourceStats()
+//! let stats = cpu.stats();
+//! assert_eq!((stats.available, stats.active_leases), (7, 1)); // the seed's `ready`, `activeAllocations`
+//!
+//! // releaseResource(resource.id, 'task-123')
+//! assert!(cpu.release(id, "someone-else").is_err()); // wrong owner: nothing released
+//! cpu.release(id, "task-123")?;
+//! assert_eq!(cpu.stats().available, 8);
+//! # Ok(())
+//! # }
 //! ```
 
+mod adaptive;
+mod layer;
+mod permit;
+mod pool;
+mod priority;
+mod service;
+
+pub mod future;
+
+pub use adaptive::AdaptiveLimit;
+pub use layer::ResourceLimitLayer;
+pub use pool::{
+    Acquire, AttrValue, Builder, Lease, PoolClosed, PoolStats, ReleaseError, Resource,
+    ResourcePool, Unsatisfiable,
+};
+pub use priority::{CostOf, ExtensionPriority, HeaderPriority, OneUnit, PriorityOf};
+pub use service::ResourceLimit;
 pub use tower_hardening_core::{Overloaded, Priority, QueueTimeout};

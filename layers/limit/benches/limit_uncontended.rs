@@ -1,0 +1,126 @@
+//! `limit_uncontended`: admission through `ResourceLimitLayer` with free
+//! capacity, against tower's `ConcurrencyLimit`, in the same run.
+//!
+//! One task: `ready().await` + `call().await` on a trivial `service_fn`
+//! on a current-thread runtime. Two tasks: two tasks on a two-worker
+//! runtime share one limiter (each with its own service clone), each
+//! making half the calls; time per call. Both limiters have a capacity of
+//! 1,000, so nobody ever waits.
+//!
+//! Run: `cargo bench -p tower-hardening-limit --bench limit_uncontended`
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_limit::{Priority, ResourceLimitLayer, ResourcePool};
+
+fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
+}
+
+fn one_task<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+        }
+        start.elapsed()
+    })
+}
+
+fn two_tasks<S>(rt: &tokio::runtime::Runtime, svc: &S, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let mut svc = svc.clone();
+                tokio::spawn(async move {
+                    for i in 0..iters / 2 {
+                        black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn uncontended(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("limit_uncontended");
+    let mut svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+    let mut svc = ConcurrencyLimitLayer::new(1_000).layer(bare());
+    group.bench_function("tower_concurrency_limit", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+    let mut svc = rt.block_on(async { ours_layer() }).layer(bare());
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+    group.finish();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("limit_uncontended_two_tasks");
+    let svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = ConcurrencyLimitLayer::new(1_000).layer(bare());
+    group.bench_function("tower_concurrency_limit", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = ours_layer().layer(bare());
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    group.finish();
+}
+
+fn ours_layer() -> ResourceLimitLayer<fn(&u64) -> Priority> {
+    ResourceLimitLayer::new(
+        ResourcePool::builder("bench")
+            .capacity(1_000)
+            .build()
+            .unwrap(),
+    )
+    .priority(normal as fn(&u64) -> Priority)
+}
+
+fn normal(_: &u64) -> Priority {
+    Priority::NORMAL
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = uncontended
+}
+criterion_main!(benches);

@@ -1,0 +1,91 @@
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_hardening_core::BoxError;
+use tower_service::Service;
+
+use crate::adaptive::Controller;
+use crate::future::LimitFuture;
+use crate::permit::Permit;
+use crate::pool::{Acquire, PoolInner, Waiting};
+use crate::priority::{CostOf, PriorityOf};
+
+/// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
+#[derive(Debug, Clone)]
+pub struct ResourceLimit<S, P, K> {
+    inner: S,
+    pool: Arc<PoolInner>,
+    priority: P,
+    cost: K,
+    adaptive: Option<Arc<Controller>>,
+}
+
+impl<S, P, K> ResourceLimit<S, P, K> {
+    pub(crate) fn new(
+        inner: S,
+        pool: Arc<PoolInner>,
+        priority: P,
+        cost: K,
+        adaptive: Option<Arc<Controller>>,
+    ) -> Self {
+        ResourceLimit {
+            inner,
+            pool,
+            priority,
+            cost,
+            adaptive,
+        }
+    }
+}
+
+impl<S, P, K, Req> Service<Req> for ResourceLimit<S, P, K>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    P: PriorityOf<Req>,
+    K: CostOf<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = LimitFuture<S, Req>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Req) -> Self::Future {
+        let units = self.cost.cost_of(&request);
+        // Fast path: free units and nobody waiting.
+        if !self.pool.is_named() && self.pool.admits_now(units) && self.pool.try_take_units(units) {
+            let permit = Permit::units(self.pool.clone(), units).measured(self.adaptive.as_ref());
+            return LimitFuture::calling(self.inner.call(request), permit);
+        }
+        let priority = self.priority.priority_of(&request);
+        let ask = Acquire::new("request").priority(priority).units(units);
+        if let Err(error) = self.pool.precheck(&ask) {
+            return LimitFuture::failed(error);
+        }
+        // The ready service goes with the future, which calls it once
+        // admitted; this one keeps a clone.
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        if let Some(grant) = self.pool.try_grant_now(&ask, false) {
+            let permit = Permit::grant(self.pool.clone(), grant).measured(self.adaptive.as_ref());
+            let mut ready = ready;
+            return LimitFuture::calling(ready.call(request), permit);
+        }
+        match Waiting::enqueue(self.pool.clone(), ask, false) {
+            Ok(waiting) => LimitFuture::waiting(
+                waiting,
+                ready,
+                request,
+                self.pool.clone(),
+                self.adaptive.clone(),
+            ),
+            Err(error) => LimitFuture::failed(error),
+        }
+    }
+}
