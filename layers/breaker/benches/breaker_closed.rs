@@ -16,11 +16,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_bench_support::{bare, one_task, two_tasks};
 use tower_hardening_breaker::{CircuitBreakerLayer, SlidingWindow};
-
-fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
-    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
-}
 
 /// A handler that does `rounds` rounds of hashing (64 rounds is about
 /// 75 ns here, 1,024 about 1 us), for the throughput ratio a service with
@@ -70,22 +67,6 @@ fn theirs() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
         .minimum_number_of_calls(20)
         .build()
         .expect("valid settings")
-}
-
-/// Times `iters` sequential ready+call rounds on `svc` in one task.
-fn one_task<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            let out = svc.ready().await.unwrap().call(i).await.unwrap();
-            black_box(out);
-        }
-        start.elapsed()
-    })
 }
 
 fn closed_one_task(c: &mut Criterion) {
@@ -141,33 +122,6 @@ fn closed_one_task(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Two tasks on two worker threads share one breaker.
-fn two_tasks<S>(rt: &tokio::runtime::Runtime, svc: &S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64> + Clone + Send + 'static,
-    S::Error: std::fmt::Debug + Send,
-    S::Future: Send,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move {
-                    for i in 0..iters / 2 {
-                        let out = svc.ready().await.unwrap().call(i).await.unwrap();
-                        black_box(out);
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        start.elapsed()
-    })
 }
 
 fn closed_two_tasks(c: &mut Criterion) {

@@ -193,6 +193,15 @@ fn start_gated(
     (tx, svc.call(rx))
 }
 
+/// Sends `n` failing calls through a gated breaker, one after another.
+async fn fail_gated(svc: &mut Gated, n: usize) {
+    for _ in 0..n {
+        let (tx, fut) = start_gated(svc);
+        tx.send(Act::Fail).unwrap();
+        fut.await.ok();
+    }
+}
+
 fn gated_setup(
     builder: tower_hardening_breaker::Builder,
     in_flight: Arc<AtomicUsize>,
@@ -232,11 +241,7 @@ async fn half_open_admits_exactly_the_permits_then_closes_on_success() {
         in_flight.clone(),
         max.clone(),
     );
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     assert_eq!(handle.state(), CircuitState::Open);
     tokio::time::advance(Duration::from_secs(30)).await;
 
@@ -284,11 +289,7 @@ async fn failed_probes_reopen_with_a_doubled_wait_capped_at_the_maximum() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let (mut svc, handle) = gated_setup(count_breaker(10, 10).half_open_permits(3), in_flight, max);
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     // Waits: 30 s, then 60 s, then 100 s (120 capped), then 100 s.
     for expected_next_wait in [60, 100, 100] {
         let wait = handle.snapshot().until_probe.expect("open");
@@ -319,11 +320,7 @@ async fn failed_probes_reopen_with_a_doubled_wait_capped_at_the_maximum() {
     }
     // reset() forgets the doubling.
     handle.reset();
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     assert_eq!(handle.snapshot().until_probe, Some(Duration::from_secs(30)));
 }
 
@@ -333,11 +330,7 @@ async fn a_dropped_probe_frees_its_permit_and_counts_for_nothing() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let (mut svc, handle) = gated_setup(count_breaker(10, 10).half_open_permits(1), in_flight, max);
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     tokio::time::advance(Duration::from_secs(30)).await;
 
     for _ in 0..5 {
@@ -372,11 +365,7 @@ async fn a_reserved_but_unused_permit_is_released_with_the_service() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max = Arc::new(AtomicUsize::new(0));
     let (mut svc, handle) = gated_setup(count_breaker(10, 10).half_open_permits(1), in_flight, max);
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     tokio::time::advance(Duration::from_secs(30)).await;
     let mut clone = svc.clone();
     clone.ready().await.unwrap(); // reserves the only probe permit
@@ -812,11 +801,7 @@ async fn calls_admitted_before_a_transition_do_not_count_after_it() {
     let (mut svc, handle) = gated_setup(count_breaker(10, 10), in_flight, max);
     // A slow call admitted while closed...
     let (late_tx, late) = start_gated(&mut svc);
-    for _ in 0..10 {
-        let (tx, fut) = start_gated(&mut svc);
-        tx.send(Act::Fail).unwrap();
-        fut.await.ok();
-    }
+    fail_gated(&mut svc, 10).await;
     handle.reset();
     // ...finishes after the breaker opened and was reset: not recorded.
     late_tx.send(Act::Fail).unwrap();

@@ -9,57 +9,13 @@
 //!
 //! Run: `cargo bench -p tower-hardening-limit --bench limit_uncontended`
 
-use std::convert::Infallible;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use tower::Layer;
 use tower::limit::ConcurrencyLimitLayer;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_bench_support::{bare, one_task, two_tasks};
 use tower_hardening_limit::{Priority, ResourceLimitLayer, ResourcePool};
-
-fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
-    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
-}
-
-fn one_task<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            black_box(svc.ready().await.unwrap().call(i).await.unwrap());
-        }
-        start.elapsed()
-    })
-}
-
-fn two_tasks<S>(rt: &tokio::runtime::Runtime, svc: &S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64> + Clone + Send + 'static,
-    S::Error: std::fmt::Debug + Send,
-    S::Future: Send,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let mut svc = svc.clone();
-                tokio::spawn(async move {
-                    for i in 0..iters / 2 {
-                        black_box(svc.ready().await.unwrap().call(i).await.unwrap());
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        start.elapsed()
-    })
-}
 
 fn uncontended(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

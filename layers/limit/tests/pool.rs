@@ -254,6 +254,25 @@ fn ten_thousand_acquires_with_cancellations_lose_nothing() {
     });
 }
 
+/// A stream of up to 1,000 HIGH requests, one every `every`, each holding
+/// a unit for 10 ms.
+fn high_stream(pool: &ResourcePool, every: Duration) -> tokio::task::JoinHandle<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        for n in 0..1_000 {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let request = Acquire::new(format!("high-{n}")).priority(Priority::HIGH);
+                if let Ok(lease) = pool.acquire(request).await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    drop(lease);
+                }
+            });
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 // 6.
 #[tokio::test(start_paused = true)]
 async fn with_aging_a_low_waiter_is_not_starved_by_high_ones() {
@@ -281,24 +300,7 @@ async fn with_aging_a_low_waiter_is_not_starved_by_high_ones() {
     settle().await;
     // A continuous stream of HIGH requests, one every 10 ms, each holding
     // the slot for 10 ms.
-    let stream = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            for n in 0..1_000 {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    if let Ok(lease) = pool
-                        .acquire(Acquire::new(format!("high-{n}")).priority(Priority::HIGH))
-                        .await
-                    {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        drop(lease);
-                    }
-                });
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    });
+    let stream = high_stream(&pool, Duration::from_millis(10));
     // Let a few HIGH requests queue behind LOW before the slot frees up.
     tokio::time::sleep(Duration::from_millis(25)).await;
     assert!(pool.stats().queued >= 3);
@@ -327,24 +329,7 @@ async fn with_aging_a_low_waiter_is_not_starved_by_high_ones() {
         }
     });
     settle().await;
-    let stream = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            for n in 0..1_000 {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    if let Ok(lease) = pool
-                        .acquire(Acquire::new(format!("high-{n}")).priority(Priority::HIGH))
-                        .await
-                    {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        drop(lease);
-                    }
-                });
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    let stream = high_stream(&pool, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(25)).await;
     drop(holder);
     let err = low.await.unwrap().unwrap_err();

@@ -10,29 +10,12 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
+use tower_hardening_bench_support::{bare, one_task};
 use tower_hardening_metrics::{MetricsCollector, MetricsLayer};
-
-fn bare() -> impl Service<u64, Response = u64, Error = Infallible> + Clone {
-    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
-}
-
-fn run<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            black_box(svc.ready().await.unwrap().call(i).await.unwrap());
-        }
-        start.elapsed()
-    })
-}
 
 fn per_call(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,21 +25,27 @@ fn per_call(c: &mut Criterion) {
     let mut group = c.benchmark_group("metrics_layer");
 
     let mut svc = bare();
-    group.bench_function("bare_service", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
 
     let mut svc = MetricsLayer::new("bench").layer(bare());
-    group.bench_function("no_recorder", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    group.bench_function("no_recorder", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
 
     let collector = rt.block_on(async { MetricsCollector::builder().build().unwrap() });
     let layer = metrics::with_local_recorder(&collector, || MetricsLayer::new("bench"));
     let mut svc = layer.layer(bare());
-    group.bench_function("collector", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    group.bench_function("collector", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
 
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let layer = metrics::with_local_recorder(&prometheus, || MetricsLayer::new("bench"));
     let mut svc = layer.layer(bare());
     group.bench_function("prometheus_exporter", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
     });
 
     // The same three metrics through the macros on every request (no
@@ -79,7 +68,7 @@ fn per_call(c: &mut Criterion) {
         }
     });
     group.bench_function("prometheus_exporter_macros_per_call", |b| {
-        b.iter_custom(|n| metrics::with_local_recorder(&prometheus, || run(&rt, &mut svc, n)))
+        b.iter_custom(|n| metrics::with_local_recorder(&prometheus, || one_task(&rt, &mut svc, n)))
     });
     group.finish();
 }

@@ -8,19 +8,14 @@
 //!
 //! Run: `cargo bench -p tower-hardening-recovery --bench retry_success`
 
-use std::convert::Infallible;
 use std::future::Ready;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use tower::Layer;
 use tower::retry::{Policy, Retry};
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_hardening_bench_support::{bare, one_task};
 use tower_hardening_recovery::RetryLayer;
-
-fn bare() -> impl Service<u64, Response = u64, Error = Infallible> + Clone {
-    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
-}
 
 #[derive(Clone)]
 struct NeverRetry;
@@ -37,20 +32,6 @@ impl<Req: Clone, Res, E> Policy<Req, Res, E> for NeverRetry {
     }
 }
 
-fn run<S>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64) -> Duration
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        let start = Instant::now();
-        for i in 0..iters {
-            black_box(svc.ready().await.unwrap().call(i).await.unwrap());
-        }
-        start.elapsed()
-    })
-}
-
 fn success_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,16 +40,18 @@ fn success_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("retry_success");
 
     let mut svc = bare();
-    group.bench_function("bare_service", |b| b.iter_custom(|n| run(&rt, &mut svc, n)));
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
 
     let mut svc = Retry::new(NeverRetry, bare());
     group.bench_function("tower_retry_never", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
     });
 
     let mut svc = RetryLayer::builder().build().unwrap().layer(bare());
     group.bench_function("tower_hardening", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
     });
 
     let mut svc = RetryLayer::builder()
@@ -77,7 +60,7 @@ fn success_path(c: &mut Criterion) {
         .unwrap()
         .layer(bare());
     group.bench_function("tower_hardening_no_budget", |b| {
-        b.iter_custom(|n| run(&rt, &mut svc, n))
+        b.iter_custom(|n| one_task(&rt, &mut svc, n))
     });
     group.finish();
 }
