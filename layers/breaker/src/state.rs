@@ -496,6 +496,11 @@ impl BreakerState {
         to: CircuitState,
     ) {
         self.word.store(pack(generation, to), Ordering::Release);
+        if from == to {
+            // A reset of a closed breaker (say) empties the window and
+            // starts a new generation, but is no transition to report.
+            return;
+        }
         transitions.last_transition = Instant::now();
         let name = &self.settings.name;
         metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => name.clone())

@@ -584,6 +584,7 @@ fn transitions_publish_events_and_metrics() {
                 .now_or_never();
         }
         s.handle.reset();
+        s.handle.reset(); // already closed: no second transition
     });
 
     let seen: Vec<Event> = std::iter::from_fn(|| events.try_recv().ok()).collect();
