@@ -29,15 +29,17 @@ use tower_service::Service;
 use crate::adaptive::Controller;
 use crate::permit::Permit;
 use crate::pool::{PoolInner, Waiting};
+use crate::release::{Held, ReleaseOn};
 
 pin_project! {
     /// Waits for admission, then runs the inner call holding its units.
-    pub struct LimitFuture<S, Req>
+    pub struct LimitFuture<S, Req, R>
     where
         S: Service<Req>,
     {
         #[pin]
         state: State<S, Req>,
+        release: R,
     }
 }
 
@@ -66,20 +68,21 @@ pin_project! {
     }
 }
 
-impl<S: Service<Req>, Req> std::fmt::Debug for LimitFuture<S, Req> {
+impl<S: Service<Req>, Req, R> std::fmt::Debug for LimitFuture<S, Req, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimitFuture").finish_non_exhaustive()
     }
 }
 
-impl<S: Service<Req>, Req> LimitFuture<S, Req> {
+impl<S: Service<Req>, Req, R> LimitFuture<S, Req, R> {
     #[inline]
-    pub(crate) fn calling(future: S::Future, permit: Permit) -> Self {
+    pub(crate) fn calling(future: S::Future, permit: Permit, release: R) -> Self {
         LimitFuture {
             state: State::Calling {
                 future,
                 permit: Some(permit),
             },
+            release,
         }
     }
 
@@ -89,6 +92,7 @@ impl<S: Service<Req>, Req> LimitFuture<S, Req> {
         request: Req,
         pool: Arc<PoolInner>,
         adaptive: Option<Arc<Controller>>,
+        release: R,
     ) -> Self {
         LimitFuture {
             state: State::Waiting {
@@ -98,22 +102,25 @@ impl<S: Service<Req>, Req> LimitFuture<S, Req> {
                 pool,
                 adaptive,
             },
+            release,
         }
     }
 
-    pub(crate) fn failed(error: BoxError) -> Self {
+    pub(crate) fn failed(error: BoxError, release: R) -> Self {
         LimitFuture {
             state: State::Failed { error: Some(error) },
+            release,
         }
     }
 }
 
-impl<S, Req> Future for LimitFuture<S, Req>
+impl<S, Req, R> Future for LimitFuture<S, Req, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    R: ReleaseOn<S::Response>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<R::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -139,10 +146,12 @@ where
                 }
                 StateProj::Calling { future, permit } => {
                     let result = ready!(future.poll(cx));
-                    if let Some(mut permit) = permit.take() {
-                        permit.finished();
-                    }
-                    return Poll::Ready(result.map_err(Into::into));
+                    let mut permit = permit.take().expect("polled after completion");
+                    permit.finished();
+                    return Poll::Ready(match result {
+                        Ok(response) => Ok(this.release.attach(response, Held::new(permit))),
+                        Err(error) => Err(error.into()),
+                    });
                 }
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().expect("polled after completion")));

@@ -6,6 +6,7 @@ use tower_layer::Layer;
 use crate::adaptive::{AdaptiveLimit, Controller};
 use crate::pool::ResourcePool;
 use crate::priority::{ExtensionPriority, OneUnit};
+use crate::release::{OnBodyEnd, OnResponse};
 use crate::service::ResourceLimit;
 
 /// Admission control through a [`ResourcePool`]: each request takes
@@ -23,10 +24,11 @@ use crate::service::ResourceLimit;
 /// ([`ExtensionPriority`]); other request types set
 /// [`priority`](Self::priority). The cost defaults to one unit.
 #[derive(Debug, Clone)]
-pub struct ResourceLimitLayer<P = ExtensionPriority, K = OneUnit> {
+pub struct ResourceLimitLayer<P = ExtensionPriority, K = OneUnit, R = OnResponse> {
     pool: ResourcePool,
     priority: P,
     cost: K,
+    release: R,
     adaptive: Option<Arc<Controller>>,
 }
 
@@ -37,6 +39,7 @@ impl ResourceLimitLayer {
             pool,
             priority: ExtensionPriority,
             cost: OneUnit,
+            release: OnResponse,
             adaptive: None,
         }
     }
@@ -52,31 +55,47 @@ impl ResourceLimitLayer {
             pool,
             priority: ExtensionPriority,
             cost: OneUnit,
+            release: OnResponse,
             adaptive: Some(Arc::new(limit.controller())),
         })
     }
 }
 
-impl<P, K> ResourceLimitLayer<P, K> {
+impl<P, K, R> ResourceLimitLayer<P, K, R> {
     /// Where each request's priority comes from: any
     /// [`PriorityOf`](crate::PriorityOf), such as a closure or
     /// [`HeaderPriority`](crate::HeaderPriority).
-    pub fn priority<P2>(self, priority: P2) -> ResourceLimitLayer<P2, K> {
+    pub fn priority<P2>(self, priority: P2) -> ResourceLimitLayer<P2, K, R> {
         ResourceLimitLayer {
             pool: self.pool,
             priority,
             cost: self.cost,
+            release: self.release,
             adaptive: self.adaptive,
         }
     }
 
     /// How many units each request costs: any [`CostOf`](crate::CostOf),
     /// such as `|req| content_length(req)` for a bytes pool.
-    pub fn cost<K2>(self, cost: K2) -> ResourceLimitLayer<P, K2> {
+    pub fn cost<K2>(self, cost: K2) -> ResourceLimitLayer<P, K2, R> {
         ResourceLimitLayer {
             pool: self.pool,
             priority: self.priority,
             cost,
+            release: self.release,
+            adaptive: self.adaptive,
+        }
+    }
+
+    /// For `http::Response`s: hold the units until the response body has
+    /// been read to its end (or dropped), not just until the response
+    /// head arrives, so streaming responses count for their whole life.
+    pub fn release_on_body_end(self) -> ResourceLimitLayer<P, K, OnBodyEnd> {
+        ResourceLimitLayer {
+            pool: self.pool,
+            priority: self.priority,
+            cost: self.cost,
+            release: OnBodyEnd,
             adaptive: self.adaptive,
         }
     }
@@ -92,8 +111,8 @@ impl<P, K> ResourceLimitLayer<P, K> {
     }
 }
 
-impl<S: Clone, P: Clone, K: Clone> Layer<S> for ResourceLimitLayer<P, K> {
-    type Service = ResourceLimit<S, P, K>;
+impl<S: Clone, P: Clone, K: Clone, R: Clone> Layer<S> for ResourceLimitLayer<P, K, R> {
+    type Service = ResourceLimit<S, P, K, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ResourceLimit::new(
@@ -101,6 +120,7 @@ impl<S: Clone, P: Clone, K: Clone> Layer<S> for ResourceLimitLayer<P, K> {
             self.pool.inner.clone(),
             self.priority.clone(),
             self.cost.clone(),
+            self.release.clone(),
             self.adaptive.clone(),
         )
     }

@@ -51,6 +51,7 @@ mod layer;
 mod permit;
 mod pool;
 mod priority;
+mod release;
 mod service;
 
 pub mod future;
@@ -62,5 +63,6 @@ pub use pool::{
     ResourcePool, Unsatisfiable,
 };
 pub use priority::{CostOf, ExtensionPriority, HeaderPriority, OneUnit, PriorityOf};
+pub use release::{Held, HoldingBody, OnBodyEnd, OnResponse, ReleaseOn};
 pub use service::ResourceLimit;
 pub use tower_hardening_core::{Overloaded, Priority, QueueTimeout};

@@ -10,23 +10,26 @@ use crate::future::LimitFuture;
 use crate::permit::Permit;
 use crate::pool::{Acquire, PoolInner, Waiting};
 use crate::priority::{CostOf, PriorityOf};
+use crate::release::ReleaseOn;
 
 /// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
 #[derive(Debug, Clone)]
-pub struct ResourceLimit<S, P, K> {
+pub struct ResourceLimit<S, P, K, R> {
     inner: S,
     pool: Arc<PoolInner>,
     priority: P,
     cost: K,
+    release: R,
     adaptive: Option<Arc<Controller>>,
 }
 
-impl<S, P, K> ResourceLimit<S, P, K> {
+impl<S, P, K, R> ResourceLimit<S, P, K, R> {
     pub(crate) fn new(
         inner: S,
         pool: Arc<PoolInner>,
         priority: P,
         cost: K,
+        release: R,
         adaptive: Option<Arc<Controller>>,
     ) -> Self {
         ResourceLimit {
@@ -34,21 +37,23 @@ impl<S, P, K> ResourceLimit<S, P, K> {
             pool,
             priority,
             cost,
+            release,
             adaptive,
         }
     }
 }
 
-impl<S, P, K, Req> Service<Req> for ResourceLimit<S, P, K>
+impl<S, P, K, R, Req> Service<Req> for ResourceLimit<S, P, K, R>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: PriorityOf<Req>,
     K: CostOf<Req>,
+    R: ReleaseOn<S::Response>,
 {
-    type Response = S::Response;
+    type Response = R::Response;
     type Error = BoxError;
-    type Future = LimitFuture<S, Req>;
+    type Future = LimitFuture<S, Req, R>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -61,12 +66,12 @@ where
         // Fast path: free units and nobody waiting.
         if !self.pool.is_named() && self.pool.admits_now(units) && self.pool.try_take_units(units) {
             let permit = Permit::units(self.pool.clone(), units).measured(self.adaptive.as_ref());
-            return LimitFuture::calling(self.inner.call(request), permit);
+            return LimitFuture::calling(self.inner.call(request), permit, self.release.clone());
         }
         let priority = self.priority.priority_of(&request);
         let ask = Acquire::new("request").priority(priority).units(units);
         if let Err(error) = self.pool.precheck(&ask) {
-            return LimitFuture::failed(error);
+            return LimitFuture::failed(error, self.release.clone());
         }
         // The ready service goes with the future, which calls it once
         // admitted; this one keeps a clone.
@@ -75,7 +80,7 @@ where
         if let Some(grant) = self.pool.try_grant_now(&ask, false) {
             let permit = Permit::grant(self.pool.clone(), grant).measured(self.adaptive.as_ref());
             let mut ready = ready;
-            return LimitFuture::calling(ready.call(request), permit);
+            return LimitFuture::calling(ready.call(request), permit, self.release.clone());
         }
         match Waiting::enqueue(self.pool.clone(), ask, false) {
             Ok(waiting) => LimitFuture::waiting(
@@ -84,8 +89,9 @@ where
                 request,
                 self.pool.clone(),
                 self.adaptive.clone(),
+                self.release.clone(),
             ),
-            Err(error) => LimitFuture::failed(error),
+            Err(error) => LimitFuture::failed(error, self.release.clone()),
         }
     }
 }

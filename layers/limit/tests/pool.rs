@@ -468,3 +468,58 @@ fn bad_settings_name_the_setting() {
         "outside a runtime: {err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_holds_its_unit_until_it_ends() {
+    use http_body::Body;
+    use tower::{Layer, Service, ServiceExt, service_fn};
+    use tower_hardening_limit::ResourceLimitLayer;
+
+    let pool = ResourcePool::builder("streams")
+        .capacity(2)
+        .build()
+        .unwrap();
+    let mut svc = ResourceLimitLayer::new(pool.clone())
+        .release_on_body_end()
+        .layer(service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::io::Error>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"chunk"),
+            )))
+        }));
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        pool.stats().in_use,
+        1,
+        "the response head alone keeps the unit"
+    );
+    let mut body = std::pin::pin!(response.into_body());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(
+        body.as_mut().poll_frame(&mut cx),
+        std::task::Poll::Ready(Some(Ok(_)))
+    ));
+    assert_eq!(pool.stats().in_use, 1, "still streaming");
+    assert!(matches!(
+        body.as_mut().poll_frame(&mut cx),
+        std::task::Poll::Ready(None)
+    ));
+    assert_eq!(pool.stats().in_use, 0, "given back at the end of the body");
+
+    // A body dropped half-way gives it back too.
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(pool.stats().in_use, 1);
+    drop(response);
+    assert_eq!(pool.stats().in_use, 0);
+}
