@@ -22,6 +22,12 @@
 //!   inner service is a failure. No permit is ever lost.
 //! - **Speed**: the closed path takes no lock, allocates nothing and (with a
 //!   count window and no slow-call duration) never reads the clock.
+//! - **Observability**: transitions and rejections as `Event`s (rejections
+//!   once per state period) and through the `metrics` facade
+//!   (`hardening_circuit_state`, `hardening_circuit_transitions_total`,
+//!   `hardening_circuit_rejected_total`, label `breaker`). The state gauge
+//!   and rejection counter are registered when the layer is built, with
+//!   the recorder in force then: install your recorder first.
 //!
 //! Rejections come from the response future, never from `poll_ready`, so
 //! axum and tonic (which treat services as always ready) see a

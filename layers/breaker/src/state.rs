@@ -67,6 +67,10 @@ pub(crate) struct BreakerState {
     rejected: AtomicU64,
     /// The state generation whose first rejection was published.
     last_rejection_event: AtomicU64,
+    /// Registered once: under an outage every call is a rejection, and a
+    /// registry lookup per call would cost more than the rest of it.
+    rejected_counter: metrics::Counter,
+    state_gauge: metrics::Gauge,
     window: Window,
     base: Instant,
     transitions: Mutex<Transitions>,
@@ -199,6 +203,7 @@ enum CallEnd {
 impl BreakerState {
     pub(crate) fn new(settings: Settings, window: Window) -> Self {
         let now = Instant::now();
+        let settings_name = settings.name.clone();
         let state = BreakerState {
             settings,
             word: CachePadded(AtomicU64::new(pack(0, CircuitState::Closed))),
@@ -206,6 +211,8 @@ impl BreakerState {
             open_until: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             last_rejection_event: AtomicU64::new(u64::MAX),
+            rejected_counter: metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => settings_name.clone()),
+            state_gauge: metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => settings_name.clone()),
             window,
             base: now,
             transitions: Mutex::new(Transitions {
@@ -216,7 +223,8 @@ impl BreakerState {
                 probe_slow: 0,
             }),
         };
-        metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => state.settings.name.clone())
+        state
+            .state_gauge
             .set(f64::from(CircuitState::Closed.as_index()));
         state
     }
@@ -322,8 +330,7 @@ impl BreakerState {
     /// slow subscribers' buffers. The counters carry the totals.
     fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => self.settings.name.clone())
-            .increment(1);
+        self.rejected_counter.increment(1);
         if let Some(events) = &self.settings.events
             && self
                 .last_rejection_event
@@ -503,8 +510,7 @@ impl BreakerState {
         }
         transitions.last_transition = Instant::now();
         let name = &self.settings.name;
-        metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => name.clone())
-            .set(f64::from(to.as_index()));
+        self.state_gauge.set(f64::from(to.as_index()));
         metrics::counter!(
             names::CIRCUIT_TRANSITIONS_TOTAL,
             names::LABEL_BREAKER => name.clone(),

@@ -7,7 +7,10 @@
 //!   (`CircuitOpen`, `Overloaded`, `QueueTimeout`, `Recovering`), nor a
 //!   result the classifier marks `Ignored`, nor a request the `idempotent`
 //!   predicate refuses. It is tower's own `Retry` driven by a
-//!   [`RetryPolicy`]. [`RetryLayer::http`] buffers request bodies so
+//!   [`RetryPolicy`]. Its counters (`hardening_retries_total`,
+//!   `hardening_retry_budget_exhausted_total`,
+//!   `hardening_retry_gave_up_total`) are registered when the layer is
+//!   built: install your `metrics` recorder first. [`RetryLayer::http`] buffers request bodies so
 //!   `http::Request`s can be replayed.
 //! - [`RecoverLayer`]: builds the inner service from a factory, lazily,
 //!   and rebuilds it with backoff when it breaks (a failed `poll_ready`,

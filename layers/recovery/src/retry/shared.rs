@@ -19,6 +19,10 @@ pub(crate) struct RetryShared {
     events: Option<EventSink>,
     attempts: AtomicU64,
     retries: AtomicU64,
+    /// Registered once, with the recorder in force when the layer is built.
+    retries_counter: metrics::Counter,
+    budget_exhausted_counter: metrics::Counter,
+    gave_up_counter: metrics::Counter,
     budget_exhausted: AtomicU64,
     gave_up: AtomicU64,
 }
@@ -33,7 +37,7 @@ impl RetryShared {
         events: Option<EventSink>,
     ) -> Self {
         RetryShared {
-            name,
+            name: name.clone(),
             max_attempts,
             backoff,
             jitter,
@@ -41,6 +45,9 @@ impl RetryShared {
             events,
             attempts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            retries_counter: metrics::counter!(names::RETRIES_TOTAL, names::LABEL_SERVICE => name.clone()),
+            budget_exhausted_counter: metrics::counter!(names::RETRY_BUDGET_EXHAUSTED_TOTAL, names::LABEL_SERVICE => name.clone()),
+            gave_up_counter: metrics::counter!(names::RETRY_GAVE_UP_TOTAL, names::LABEL_SERVICE => name),
             budget_exhausted: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
         }
@@ -62,12 +69,10 @@ impl RetryShared {
         let allowed = self.budget.as_ref().is_none_or(Budget::withdraw);
         if allowed {
             self.retries.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(names::RETRIES_TOTAL, names::LABEL_SERVICE => self.name.clone())
-                .increment(1);
+            self.retries_counter.increment(1);
         } else {
             self.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(names::RETRY_BUDGET_EXHAUSTED_TOTAL, names::LABEL_SERVICE => self.name.clone())
-                .increment(1);
+            self.budget_exhausted_counter.increment(1);
             self.exhausted(attempts, true);
         }
         allowed
@@ -75,8 +80,7 @@ impl RetryShared {
 
     pub(crate) fn gave_up(&self, attempts: u32) {
         self.gave_up.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::RETRY_GAVE_UP_TOTAL, names::LABEL_SERVICE => self.name.clone())
-            .increment(1);
+        self.gave_up_counter.increment(1);
         self.exhausted(attempts, false);
     }
 
