@@ -51,6 +51,6 @@ pub use tower_hardening_metrics as metrics;
 pub use tower_hardening_core::{BoxError, Priority};
 
 /// The README's Rust examples, compiled and run as doc tests.
-#[cfg(all(doctest, feature = "breaker"))]
+#[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
