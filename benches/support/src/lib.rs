@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 use tower::{Service, ServiceExt, service_fn};
 
+/// The criterion settings every bench uses: 1 s warm-up, 3 s of
+/// measurement.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
 /// The trivial service every bench wraps: returns its input.
 pub fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send
 {

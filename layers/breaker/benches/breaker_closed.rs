@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_hardening_bench_support::{bare, one_task, two_tasks};
+use tower_hardening_bench_support::{
+    bare, criterion, current_thread, one_task, two_tasks, two_workers,
+};
 use tower_hardening_breaker::{CircuitBreakerLayer, SlidingWindow};
 
 /// A handler that does `rounds` rounds of hashing (64 rounds is about
@@ -70,10 +72,7 @@ fn theirs() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
 }
 
 fn closed_one_task(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let mut group = c.benchmark_group("breaker_closed");
 
     let mut svc = bare();
@@ -125,11 +124,7 @@ fn closed_one_task(c: &mut Criterion) {
 }
 
 fn closed_two_tasks(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let mut group = c.benchmark_group("breaker_closed_two_tasks");
     let svc = bare();
     group.bench_function("bare_service", |b| {
@@ -163,10 +158,7 @@ fn closed_two_tasks(c: &mut Criterion) {
 /// whose `Instant::now` also checks for a paused clock; measuring both
 /// shows whether that skews the breaker figures.
 fn clock(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("clock_read");
     group.bench_function("std_instant_now", |b| {
@@ -180,9 +172,7 @@ fn clock(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = criterion();
     targets = closed_one_task, closed_two_tasks, clock
 }
 criterion_main!(benches);

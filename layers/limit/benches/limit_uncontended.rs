@@ -9,19 +9,16 @@
 //!
 //! Run: `cargo bench -p tower-hardening-limit --bench limit_uncontended`
 
-use std::time::Duration;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 use tower::limit::ConcurrencyLimitLayer;
-use tower_hardening_bench_support::{bare, one_task, two_tasks};
+use tower_hardening_bench_support::{
+    bare, criterion, current_thread, one_task, two_tasks, two_workers,
+};
 use tower_hardening_limit::{Priority, ResourceLimitLayer, ResourcePool};
 
 fn uncontended(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let mut group = c.benchmark_group("limit_uncontended");
     let mut svc = bare();
     group.bench_function("bare_service", |b| {
@@ -37,11 +34,7 @@ fn uncontended(c: &mut Criterion) {
     });
     group.finish();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_workers();
     let mut group = c.benchmark_group("limit_uncontended_two_tasks");
     let svc = bare();
     group.bench_function("bare_service", |b| {
@@ -74,9 +67,7 @@ fn normal(_: &u64) -> Priority {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = criterion();
     targets = uncontended
 }
 criterion_main!(benches);

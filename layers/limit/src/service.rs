@@ -21,6 +21,8 @@ pub struct ResourceLimit<S, P, K, R> {
     cost: K,
     release: R,
     adaptive: Option<Arc<Controller>>,
+    /// The owner named on queued requests; made once, not per request.
+    owner: Arc<str>,
 }
 
 impl<S, P, K, R> ResourceLimit<S, P, K, R> {
@@ -39,6 +41,7 @@ impl<S, P, K, R> ResourceLimit<S, P, K, R> {
             cost,
             release,
             adaptive,
+            owner: Arc::from("request"),
         }
     }
 }
@@ -69,7 +72,9 @@ where
             return LimitFuture::calling(self.inner.call(request), permit, self.release.clone());
         }
         let priority = self.priority.priority_of(&request);
-        let ask = Acquire::new("request").priority(priority).units(units);
+        let ask = Acquire::new(self.owner.clone())
+            .priority(priority)
+            .units(units);
         if let Err(error) = self.pool.precheck(&ask) {
             return LimitFuture::failed(error, self.release.clone());
         }

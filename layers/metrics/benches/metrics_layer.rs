@@ -10,18 +10,14 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{Layer, service_fn};
-use tower_hardening_bench_support::{bare, one_task};
+use tower_hardening_bench_support::{bare, criterion, current_thread, one_task};
 use tower_hardening_metrics::{MetricsCollector, MetricsLayer};
 
 fn per_call(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let mut group = c.benchmark_group("metrics_layer");
 
     let mut svc = bare();
@@ -75,9 +71,7 @@ fn per_call(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = criterion();
     targets = per_call
 }
 criterion_main!(benches);

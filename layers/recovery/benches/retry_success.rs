@@ -9,12 +9,11 @@
 //! Run: `cargo bench -p tower-hardening-recovery --bench retry_success`
 
 use std::future::Ready;
-use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 use tower::retry::{Policy, Retry};
-use tower_hardening_bench_support::{bare, one_task};
+use tower_hardening_bench_support::{bare, criterion, current_thread, one_task};
 use tower_hardening_recovery::RetryLayer;
 
 #[derive(Clone)]
@@ -33,10 +32,7 @@ impl<Req: Clone, Res, E> Policy<Req, Res, E> for NeverRetry {
 }
 
 fn success_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let mut group = c.benchmark_group("retry_success");
 
     let mut svc = bare();
@@ -67,9 +63,7 @@ fn success_path(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = criterion();
     targets = success_path
 }
 criterion_main!(benches);
