@@ -10,7 +10,8 @@
 //!   [`ErrorsAsFailures`] (the default), [`HttpServerErrors`],
 //!   [`GrpcErrors`], and any closure `Fn(&Result<Res, E>) -> Outcome`.
 //! - The rejection errors one layer returns and the others recognise:
-//!   [`CircuitOpen`], [`Overloaded`], [`QueueTimeout`], [`Recovering`], and
+//!   [`CircuitOpen`], [`Overloaded`], [`QueueTimeout`], [`Recovering`],
+//!   [`RecoveryFailed`], [`PoolClosed`], [`Unsatisfiable`], and
 //!   [`rejection_of`] to ask a boxed error whether it is one of them.
 //! - [`Priority`], the importance of a request or a resource request.
 //! - [`Event`] and [`EventSink`], the one event stream layers and the
@@ -29,7 +30,9 @@
 //! assert_eq!(ErrorsAsFailures.classify(&result), Outcome::Failure);
 //!
 //! // A breaker's rejection, seen by a layer that knows nothing of breakers.
-//! let err: BoxError = CircuitOpen::new("model-inference", Duration::from_secs(3)).into();
+//! let err: BoxError = CircuitOpen::new("model-inference")
+//!     .with_retry_after(Duration::from_secs(3))
+//!     .into();
 //! let rejection = rejection_of(&*err).expect("a circuit-open error is a rejection");
 //! assert_eq!(rejection.kind, RejectionKind::CircuitOpen);
 //! assert_eq!(rejection.retry_after, Some(Duration::from_secs(3)));
@@ -44,6 +47,7 @@ pub mod names;
 mod outcome;
 mod priority;
 mod rejection;
+pub mod sync;
 
 pub use circuit::CircuitState;
 pub use classify::{
@@ -55,7 +59,8 @@ pub use health::HealthState;
 pub use outcome::Outcome;
 pub use priority::{ParsePriorityError, Priority};
 pub use rejection::{
-    CircuitOpen, Overloaded, QueueTimeout, Recovering, Rejection, RejectionKind, rejection_of,
+    CircuitOpen, Overloaded, PoolClosed, QueueTimeout, Recovering, RecoveryFailed, Rejection,
+    RejectionKind, Unsatisfiable, rejection_of,
 };
 
 /// The error type at every tower-hardening service boundary, as in tower.

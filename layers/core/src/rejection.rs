@@ -10,6 +10,7 @@ use crate::Priority;
 
 /// Which layer turned a request away, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RejectionKind {
     /// A circuit breaker was open ([`CircuitOpen`]).
     CircuitOpen,
@@ -21,6 +22,14 @@ pub enum RejectionKind {
     QueueTimeout,
     /// The inner service is being rebuilt ([`Recovering`]).
     Recovering,
+    /// Every rebuild attempt of the inner service failed
+    /// ([`RecoveryFailed`]).
+    RecoveryFailed,
+    /// The pool is shut down and grants nothing more ([`PoolClosed`]).
+    PoolClosed,
+    /// The request can never be granted: it asks for more than the pool
+    /// has, or for a resource no one has ([`Unsatisfiable`]).
+    Unsatisfiable,
 }
 
 impl RejectionKind {
@@ -31,6 +40,9 @@ impl RejectionKind {
             RejectionKind::Overloaded => "overloaded",
             RejectionKind::QueueTimeout => "queue_timeout",
             RejectionKind::Recovering => "recovering",
+            RejectionKind::RecoveryFailed => "recovery_failed",
+            RejectionKind::PoolClosed => "pool_closed",
+            RejectionKind::Unsatisfiable => "unsatisfiable",
         }
     }
 }
@@ -63,31 +75,36 @@ pub struct Rejection {
 pub fn rejection_of(error: &(dyn Error + 'static)) -> Option<Rejection> {
     let mut current = Some(error);
     while let Some(err) = current {
-        if let Some(e) = err.downcast_ref::<CircuitOpen>() {
-            return Some(Rejection {
-                kind: RejectionKind::CircuitOpen,
-                retry_after: Some(e.retry_after()),
-            });
-        }
-        if let Some(e) = err.downcast_ref::<Overloaded>() {
-            return Some(Rejection {
-                kind: RejectionKind::Overloaded,
-                retry_after: e.retry_after(),
-            });
-        }
-        if let Some(e) = err.downcast_ref::<QueueTimeout>() {
-            return Some(Rejection {
-                kind: RejectionKind::QueueTimeout,
-                retry_after: e.retry_after(),
-            });
-        }
-        if let Some(e) = err.downcast_ref::<Recovering>() {
-            return Some(Rejection {
-                kind: RejectionKind::Recovering,
-                retry_after: e.retry_after(),
-            });
+        if let Some(found) = rejection_here(err) {
+            return Some(found);
         }
         current = err.source();
+    }
+    None
+}
+
+fn rejection_here(err: &(dyn Error + 'static)) -> Option<Rejection> {
+    let found = |kind, retry_after| Some(Rejection { kind, retry_after });
+    if let Some(e) = err.downcast_ref::<CircuitOpen>() {
+        return found(RejectionKind::CircuitOpen, e.retry_after());
+    }
+    if let Some(e) = err.downcast_ref::<Overloaded>() {
+        return found(RejectionKind::Overloaded, e.retry_after());
+    }
+    if let Some(e) = err.downcast_ref::<QueueTimeout>() {
+        return found(RejectionKind::QueueTimeout, e.retry_after());
+    }
+    if let Some(e) = err.downcast_ref::<Recovering>() {
+        return found(RejectionKind::Recovering, e.retry_after());
+    }
+    if err.is::<RecoveryFailed>() {
+        return found(RejectionKind::RecoveryFailed, None);
+    }
+    if err.is::<PoolClosed>() {
+        return found(RejectionKind::PoolClosed, None);
+    }
+    if err.is::<Unsatisfiable>() {
+        return found(RejectionKind::Unsatisfiable, None);
     }
     None
 }
@@ -99,24 +116,35 @@ pub fn rejection_of(error: &(dyn Error + 'static)) -> Option<Rejection> {
 /// use tower_hardening_core::CircuitOpen;
 /// use std::time::Duration;
 ///
-/// let err = CircuitOpen::new("model-inference", Duration::from_millis(1500));
+/// let err = CircuitOpen::new("model-inference").with_retry_after(Duration::from_millis(1500));
 /// assert_eq!(err.name(), "model-inference");
 /// assert_eq!(err.to_string(), "circuit breaker `model-inference` is open; retry after 1.5s");
+///
+/// // Forced open: no end is known, and the message does not invent one.
+/// let forced = CircuitOpen::new("model-inference");
+/// assert_eq!(forced.retry_after(), None);
+/// assert_eq!(forced.to_string(), "circuit breaker `model-inference` is open");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitOpen {
     name: Arc<str>,
-    retry_after: Duration,
+    retry_after: Option<Duration>,
 }
 
 impl CircuitOpen {
-    /// A rejection by the breaker called `name`, which expects to let a
-    /// probe through after `retry_after`.
-    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+    /// A rejection by the breaker called `name`.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
         CircuitOpen {
             name: name.into(),
-            retry_after,
+            retry_after: None,
         }
+    }
+
+    /// Suggests when to try again: when the breaker will let a probe
+    /// through. A zero duration is no hint and is ignored.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = (!retry_after.is_zero()).then_some(retry_after);
+        self
     }
 
     /// The breaker's name.
@@ -124,24 +152,36 @@ impl CircuitOpen {
         &self.name
     }
 
-    /// How long until the breaker lets a probe through (zero when it is
-    /// half-open and out of probe slots, or forced open with no end known).
-    pub fn retry_after(&self) -> Duration {
+    /// How long until the breaker lets a probe through, when known (not
+    /// when it is half-open and out of probe slots, nor when forced open).
+    pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 }
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "circuit breaker `{}` is open; retry after {:?}",
-            self.name, self.retry_after
-        )
+        write!(f, "circuit breaker `{}` is open", self.name)?;
+        if let Some(after) = self.retry_after {
+            write!(f, "; retry after {}", DisplayDuration(after))?;
+        }
+        Ok(())
     }
 }
 
 impl Error for CircuitOpen {}
+
+/// Formats a retry hint for people: whole milliseconds at most (a hint of
+/// "1.234567891s" says nothing more than "1.235s").
+struct DisplayDuration(Duration);
+
+impl fmt::Display for DisplayDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_nanos().div_ceil(1_000_000);
+        let rounded = Duration::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        write!(f, "{rounded:?}")
+    }
+}
 
 /// Admission control refused a request: its queue was full, it is shedding
 /// work of this priority, or the request can never fit.
@@ -361,6 +401,140 @@ impl fmt::Display for Recovering {
 
 impl Error for Recovering {}
 
+/// Every rebuild attempt of a recovering service failed; calls fail with
+/// this until recovery is triggered again.
+///
+/// ```
+/// use tower_hardening_core::{rejection_of, BoxError, RecoveryFailed, RejectionKind};
+///
+/// let err: BoxError = RecoveryFailed::new("audio-processing", 3, "connection refused").into();
+/// assert_eq!(rejection_of(&*err).map(|r| r.kind), Some(RejectionKind::RecoveryFailed));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryFailed {
+    name: Arc<str>,
+    attempts: u32,
+    last_error: Arc<str>,
+}
+
+impl RecoveryFailed {
+    /// The service `name` could not be rebuilt in `attempts` attempts; the
+    /// last one failed with `last_error`.
+    pub fn new(name: impl Into<Arc<str>>, attempts: u32, last_error: impl Into<Arc<str>>) -> Self {
+        RecoveryFailed {
+            name: name.into(),
+            attempts,
+            last_error: last_error.into(),
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many build attempts failed.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last attempt's error, as text.
+    pub fn last_error(&self) -> &str {
+        &self.last_error
+    }
+}
+
+impl fmt::Display for RecoveryFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` could not be rebuilt after {} attempts (last error: {}); trigger recovery to try again",
+            self.name, self.attempts, self.last_error
+        )
+    }
+}
+
+impl Error for RecoveryFailed {}
+
+/// A pool was shut down; nothing more is granted.
+///
+/// ```
+/// use tower_hardening_core::PoolClosed;
+///
+/// assert_eq!(PoolClosed::new("cpu").to_string(), "pool `cpu` is shut down");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolClosed {
+    pool: Arc<str>,
+}
+
+impl PoolClosed {
+    /// The pool called `pool` is shut down.
+    pub fn new(pool: impl Into<Arc<str>>) -> Self {
+        PoolClosed { pool: pool.into() }
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+}
+
+impl fmt::Display for PoolClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pool `{}` is shut down", self.pool)
+    }
+}
+
+impl Error for PoolClosed {}
+
+/// A request a pool can never grant: more units than it has, or no
+/// resource matching its requirements. Returned at once, never queued.
+///
+/// ```
+/// use tower_hardening_core::Unsatisfiable;
+///
+/// let err = Unsatisfiable::new("cpu", "asks for 9 units of 8");
+/// assert_eq!(err.to_string(), "pool `cpu` can never grant this request: asks for 9 units of 8");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsatisfiable {
+    pool: Arc<str>,
+    reason: Arc<str>,
+}
+
+impl Unsatisfiable {
+    /// The pool called `pool` cannot grant the request, for `reason`.
+    pub fn new(pool: impl Into<Arc<str>>, reason: impl Into<Arc<str>>) -> Self {
+        Unsatisfiable {
+            pool: pool.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// Why the request can never be granted.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Unsatisfiable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pool `{}` can never grant this request: {}",
+            self.pool, self.reason
+        )
+    }
+}
+
+impl Error for Unsatisfiable {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,9 +558,15 @@ mod tests {
     #[test]
     fn finds_every_kind() {
         let cases: Vec<(BoxError, RejectionKind)> = vec![
+            (CircuitOpen::new("a").into(), RejectionKind::CircuitOpen),
             (
-                CircuitOpen::new("a", Duration::ZERO).into(),
-                RejectionKind::CircuitOpen,
+                RecoveryFailed::new("a", 3, "refused").into(),
+                RejectionKind::RecoveryFailed,
+            ),
+            (PoolClosed::new("a").into(), RejectionKind::PoolClosed),
+            (
+                Unsatisfiable::new("a", "too big").into(),
+                RejectionKind::Unsatisfiable,
             ),
             (Overloaded::new("a").into(), RejectionKind::Overloaded),
             (
@@ -409,5 +589,14 @@ mod tests {
         let found = rejection_of(&*outer).expect("the source chain is walked");
         assert_eq!(found.kind, RejectionKind::QueueTimeout);
         assert_eq!(found.retry_after, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn no_message_says_retry_after_zero() {
+        let zero = CircuitOpen::new("a").with_retry_after(Duration::ZERO);
+        assert_eq!(zero.retry_after(), None);
+        assert!(!zero.to_string().contains("0ns"), "{zero}");
+        let rounded = CircuitOpen::new("a").with_retry_after(Duration::from_nanos(1));
+        assert_eq!(rounded.to_string(), "circuit breaker `a` is open; retry after 1ms");
     }
 }
