@@ -21,9 +21,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tower_hardening_core::{BoxError, Classify, Outcome};
+use tower_hardening_core::sync::on_unwind;
+use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
-use crate::state::Permit;
+use crate::permit::Permit;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker):
@@ -31,8 +32,10 @@ pin_project! {
     /// rejection ready at once.
     ///
     /// Dropped before finishing, the call is recorded as neither success
-    /// nor failure and a half-open probe permit is handed back; dropped
-    /// during a panic, it is recorded as a failure.
+    /// nor failure and a half-open probe permit is handed back; a panic in
+    /// the inner future is recorded as a failure as it passes. A rejection
+    /// by a layer below (anything `rejection_of` recognises) is recorded
+    /// as neither: it says nothing about the dependency.
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
@@ -81,7 +84,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
 {
     type Output = Result<T, BoxError>;
 
@@ -93,15 +96,19 @@ where
                 permit,
                 classifier,
             } => {
-                let result = ready!(future.poll(cx));
+                let result = ready!(on_unwind(permit, Permit::panicked, || future.poll(cx)))
+                    .map_err(Into::into);
                 if let Some(permit) = permit.take() {
-                    permit.finish(match classifier.classify(&result) {
-                        Outcome::Success => Some(false),
-                        Outcome::Failure => Some(true),
-                        Outcome::Ignored => None,
+                    permit.finish(match &result {
+                        Err(error) if rejection_of(&**error).is_some() => None,
+                        _ => match classifier.classify(&result) {
+                            Outcome::Success => Some(false),
+                            Outcome::Failure => Some(true),
+                            Outcome::Ignored => None,
+                        },
                     });
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { rejection } => Poll::Ready(Err(rejection
                 .take()

@@ -31,8 +31,9 @@ impl BreakerHandle {
     pub fn snapshot(&self) -> BreakerSnapshot {
         let reading = self.state.snapshot();
         let counts = reading.counts;
-        let decided = counts.calls >= self.state.settings.minimum_calls && counts.calls > 0;
-        let rate = |n: u32| decided.then(|| f64::from(n) / f64::from(counts.calls));
+        let decided =
+            counts.calls >= u64::from(self.state.settings.minimum_calls) && counts.calls > 0;
+        let rate = |n: u64| decided.then(|| n as f64 / counts.calls as f64);
         BreakerSnapshot {
             state: reading.state,
             failure_rate: rate(counts.failures),
@@ -84,11 +85,11 @@ pub struct BreakerSnapshot {
     /// `minimum_calls` calls.
     pub slow_call_rate: Option<f64>,
     /// Calls in the window (ignored and cancelled calls are not recorded).
-    pub calls: u32,
+    pub calls: u64,
     /// Failed calls in the window.
-    pub failures: u32,
+    pub failures: u64,
     /// Slow calls in the window.
-    pub slow_calls: u32,
+    pub slow_calls: u64,
     /// While half-open: probe calls let through and not finished yet
     /// (never more than `half_open_permits`); 0 in any other state.
     pub probes_in_flight: u32,

@@ -1,81 +1,173 @@
 //! One breaker per key of the request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
 use tower_hardening_core::{BoxError, CircuitState, Classify};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
-use crate::layer::Builder;
-use crate::state::BreakerState;
+use crate::layer::BreakerBuilder;
+use crate::state::{BreakerMetrics, BreakerState};
+
+/// How many kept breakers one new key may look at to make room, at most.
+const EVICTION_SCAN: usize = 16;
+
+/// New breakers made per second when the layer does not say.
+pub(crate) const DEFAULT_NEW_KEYS_PER_SECOND: u32 = 100;
 
 struct Entry {
     state: Arc<BreakerState>,
-    last_used: AtomicU64,
+    /// Set by every call of the key, cleared by the eviction clock hand:
+    /// a key used since the hand last passed gets a second chance.
+    referenced: AtomicBool,
 }
 
-/// The breakers of a keyed layer, bounded in number.
+/// The kept breakers, and the clock that picks which to forget.
+struct Breakers<K> {
+    entries: HashMap<K, Entry>,
+    /// Every kept key once, in the order the clock hand visits them.
+    hand: VecDeque<K>,
+    /// New breakers that may be made now (a token bucket).
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The breakers of a keyed layer, bounded in number and in how fast new
+/// ones are made.
 struct Registry<K> {
-    template: Builder<()>,
+    template: BreakerBuilder<()>,
     max_keys: usize,
-    breakers: Mutex<HashMap<K, Entry>>,
+    new_keys_per_second: AtomicU32,
+    breakers: RwLock<Breakers<K>>,
     overflow: Arc<BreakerState>,
-    clock: AtomicU64,
+    /// Shared by every breaker of the layer: labelled with the layer's
+    /// name, never with a key.
+    metrics: BreakerMetrics,
+}
+
+impl<K> Registry<K> {
+    fn read(&self) -> RwLockReadGuard<'_, Breakers<K>> {
+        self.breakers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Breakers<K>> {
+        self.breakers.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
     fn breaker_for(&self, key: &K) -> Arc<BreakerState> {
-        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = breakers.get(key) {
-            entry.last_used.store(tick, Ordering::Relaxed);
-            return entry.state.clone();
+        if let Some(state) = self.kept(&self.read(), key) {
+            return state;
         }
-        if breakers.len() >= self.max_keys {
-            // Make room by forgetting the least recently used closed
-            // breaker; an open one still protects its key, so when every
-            // breaker is open the new key shares the overflow breaker.
-            let evict = breakers
-                .iter()
-                .filter(|(_, entry)| entry.state.state() == CircuitState::Closed)
-                .min_by_key(|(_, entry)| entry.last_used.load(Ordering::Relaxed))
-                .map(|(key, _)| key.clone());
-            match evict {
-                Some(old) => {
-                    breakers.remove(&old);
-                }
-                None => return self.overflow.clone(),
-            }
+        let mut breakers = self.write();
+        if let Some(state) = self.kept(&breakers, key) {
+            return state;
+        }
+        if !self.take_token(&mut breakers) || !self.make_room(&mut breakers) {
+            return self.overflow.clone();
         }
         let name: Arc<str> = format!("{}/{key}", self.template.breaker_name()).into();
-        let state = self.template.new_state(name);
-        breakers.insert(
+        let state = self.template.new_state(name, self.metrics.clone());
+        breakers.entries.insert(
             key.clone(),
             Entry {
                 state: state.clone(),
-                last_used: AtomicU64::new(tick),
+                referenced: AtomicBool::new(false),
             },
         );
+        breakers.hand.push_back(key.clone());
         state
+    }
+
+    fn kept(&self, breakers: &Breakers<K>, key: &K) -> Option<Arc<BreakerState>> {
+        let entry = breakers.entries.get(key)?;
+        if !entry.referenced.load(Ordering::Relaxed) {
+            entry.referenced.store(true, Ordering::Relaxed);
+        }
+        Some(entry.state.clone())
+    }
+
+    /// Takes one token of the new-key rate, refilling by the time passed.
+    fn take_token(&self, breakers: &mut Breakers<K>) -> bool {
+        let rate = f64::from(self.new_keys_per_second.load(Ordering::Relaxed).max(1));
+        let now = Instant::now();
+        let elapsed = now
+            .saturating_duration_since(breakers.refilled)
+            .as_secs_f64();
+        breakers.tokens = (breakers.tokens + elapsed * rate).min(rate);
+        breakers.refilled = now;
+        if breakers.tokens >= 1.0 {
+            breakers.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Makes room for one more breaker if the registry is full, by moving
+    /// the clock hand over at most `EVICTION_SCAN` kept breakers: the
+    /// first closed one not used since the hand last passed is forgotten.
+    /// An open breaker still protects its key and is never forgotten.
+    fn make_room(&self, breakers: &mut Breakers<K>) -> bool {
+        if breakers.entries.len() < self.max_keys {
+            return true;
+        }
+        for _ in 0..EVICTION_SCAN.min(breakers.hand.len()) {
+            let Some(key) = breakers.hand.pop_front() else {
+                break;
+            };
+            let evictable = match breakers.entries.get(&key) {
+                None => continue,
+                Some(entry) => {
+                    entry.state.state() == CircuitState::Closed
+                        && !entry.referenced.swap(false, Ordering::Relaxed)
+                }
+            };
+            if evictable {
+                breakers.entries.remove(&key);
+                return true;
+            }
+            breakers.hand.push_back(key);
+        }
+        false
     }
 }
 
 /// A layer that keeps one circuit breaker per key of the request (for
 /// example per upstream host or per route), made by
-/// [`Builder::build_keyed`].
+/// [`BreakerBuilder::build_keyed`].
 ///
 /// Each key's breaker has the builder's settings and is named
-/// `"{name}/{key}"`. At most `max_keys` breakers are kept: a new key beyond
-/// that evicts the least recently used *closed* breaker; when none is
-/// closed, new keys share one overflow breaker named `"{name}/overflow"`.
-/// Finding a key's breaker takes a short lock per call.
+/// `"{name}/{key}"` in errors, events and [`KeyedBreakerHandle::get`].
+/// Keys usually come from request data, so a client choosing keys must not
+/// be able to push out the breakers of real upstreams nor grow anything
+/// without bound:
+///
+/// - At most `max_keys` breakers are kept. A new key beyond that makes room
+///   with a clock (second-chance) hand that looks at no more than 16 kept
+///   breakers: the first *closed* one not used since the hand last passed
+///   is forgotten. An open breaker still protects its key and is kept.
+/// - New breakers are made at a bounded rate
+///   ([`new_keys_per_second`](Self::new_keys_per_second), 100 by default),
+///   so a flood of unique keys replaces at most that many kept breakers a
+///   second, and only ones nobody used meanwhile.
+/// - A key that gets no breaker of its own (rate spent, or no room) shares
+///   one overflow breaker named `"{name}/overflow"`.
+/// - Metrics are labelled with the layer's name only (`breaker="{name}"`):
+///   the rejection and transition counters sum over keys, and there is no
+///   per-key state gauge. Per-key state is read from the handle.
+///
+/// Finding a kept key's breaker takes a shared (read) lock; only a new key
+/// takes the write lock, and does O(1) work under it.
 ///
 /// ```
 /// use tower::{Layer, Service, ServiceExt, service_fn};
@@ -105,17 +197,28 @@ pub struct KeyedCircuitBreakerLayer<K, F, C> {
 }
 
 impl<K, F, C: Clone> KeyedCircuitBreakerLayer<K, F, C> {
-    pub(crate) fn new(builder: Builder<C>, key_of: F, max_keys: usize) -> Self {
+    pub(crate) fn new(builder: BreakerBuilder<C>, key_of: F, max_keys: usize) -> Self {
         let classifier = builder.classifier_ref().clone();
         let template = builder.classifier(());
-        let overflow = template.new_state(format!("{}/overflow", template.breaker_name()).into());
+        let metrics = BreakerMetrics::register(template.breaker_name().clone(), false);
+        let overflow = template.new_state(
+            format!("{}/overflow", template.breaker_name()).into(),
+            metrics.clone(),
+        );
+        let rate = DEFAULT_NEW_KEYS_PER_SECOND;
         KeyedCircuitBreakerLayer {
             registry: Arc::new(Registry {
                 template,
                 max_keys,
-                breakers: Mutex::new(HashMap::new()),
+                new_keys_per_second: AtomicU32::new(rate),
+                breakers: RwLock::new(Breakers {
+                    entries: HashMap::new(),
+                    hand: VecDeque::new(),
+                    tokens: f64::from(rate),
+                    refilled: Instant::now(),
+                }),
                 overflow,
-                clock: AtomicU64::new(0),
+                metrics,
             }),
             key_of,
             classifier,
@@ -124,6 +227,20 @@ impl<K, F, C: Clone> KeyedCircuitBreakerLayer<K, F, C> {
 }
 
 impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
+    /// How many new breakers may be made per second (at least 1; 100 by
+    /// default), with a burst of as many. Applies to every clone of this
+    /// layer and every service it made.
+    pub fn new_keys_per_second(self, rate: u32) -> Self {
+        let rate = rate.max(1);
+        let mut breakers = self.registry.write();
+        self.registry
+            .new_keys_per_second
+            .store(rate, Ordering::Relaxed);
+        breakers.tokens = f64::from(rate);
+        drop(breakers);
+        self
+    }
+
     /// Reads the breakers of this layer.
     pub fn handle(&self) -> KeyedBreakerHandle<K> {
         KeyedBreakerHandle {
@@ -174,6 +291,23 @@ pub struct KeyedCircuitBreaker<S, K, F, C> {
     classifier: C,
 }
 
+impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
 impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, K, F, C> {
     fn clone(&self) -> Self {
         KeyedCircuitBreaker {
@@ -200,7 +334,7 @@ where
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone + fmt::Display,
     F: Fn(&Req) -> K,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -247,33 +381,31 @@ impl<K> fmt::Debug for KeyedBreakerHandle<K> {
 impl<K: Hash + Eq + Clone> KeyedBreakerHandle<K> {
     /// The breaker of `key`, if it is kept now.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        let breakers = self
-            .registry
-            .breakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        breakers
+        self.registry
+            .read()
+            .entries
             .get(key)
             .map(|entry| BreakerHandle::new(entry.state.clone()))
     }
 
     /// The keys whose breakers are kept now.
     pub fn keys(&self) -> Vec<K> {
-        let breakers = self
-            .registry
-            .breakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        breakers.keys().cloned().collect()
+        self.registry.read().entries.keys().cloned().collect()
+    }
+
+    /// Every kept key with its breaker's state.
+    pub fn states(&self) -> Vec<(K, CircuitState)> {
+        self.registry
+            .read()
+            .entries
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.state.state()))
+            .collect()
     }
 
     /// How many breakers are kept now (at most `max_keys`).
     pub fn len(&self) -> usize {
-        self.registry
-            .breakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.registry.read().entries.len()
     }
 
     /// Whether no breaker is kept.

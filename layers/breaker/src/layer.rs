@@ -8,7 +8,7 @@ use crate::error::{ConfigError, invalid};
 use crate::handle::BreakerHandle;
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::service::CircuitBreaker;
-use crate::state::{BreakerState, Settings};
+use crate::state::{BreakerMetrics, BreakerState, Settings};
 use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 
 /// Which calls a breaker's rates are computed over.
@@ -57,7 +57,8 @@ impl SlidingWindow {
 /// | `half_open_permits` | 5 |
 /// | `classifier` | [`ErrorsAsFailures`] |
 #[derive(Debug, Clone)]
-pub struct Builder<C = ErrorsAsFailures> {
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct BreakerBuilder<C = ErrorsAsFailures> {
     name: Arc<str>,
     failure_rate_threshold: f64,
     slow_call_rate_threshold: f64,
@@ -71,9 +72,9 @@ pub struct Builder<C = ErrorsAsFailures> {
     events: Option<EventSink>,
 }
 
-impl Default for Builder<ErrorsAsFailures> {
+impl Default for BreakerBuilder<ErrorsAsFailures> {
     fn default() -> Self {
-        Builder {
+        BreakerBuilder {
             name: Arc::from("circuit-breaker"),
             failure_rate_threshold: 0.5,
             slow_call_rate_threshold: 1.0,
@@ -89,7 +90,7 @@ impl Default for Builder<ErrorsAsFailures> {
     }
 }
 
-impl<C> Builder<C> {
+impl<C> BreakerBuilder<C> {
     /// The breaker's name, used in errors, events and metric labels.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
@@ -129,7 +130,9 @@ impl<C> Builder<C> {
         self
     }
 
-    /// How long the breaker stays open before letting probes through.
+    /// How long the breaker stays open before letting probes through. Any
+    /// duration is accepted; one past what the clock can represent (say
+    /// `Duration::MAX`) keeps the breaker open until it is reset.
     pub fn wait_in_open(mut self, wait: Duration) -> Self {
         self.wait_in_open = wait;
         self
@@ -156,8 +159,8 @@ impl<C> Builder<C> {
     }
 
     /// What counts as a failure: any [`Classify`](tower_hardening_core::Classify).
-    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2> {
-        Builder {
+    pub fn classifier<C2>(self, classifier: C2) -> BreakerBuilder<C2> {
+        BreakerBuilder {
             name: self.name,
             failure_rate_threshold: self.failure_rate_threshold,
             slow_call_rate_threshold: self.slow_call_rate_threshold,
@@ -245,7 +248,7 @@ impl<C> Builder<C> {
         Ok(())
     }
 
-    pub(crate) fn new_state(&self, name: Arc<str>) -> Arc<BreakerState> {
+    pub(crate) fn new_state(&self, name: Arc<str>, metrics: BreakerMetrics) -> Arc<BreakerState> {
         Arc::new(BreakerState::new(
             Settings {
                 name,
@@ -259,6 +262,7 @@ impl<C> Builder<C> {
                 events: self.events.clone(),
             },
             self.sliding_window.build(),
+            metrics,
         ))
     }
 
@@ -274,7 +278,8 @@ impl<C> Builder<C> {
     /// every service the layer makes).
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         self.validate()?;
-        let state = self.new_state(self.name.clone());
+        let metrics = BreakerMetrics::register(self.name.clone(), true);
+        let state = self.new_state(self.name.clone(), metrics);
         Ok(CircuitBreakerLayer {
             state,
             classifier: self.classifier,
@@ -313,9 +318,9 @@ pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
 }
 
 impl CircuitBreakerLayer<ErrorsAsFailures> {
-    /// A builder with the defaults listed on [`Builder`].
-    pub fn builder() -> Builder<ErrorsAsFailures> {
-        Builder::default()
+    /// A builder with the defaults listed on [`BreakerBuilder`].
+    pub fn builder() -> BreakerBuilder<ErrorsAsFailures> {
+        BreakerBuilder::default()
     }
 }
 

@@ -19,15 +19,22 @@
 //!   `max_wait_in_open`.
 //! - **Cancellation and panics**: a call whose future is dropped is
 //!   recorded as nothing and hands back its probe permit; a panic in the
-//!   inner service is a failure. No permit is ever lost.
+//!   inner service is a failure, recorded where the unwind passes (so also
+//!   under tower-http's `CatchPanic`). No permit is ever lost.
+//! - **Rejections from below**: a rejection by a layer below the breaker
+//!   (anything [`rejection_of`](tower_hardening_core::rejection_of)
+//!   recognises: an admission queue's `Overloaded`, another breaker's
+//!   `CircuitOpen`, ...) is not the dependency's failure and is not
+//!   recorded.
 //! - **Speed**: the closed path takes no lock, allocates nothing and (with a
 //!   count window and no slow-call duration) never reads the clock.
 //! - **Observability**: transitions and rejections as `Event`s (rejections
 //!   once per state period) and through the `metrics` facade
 //!   (`hardening_circuit_state`, `hardening_circuit_transitions_total`,
-//!   `hardening_circuit_rejected_total`, label `breaker`). The state gauge
-//!   and rejection counter are registered when the layer is built, with
-//!   the recorder in force then: install your recorder first.
+//!   `hardening_circuit_rejected_total`, label `breaker`: the layer's name,
+//!   never a key). The state gauge and rejection counter are registered
+//!   when the layer is built, with the recorder in force then: install
+//!   your recorder first (the rule of every tower-hardening layer).
 //!
 //! Rejections come from the response future, never from `poll_ready`, so
 //! axum and tonic (which treat services as always ready) see a
@@ -50,7 +57,7 @@
 //!     match err.downcast_ref::<CircuitOpen>() {
 //!         Some(open) => (
 //!             StatusCode::SERVICE_UNAVAILABLE,
-//!             [("retry-after", open.retry_after().as_secs().max(1).to_string())],
+//!             [("retry-after", open.retry_after().map_or(1, |d| d.as_secs().max(1)).to_string())],
 //!             open.to_string(),
 //!         ),
 //!         None => (StatusCode::INTERNAL_SERVER_ERROR, [("retry-after", "0".into())], err.to_string()),
@@ -84,8 +91,11 @@
 mod handle;
 mod keyed;
 mod layer;
+mod permit;
+mod probes;
 mod service;
 mod state;
+mod transitions;
 mod window;
 
 pub mod error;
@@ -94,6 +104,6 @@ pub mod future;
 pub use error::{CircuitOpen, ConfigError};
 pub use handle::{BreakerHandle, BreakerSnapshot};
 pub use keyed::{KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
-pub use layer::{Builder, CircuitBreakerLayer, SlidingWindow};
+pub use layer::{BreakerBuilder, CircuitBreakerLayer, SlidingWindow};
 pub use service::CircuitBreaker;
 pub use tower_hardening_core::CircuitState;

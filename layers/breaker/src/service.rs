@@ -5,7 +5,8 @@ use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::state::{BreakerState, Permit};
+use crate::permit::Permit;
+use crate::state::BreakerState;
 
 /// The service [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) builds.
 ///
@@ -44,6 +45,17 @@ impl<S, C> CircuitBreaker<S, C> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service; a permit reserved by `poll_ready` is handed
+    /// back (counted as a cancelled call).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
@@ -61,7 +73,7 @@ impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
 {
     type Response = S::Response;
     type Error = BoxError;

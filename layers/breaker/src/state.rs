@@ -1,5 +1,7 @@
-//! The breaker's shared state machine. No tower types: it is driven by
-//! `try_acquire` and `Permit::complete`, so it is tested without a runtime.
+//! The breaker's shared state: the state word, admission and recording.
+//! No tower types: it is driven by `try_acquire` and `Permit::finish`, so
+//! it is tested without a runtime. Transitions are in `transitions.rs`,
+//! probe permits in `probes.rs`, the permit itself in `permit.rs`.
 //!
 //! Hot path (closed, count window, no slow-call detection): one load of
 //! the state word to admit; at completion one more load, then the window's
@@ -8,17 +10,22 @@
 //! that the closed path never touches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower_hardening_core::sync::lock;
 use tower_hardening_core::{CircuitOpen, CircuitState, Event, EventKind, EventSink, names};
 
+use crate::permit::{CallEnd, Permit, PermitKind};
+use crate::transitions::Transitions;
 use crate::window::{CachePadded, CallRecord, Window, WindowCounts};
 
 /// Settings fixed at build time (validated by the builder).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// The breaker's own name, in errors and events (`"{name}/{key}"` for
+    /// a keyed breaker).
     pub(crate) name: Arc<str>,
     pub(crate) failure_rate_threshold: f64,
     pub(crate) slow_call_rate_threshold: f64,
@@ -30,26 +37,43 @@ pub(crate) struct Settings {
     pub(crate) events: Option<EventSink>,
 }
 
+/// The metric handles a breaker writes, registered once: under an outage
+/// every call is a rejection, and a registry lookup per call would cost
+/// more than the rest of it.
+#[derive(Debug, Clone)]
+pub(crate) struct BreakerMetrics {
+    /// The `breaker` label: the layer's name, never a key of a keyed
+    /// breaker (request data must not make metric series).
+    pub(crate) label: Arc<str>,
+    pub(crate) rejected: metrics::Counter,
+    /// The state gauge; none for the breakers of a keyed layer, whose
+    /// states are read from its handle.
+    pub(crate) state: Option<metrics::Gauge>,
+}
+
+impl BreakerMetrics {
+    /// Registers the handles of a breaker labelled `label`.
+    pub(crate) fn register(label: Arc<str>, with_state_gauge: bool) -> Self {
+        BreakerMetrics {
+            rejected: metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => label.clone()),
+            state: with_state_gauge.then(
+                || metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => label.clone()),
+            ),
+            label,
+        }
+    }
+}
+
 /// The state word: `generation << 8 | state index`. Every transition bumps
 /// the generation, so a call admitted under one state never counts towards
 /// another.
-fn pack(generation: u64, state: CircuitState) -> u64 {
+pub(crate) fn pack(generation: u64, state: CircuitState) -> u64 {
     (generation << 8) | u64::from(state.as_index())
 }
 
-fn unpack(word: u64) -> (u64, CircuitState) {
+pub(crate) fn unpack(word: u64) -> (u64, CircuitState) {
     let state = CircuitState::from_index((word & 0xff) as u8).unwrap_or(CircuitState::Closed);
     (word >> 8, state)
-}
-
-/// What the transition mutex guards: the rare-path bookkeeping.
-#[derive(Debug)]
-struct Transitions {
-    consecutive_opens: u32,
-    last_transition: Instant,
-    probe_successes: u32,
-    probe_failures: u32,
-    probe_slow: u32,
 }
 
 /// The state every clone of a breaker layer and its services shares.
@@ -58,178 +82,41 @@ pub(crate) struct BreakerState {
     pub(crate) settings: Settings,
     /// Read by every call; padded away from the `Arc` counts that every
     /// call writes.
-    word: CachePadded<AtomicU64>,
-    /// `generation (low 32 bits) << 32 | free probe permits`, valid while
-    /// half-open.
-    probes: AtomicU64,
+    pub(crate) word: CachePadded<AtomicU64>,
+    /// Half-open probe permits (see `probes.rs`).
+    pub(crate) probes: AtomicU64,
     /// Nanoseconds after `base` when an open breaker lets probes through.
-    open_until: AtomicU64,
+    pub(crate) open_until: AtomicU64,
     rejected: AtomicU64,
     /// The state generation whose first rejection was published.
     last_rejection_event: AtomicU64,
-    /// Registered once: under an outage every call is a rejection, and a
-    /// registry lookup per call would cost more than the rest of it.
-    rejected_counter: metrics::Counter,
-    state_gauge: metrics::Gauge,
-    window: Window,
+    pub(crate) metrics: BreakerMetrics,
+    pub(crate) window: Window,
     base: Instant,
-    transitions: Mutex<Transitions>,
-}
-
-/// A call the breaker let through. It must end in [`Permit::finish`];
-/// dropped unfinished, it counts as cancelled (nothing recorded, a probe
-/// permit handed back), or as a failure if dropped during a panic.
-///
-/// Kept small and made of plain integers: it is moved through
-/// `poll_ready`, `call` and the response future on every request.
-#[derive(Debug)]
-pub(crate) struct Permit {
-    state: Arc<BreakerState>,
-    generation: u64,
-    /// Nanoseconds after the breaker's base instant, plus one, when the
-    /// call started; 0 when calls are not timed.
-    started: u64,
-    /// `PermitKind` in the low byte, bit 8 set once finished. One word
-    /// rather than two bytes: the permit is copied through every layer of
-    /// future, and odd-sized fields there cost store-forwarding stalls.
-    flags: u64,
-}
-
-const FINISHED: u64 = 1 << 8;
-
-impl Permit {
-    fn new(state: &Arc<BreakerState>, generation: u64, kind: PermitKind) -> Self {
-        Permit {
-            state: Arc::clone(state),
-            generation,
-            started: 0,
-            flags: kind as u64,
-        }
-    }
-
-    fn kind(&self) -> PermitKind {
-        PermitKind::from_flags(self.flags)
-    }
-
-    /// Notes the start of the call, if slow calls are detected.
-    #[inline]
-    pub(crate) fn start(&mut self) {
-        if self.state.times_calls() {
-            self.started = self
-                .state
-                .nanos_since_base(Instant::now())
-                .saturating_add(1);
-        }
-    }
-
-    /// Records how the call ended: `None` for `Outcome::Ignored`.
-    #[inline]
-    pub(crate) fn finish(mut self, failure: Option<bool>) {
-        self.flags |= FINISHED;
-        let end = match failure {
-            None => CallEnd::Ignored,
-            Some(failure) => CallEnd::Finished {
-                failure,
-                slow: self.started != 0 && self.is_slow(),
-            },
-        };
-        self.state.complete(self.generation, self.kind(), end);
-    }
-
-    fn is_slow(&self) -> bool {
-        match self.state.settings.slow_call_duration {
-            Some(limit) if self.started != 0 => {
-                let elapsed = self
-                    .state
-                    .nanos_since_base(Instant::now())
-                    .saturating_sub(self.started - 1);
-                u128::from(elapsed) > limit.as_nanos()
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if self.flags & FINISHED != 0 {
-            return;
-        }
-        let end = if std::thread::panicking() {
-            CallEnd::Finished {
-                failure: true,
-                slow: self.is_slow(),
-            }
-        } else {
-            CallEnd::Cancelled
-        };
-        self.state.complete(self.generation, self.kind(), end);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum PermitKind {
-    /// Closed or metrics-only: record into the window.
-    Windowed,
-    /// Half-open: one of the probe permits.
-    Probe,
-    /// Disabled: record nothing.
-    Untracked,
-}
-
-impl PermitKind {
-    fn from_flags(flags: u64) -> Self {
-        match flags & 0xff {
-            0 => PermitKind::Windowed,
-            1 => PermitKind::Probe,
-            _ => PermitKind::Untracked,
-        }
-    }
-}
-
-/// How a permitted call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CallEnd {
-    /// Finished and classified; `slow` if it took longer than the slow-call
-    /// duration.
-    Finished { failure: bool, slow: bool },
-    /// Finished but classified `Ignored`: not evidence either way.
-    Ignored,
-    /// Dropped before finishing: not evidence either way.
-    Cancelled,
+    pub(crate) transitions: Mutex<Transitions>,
 }
 
 impl BreakerState {
-    pub(crate) fn new(settings: Settings, window: Window) -> Self {
+    pub(crate) fn new(settings: Settings, window: Window, metrics: BreakerMetrics) -> Self {
         let now = Instant::now();
-        let settings_name = settings.name.clone();
-        let state = BreakerState {
+        if let Some(gauge) = &metrics.state {
+            gauge.set(f64::from(CircuitState::Closed.as_index()));
+        }
+        BreakerState {
             settings,
             word: CachePadded(AtomicU64::new(pack(0, CircuitState::Closed))),
             probes: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             last_rejection_event: AtomicU64::new(u64::MAX),
-            rejected_counter: metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => settings_name.clone()),
-            state_gauge: metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => settings_name.clone()),
+            metrics,
             window,
             base: now,
-            transitions: Mutex::new(Transitions {
-                consecutive_opens: 0,
-                last_transition: now,
-                probe_successes: 0,
-                probe_failures: 0,
-                probe_slow: 0,
-            }),
-        };
-        state
-            .state_gauge
-            .set(f64::from(CircuitState::Closed.as_index()));
-        state
+            transitions: Mutex::new(Transitions::new(now)),
+        }
     }
 
-    fn nanos_since_base(&self, now: Instant) -> u64 {
+    pub(crate) fn nanos_since_base(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -265,6 +152,7 @@ impl BreakerState {
                 CircuitState::Disabled => {
                     return Ok(permit(generation, PermitKind::Untracked));
                 }
+                // No end is known: the hint stays empty.
                 CircuitState::ForcedOpen => return Err(self.reject(generation, Duration::ZERO)),
                 CircuitState::Open => {
                     let now = self.nanos_since_base(Instant::now());
@@ -284,53 +172,13 @@ impl BreakerState {
         }
     }
 
-    /// Takes a probe permit of `generation`: `Ok(true)` taken, `Ok(false)`
-    /// the generation moved on, `Err` none left.
-    fn take_probe(&self, generation: u64) -> Result<bool, CircuitOpen> {
-        let tag = generation & 0xffff_ffff;
-        let mut probes = self.probes.load(Ordering::Acquire);
-        loop {
-            if probes >> 32 != tag {
-                return Ok(false);
-            }
-            if probes & 0xffff_ffff == 0 {
-                return Err(self.reject(generation, Duration::ZERO));
-            }
-            match self.probes.compare_exchange_weak(
-                probes,
-                probes - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(true),
-                Err(actual) => probes = actual,
-            }
-        }
-    }
-
-    fn give_back_probe(&self, generation: u64) {
-        let tag = generation & 0xffff_ffff;
-        let mut probes = self.probes.load(Ordering::Acquire);
-        while probes >> 32 == tag {
-            match self.probes.compare_exchange_weak(
-                probes,
-                probes + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(actual) => probes = actual,
-            }
-        }
-    }
-
     /// Counts a rejection. The event is published for the first rejection
     /// of each state period only: under an outage every call is rejected,
     /// and a flood of identical events would push the transitions out of
     /// slow subscribers' buffers. The counters carry the totals.
-    fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
+    pub(crate) fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.rejected_counter.increment(1);
+        self.metrics.rejected.increment(1);
         if let Some(events) = &self.settings.events
             && self
                 .last_rejection_event
@@ -346,12 +194,12 @@ impl BreakerState {
                 )
             });
         }
-        CircuitOpen::new(self.settings.name.clone(), retry_after)
+        CircuitOpen::new(self.settings.name.clone()).with_retry_after(retry_after)
     }
 
     /// Records how a permitted call ended, and trips or settles the breaker.
     #[inline]
-    fn complete(&self, generation: u64, kind: PermitKind, end: CallEnd) {
+    pub(crate) fn complete(&self, generation: u64, kind: PermitKind, end: CallEnd) {
         match kind {
             PermitKind::Untracked => {}
             PermitKind::Windowed => {
@@ -384,13 +232,14 @@ impl BreakerState {
         }
     }
 
-    fn exceeds(count: u32, of: u32, threshold: f64) -> bool {
-        of > 0 && f64::from(count) / f64::from(of) >= threshold
+    pub(crate) fn exceeds(count: u64, of: u64, threshold: f64) -> bool {
+        // Exact for counts up to 2^53; beyond, off by a rounding step.
+        of > 0 && count as f64 / of as f64 >= threshold
     }
 
     fn should_trip(&self, counts: WindowCounts) -> bool {
         counts.is_consistent(self.window.capacity())
-            && counts.calls >= self.settings.minimum_calls
+            && counts.calls >= u64::from(self.settings.minimum_calls)
             && (Self::exceeds(
                 counts.failures,
                 counts.calls,
@@ -402,149 +251,11 @@ impl BreakerState {
             ))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Transitions> {
-        // The guarded data stays consistent even if a holder panicked.
-        self.transitions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn closed_to_open(&self, seen: u64) {
-        let mut transitions = self.lock();
-        if self.word.load(Ordering::Acquire) != seen {
-            return;
-        }
-        self.open(&mut transitions, seen, CircuitState::Closed);
-    }
-
-    fn open_to_half_open(&self, seen: u64) {
-        let mut transitions = self.lock();
-        if self.word.load(Ordering::Acquire) != seen {
-            return;
-        }
-        let generation = (seen >> 8) + 1;
-        transitions.probe_successes = 0;
-        transitions.probe_failures = 0;
-        transitions.probe_slow = 0;
-        self.probes.store(
-            ((generation & 0xffff_ffff) << 32) | u64::from(self.settings.half_open_permits),
-            Ordering::Release,
-        );
-        self.publish(
-            &mut transitions,
-            generation,
-            CircuitState::Open,
-            CircuitState::HalfOpen,
-        );
-    }
-
-    fn probe_finished(&self, generation: u64, failure: bool, slow: bool) {
-        let mut transitions = self.lock();
-        let word = self.word.load(Ordering::Acquire);
-        if word != pack(generation, CircuitState::HalfOpen) {
-            return;
-        }
-        if failure {
-            transitions.probe_failures += 1;
-        } else {
-            transitions.probe_successes += 1;
-        }
-        if slow {
-            transitions.probe_slow += 1;
-        }
-        let permits = self.settings.half_open_permits;
-        // Decide as soon as the outcome is certain: enough failures (or
-        // slow calls) that the remaining probes cannot bring the rate under
-        // the threshold reopen at once; otherwise wait for every probe.
-        if Self::exceeds(
-            transitions.probe_failures,
-            permits,
-            self.settings.failure_rate_threshold,
-        ) || Self::exceeds(
-            transitions.probe_slow,
-            permits,
-            self.settings.slow_call_rate_threshold,
-        ) {
-            self.open(&mut transitions, word, CircuitState::HalfOpen);
-        } else if transitions.probe_failures + transitions.probe_successes >= permits {
-            transitions.consecutive_opens = 0;
-            self.window.reset();
-            self.publish(
-                &mut transitions,
-                generation + 1,
-                CircuitState::HalfOpen,
-                CircuitState::Closed,
-            );
-        }
-    }
-
-    /// Opens the breaker for the next wait: `wait_in_open`, doubled for
-    /// each consecutive trip, capped at `max_wait_in_open`.
-    fn open(&self, transitions: &mut Transitions, seen: u64, from: CircuitState) {
-        transitions.consecutive_opens = transitions.consecutive_opens.saturating_add(1);
-        let doublings = transitions.consecutive_opens.saturating_sub(1).min(32);
-        let wait = self
-            .settings
-            .wait_in_open
-            .checked_mul(1u32 << doublings.min(31))
-            .unwrap_or(self.settings.max_wait_in_open)
-            .min(self.settings.max_wait_in_open);
-        let until = self.nanos_since_base(Instant::now() + wait);
-        self.open_until.store(until, Ordering::Release);
-        self.publish(transitions, (seen >> 8) + 1, from, CircuitState::Open);
-    }
-
-    /// Publishes a new state word and tells the world.
-    fn publish(
-        &self,
-        transitions: &mut Transitions,
-        generation: u64,
-        from: CircuitState,
-        to: CircuitState,
-    ) {
-        self.word.store(pack(generation, to), Ordering::Release);
-        if from == to {
-            // A reset of a closed breaker (say) empties the window and
-            // starts a new generation, but is no transition to report.
-            return;
-        }
-        transitions.last_transition = Instant::now();
-        let name = &self.settings.name;
-        self.state_gauge.set(f64::from(to.as_index()));
-        metrics::counter!(
-            names::CIRCUIT_TRANSITIONS_TOTAL,
-            names::LABEL_BREAKER => name.clone(),
-            names::LABEL_FROM => from.as_str(),
-            names::LABEL_TO => to.as_str()
-        )
-        .increment(1);
-        if let Some(events) = &self.settings.events {
-            events.emit(Event::new(
-                name.clone(),
-                EventKind::CircuitTransition { from, to },
-            ));
-        }
-    }
-
-    /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`) or
-    /// back to an empty `Closed`.
-    pub(crate) fn set_manual(&self, to: CircuitState) {
-        let mut transitions = self.lock();
-        let (generation, from) = unpack(self.word.load(Ordering::Acquire));
-        if matches!(to, CircuitState::Closed | CircuitState::MetricsOnly) {
-            self.window.reset();
-        }
-        if to == CircuitState::Closed {
-            transitions.consecutive_opens = 0;
-        }
-        self.publish(&mut transitions, generation + 1, from, to);
-    }
-
     pub(crate) fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
-        let (_, state) = unpack(self.word.load(Ordering::Acquire));
+        let (generation, state) = unpack(self.word.load(Ordering::Acquire));
         let counts = self.window.counts(self.nanos_since_base(now));
-        let last_transition = self.lock().last_transition;
+        let last_transition = lock(&self.transitions).last_transition;
         let until_probe = match state {
             CircuitState::Open => {
                 let until = self.open_until.load(Ordering::Acquire);
@@ -555,12 +266,7 @@ impl BreakerState {
             _ => None,
         };
         let probes_in_flight = match state {
-            CircuitState::HalfOpen => {
-                let probes = self.probes.load(Ordering::Acquire);
-                self.settings
-                    .half_open_permits
-                    .saturating_sub((probes & 0xffff_ffff) as u32)
-            }
+            CircuitState::HalfOpen => self.probes_in_flight(generation),
             _ => 0,
         };
         Snapshot {
@@ -583,4 +289,99 @@ pub(crate) struct Snapshot {
     pub(crate) rejected: u64,
     pub(crate) last_transition: Instant,
     pub(crate) until_probe: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{BreakerBuilder, SlidingWindow};
+
+    fn state_of(builder: BreakerBuilder) -> Arc<BreakerState> {
+        let metrics = BreakerMetrics::register("test".into(), true);
+        builder.new_state("test".into(), metrics)
+    }
+
+    fn call(state: &Arc<BreakerState>, failure: bool) -> bool {
+        match state.try_acquire() {
+            Ok(permit) => {
+                permit.finish(Some(failure));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// 2.2 million successes in a 60 s window used to overflow the packed
+    /// counts, and the capacity check then kept the breaker from ever
+    /// opening: with a 1% threshold, it must open on the failure that
+    /// reaches 1%.
+    #[tokio::test(start_paused = true)]
+    async fn a_time_window_trips_at_volume() {
+        let state = state_of(
+            BreakerBuilder::default()
+                .sliding_window(SlidingWindow::time(Duration::from_secs(60)))
+                .minimum_calls(1)
+                .failure_rate_threshold(0.01),
+        );
+        for _ in 0..2_200_000 {
+            call(&state, false);
+        }
+        let counts = state.snapshot().counts;
+        assert_eq!((counts.calls, counts.failures), (2_200_000, 0));
+        // 22,223 failures is the first count at or above 1% of the calls
+        // (22,223 / 2,222,223).
+        for _ in 0..22_222 {
+            assert!(call(&state, true));
+        }
+        assert_eq!(state.state(), CircuitState::Closed);
+        assert!(call(&state, true));
+        assert_eq!(state.state(), CircuitState::Open);
+    }
+
+    /// Leaving half-open clears the probe word: no free permit of an ended
+    /// period is left for a later one to find.
+    #[tokio::test(start_paused = true)]
+    async fn leaving_half_open_clears_the_probes() {
+        let state = state_of(
+            BreakerBuilder::default()
+                .sliding_window(SlidingWindow::count(2))
+                .minimum_calls(2)
+                .half_open_permits(3)
+                .failure_rate_threshold(0.3)
+                .wait_in_open(Duration::from_secs(1)),
+        );
+        call(&state, true);
+        call(&state, true);
+        assert_eq!(state.state(), CircuitState::Open);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = state.try_acquire().expect("a probe");
+        assert_eq!(state.state(), CircuitState::HalfOpen);
+        probe.finish(Some(true));
+        assert_eq!(state.state(), CircuitState::Open);
+        assert_eq!(state.probes.load(Ordering::Acquire), 0);
+        // The same after closing.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..3 {
+            let probe = state.try_acquire().expect("a probe");
+            probe.finish(Some(false));
+        }
+        assert_eq!(state.state(), CircuitState::Closed);
+        assert_eq!(state.probes.load(Ordering::Acquire), 0);
+    }
+
+    /// A reset publishes the new generation before it empties the window,
+    /// so a call admitted before the reset and finishing after it is not
+    /// recorded into the fresh window.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_from_before_a_reset_is_not_recorded_after_it() {
+        let state = state_of(
+            BreakerBuilder::default()
+                .sliding_window(SlidingWindow::count(10))
+                .minimum_calls(10),
+        );
+        let stale = state.try_acquire().unwrap();
+        state.set_manual(CircuitState::Closed);
+        stale.finish(Some(true));
+        assert_eq!(state.snapshot().counts, WindowCounts::default());
+    }
 }

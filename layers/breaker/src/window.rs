@@ -1,8 +1,11 @@
 //! Sliding windows of call results, updated with atomics only.
 //!
-//! Both windows keep three counts — calls, failures, slow calls — packed in
-//! one `AtomicU64` (21 bits each), so a reader sees a consistent triple
-//! with one load.
+//! The count window keeps its three counts — calls, failures, slow calls —
+//! packed in one `AtomicU64` (21 bits each; it never holds more than
+//! 1,000,000 calls), so a reader sees a consistent triple with one load.
+//! The time window's buckets hold any number of calls, so each keeps three
+//! separate 64-bit counters, written and read in an order that keeps
+//! `failures <= calls` and `slow <= calls` for every reader.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,32 +57,32 @@ fn contribution(slot: u8) -> u64 {
 /// Calls, failures and slow calls currently in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct WindowCounts {
-    pub(crate) calls: u32,
-    pub(crate) failures: u32,
-    pub(crate) slow: u32,
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
 }
 
 impl WindowCounts {
     fn unpack(packed: u64) -> Self {
-        // Each field is < 2^21, so the casts cannot truncate.
         WindowCounts {
-            calls: (packed & FIELD_MASK) as u32,
-            failures: ((packed >> FIELD_BITS) & FIELD_MASK) as u32,
-            slow: ((packed >> (2 * FIELD_BITS)) & FIELD_MASK) as u32,
+            calls: packed & FIELD_MASK,
+            failures: (packed >> FIELD_BITS) & FIELD_MASK,
+            slow: (packed >> (2 * FIELD_BITS)) & FIELD_MASK,
         }
     }
 
     fn add(self, other: WindowCounts) -> Self {
         WindowCounts {
-            calls: self.calls + other.calls,
-            failures: self.failures + other.failures,
-            slow: self.slow + other.slow,
+            calls: self.calls.saturating_add(other.calls),
+            failures: self.failures.saturating_add(other.failures),
+            slow: self.slow.saturating_add(other.slow),
         }
     }
 
-    /// Whether the counts could be real: a reader that catches two writers
-    /// mid-update may see a borrowed field, and must not act on it.
-    pub(crate) fn is_consistent(self, capacity: u32) -> bool {
+    /// Whether the counts could be real: a reader of the packed count
+    /// window that catches two writers mid-update may see a borrowed field,
+    /// and must not act on it.
+    pub(crate) fn is_consistent(self, capacity: u64) -> bool {
         self.failures <= self.calls && self.slow <= self.calls && self.calls <= capacity
     }
 }
@@ -123,11 +126,12 @@ impl Window {
         matches!(self, Window::Time(_))
     }
 
-    /// The most calls the window can hold, for consistency checks.
-    pub(crate) fn capacity(&self) -> u32 {
+    /// The most calls the window can hold, for consistency checks. A time
+    /// window has no bound: its counters are 64 bits wide.
+    pub(crate) fn capacity(&self) -> u64 {
         match self {
-            Window::Count(window) => window.slots.len() as u32,
-            Window::Time(_) => FIELD_MASK as u32,
+            Window::Count(window) => window.slots.len() as u64,
+            Window::Time(_) => u64::MAX,
         }
     }
 }
@@ -212,16 +216,45 @@ struct Bucket {
     /// Which bucket-width interval since the breaker's start this bucket
     /// holds, or `EMPTY`, or `ROLLING_OVER` while one writer reuses it.
     epoch: AtomicU64,
-    counts: AtomicU64,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    slow: AtomicU64,
 }
 
-/// The calls of the last `period`: `TIME_BUCKETS` buckets of packed counts,
-/// each tagged with the interval (epoch) it holds.
+impl Bucket {
+    /// Adds `n` calls of one kind. `calls` goes first and is read last, so
+    /// a reader that sees a failure (or slow call) also sees its call.
+    fn add(&self, record: CallRecord, n: u64) {
+        self.calls.fetch_add(n, Ordering::AcqRel);
+        if record.failure {
+            self.failures.fetch_add(n, Ordering::AcqRel);
+        }
+        if record.slow {
+            self.slow.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    fn read(&self) -> WindowCounts {
+        let failures = self.failures.load(Ordering::Acquire);
+        let slow = self.slow.load(Ordering::Acquire);
+        let calls = self.calls.load(Ordering::Acquire);
+        WindowCounts {
+            calls,
+            failures,
+            slow,
+        }
+    }
+}
+
+/// The calls of the last `period`: `TIME_BUCKETS` buckets of 64-bit
+/// counters, each tagged with the interval (epoch) it holds.
 ///
-/// A writer whose epoch matches adds with one `fetch_add`; the first writer
-/// of a new interval claims the bucket by swinging its epoch to
-/// `ROLLING_OVER`, stores its own counts, then publishes the new epoch.
-/// Readers sum the buckets whose epoch lies within the period.
+/// A writer whose epoch matches adds with one `fetch_add` per counter it
+/// touches (one for a success); the first writer of a new interval claims
+/// the bucket by swinging its epoch to `ROLLING_OVER`, zeroes the counters,
+/// adds its own call, then publishes the new epoch. Readers sum the buckets
+/// whose epoch lies within the period and was the same before and after
+/// the counters were read.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
@@ -235,7 +268,9 @@ impl TimeWindow {
             buckets: (0..TIME_BUCKETS)
                 .map(|_| Bucket {
                     epoch: AtomicU64::new(EMPTY),
-                    counts: AtomicU64::new(0),
+                    calls: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    slow: AtomicU64::new(0),
                 })
                 .collect(),
             bucket_nanos: u64::try_from(bucket_nanos).unwrap_or(u64::MAX),
@@ -243,17 +278,22 @@ impl TimeWindow {
     }
 
     fn epoch_of(&self, now_nanos: u64) -> u64 {
-        now_nanos / self.bucket_nanos
+        // Below `ROLLING_OVER` whatever the clock says.
+        (now_nanos / self.bucket_nanos).min(ROLLING_OVER - 1)
     }
 
     pub(crate) fn record(&self, record: CallRecord, now_nanos: u64) {
+        self.record_many(record, 1, now_nanos);
+    }
+
+    /// Records `n` identical calls at once.
+    pub(crate) fn record_many(&self, record: CallRecord, n: u64, now_nanos: u64) {
         let epoch = self.epoch_of(now_nanos);
         let bucket = &self.buckets[(epoch % u64::from(TIME_BUCKETS)) as usize];
-        let added = contribution(record.encode());
         loop {
             let current = bucket.epoch.load(Ordering::Acquire);
             if current == epoch {
-                bucket.counts.fetch_add(added, Ordering::AcqRel);
+                bucket.add(record, n);
                 return;
             }
             if current == ROLLING_OVER {
@@ -270,7 +310,10 @@ impl TimeWindow {
                 .compare_exchange(current, ROLLING_OVER, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                bucket.counts.store(added, Ordering::Release);
+                bucket.calls.store(0, Ordering::Release);
+                bucket.failures.store(0, Ordering::Release);
+                bucket.slow.store(0, Ordering::Release);
+                bucket.add(record, n);
                 bucket.epoch.store(epoch, Ordering::Release);
                 return;
             }
@@ -280,14 +323,22 @@ impl TimeWindow {
     pub(crate) fn counts(&self, now_nanos: u64) -> WindowCounts {
         let newest = self.epoch_of(now_nanos);
         let oldest = newest.saturating_sub(u64::from(TIME_BUCKETS) - 1);
-        self.buckets
-            .iter()
-            .filter(|bucket| {
-                let epoch = bucket.epoch.load(Ordering::Acquire);
-                epoch != EMPTY && epoch != ROLLING_OVER && epoch >= oldest && epoch <= newest
-            })
-            .map(|bucket| WindowCounts::unpack(bucket.counts.load(Ordering::Acquire)))
-            .fold(WindowCounts::default(), WindowCounts::add)
+        let mut total = WindowCounts::default();
+        for bucket in self.buckets.iter() {
+            let epoch = bucket.epoch.load(Ordering::Acquire);
+            if epoch == EMPTY || epoch == ROLLING_OVER || epoch < oldest || epoch > newest {
+                continue;
+            }
+            let counts = bucket.read();
+            // Rolled over to a newer interval while being read: the counts
+            // may mix two intervals, and the newer one is not in this
+            // reading's window anyway.
+            if bucket.epoch.load(Ordering::Acquire) != epoch {
+                continue;
+            }
+            total = total.add(counts);
+        }
+        total
     }
 
     pub(crate) fn reset(&self) {
@@ -388,6 +439,59 @@ mod tests {
         );
         window.reset();
         assert_eq!(window.counts(40 * second), WindowCounts::default());
+    }
+
+    #[test]
+    fn time_window_counts_are_exact_at_volume() {
+        // 2.2 million calls in one 60 s window used to overflow a 21-bit
+        // field and report 102,848.
+        let second = 1_000_000_000;
+        let window = TimeWindow::new(Duration::from_secs(60));
+        for i in 0..2_200_000u64 {
+            window.record(OK, (i % 50) * second);
+        }
+        window.record(FAIL, 59 * second);
+        assert_eq!(
+            window.counts(59 * second),
+            WindowCounts {
+                calls: 2_200_001,
+                failures: 1,
+                slow: 0
+            }
+        );
+        // And up to 2^40 calls per window and beyond.
+        let big = 1u64 << 40;
+        window.record_many(FAIL, big, 59 * second);
+        window.record_many(SLOW, big, 58 * second);
+        let counts = window.counts(59 * second);
+        assert_eq!(counts.calls, 2_200_001 + 2 * big);
+        assert_eq!(counts.failures, 1 + big);
+        assert_eq!(counts.slow, big);
+        assert!(
+            counts.is_consistent(Window::Time(TimeWindow::new(Duration::from_secs(1))).capacity())
+        );
+    }
+
+    #[test]
+    fn time_window_readers_never_see_more_failures_than_calls() {
+        let window = std::sync::Arc::new(TimeWindow::new(Duration::from_millis(20)));
+        let writer = {
+            let window = window.clone();
+            std::thread::spawn(move || {
+                for i in 0..200_000u64 {
+                    // Moves through intervals quickly so buckets roll over.
+                    window.record(if i % 2 == 0 { FAIL } else { SLOW }, i * 10_000);
+                }
+            })
+        };
+        for i in 0..200_000u64 {
+            let counts = window.counts(i * 10_000);
+            assert!(
+                counts.failures <= counts.calls && counts.slow <= counts.calls,
+                "{counts:?}"
+            );
+        }
+        writer.join().unwrap();
     }
 
     #[test]

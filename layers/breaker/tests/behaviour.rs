@@ -36,10 +36,10 @@ impl std::fmt::Display for TestError {
 
 impl std::error::Error for TestError {}
 
-fn classify(result: &Result<(), TestError>) -> Outcome {
+fn classify(result: &Result<(), BoxError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Success,
-        Err(TestError("ignored")) => Outcome::Ignored,
+        Err(e) if matches!(e.downcast_ref(), Some(TestError("ignored"))) => Outcome::Ignored,
         Err(_) => Outcome::Failure,
     }
 }
@@ -65,8 +65,7 @@ fn inner(calls: Arc<AtomicUsize>) -> Inner {
     }))
 }
 
-type Breaker =
-    tower_hardening_breaker::CircuitBreaker<Inner, fn(&Result<(), TestError>) -> Outcome>;
+type Breaker = tower_hardening_breaker::CircuitBreaker<Inner, fn(&Result<(), BoxError>) -> Outcome>;
 
 struct Setup {
     svc: Breaker,
@@ -74,9 +73,9 @@ struct Setup {
     calls: Arc<AtomicUsize>,
 }
 
-fn setup(builder: tower_hardening_breaker::Builder) -> Setup {
+fn setup(builder: tower_hardening_breaker::BreakerBuilder) -> Setup {
     let layer = builder
-        .classifier(classify as fn(&Result<(), TestError>) -> Outcome)
+        .classifier(classify as fn(&Result<(), BoxError>) -> Outcome)
         .build()
         .expect("valid settings");
     let calls = Arc::new(AtomicUsize::new(0));
@@ -99,7 +98,7 @@ fn is_open_error(result: &Result<(), BoxError>) -> Option<CircuitOpen> {
         .cloned()
 }
 
-fn count_breaker(window: u32, minimum: u32) -> tower_hardening_breaker::Builder {
+fn count_breaker(window: u32, minimum: u32) -> tower_hardening_breaker::BreakerBuilder {
     CircuitBreakerLayer::builder()
         .name("test")
         .sliding_window(SlidingWindow::count(window))
@@ -148,11 +147,11 @@ async fn open_breaker_fails_fast_with_a_countdown() {
 
     let err = is_open_error(&send(&mut s.svc, Act::Succeed).await).expect("rejected");
     assert_eq!(err.name(), "test");
-    assert_eq!(err.retry_after(), Duration::from_secs(30));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
 
     tokio::time::advance(Duration::from_secs(10)).await;
     let err = is_open_error(&send(&mut s.svc, Act::Succeed).await).expect("still rejected");
-    assert_eq!(err.retry_after(), Duration::from_secs(20));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(20)));
     assert_eq!(
         s.handle.snapshot().until_probe,
         Some(Duration::from_secs(20))
@@ -160,7 +159,7 @@ async fn open_breaker_fails_fast_with_a_countdown() {
 
     tokio::time::advance(Duration::from_millis(19_999)).await;
     let err = is_open_error(&send(&mut s.svc, Act::Succeed).await).expect("still rejected");
-    assert_eq!(err.retry_after(), Duration::from_millis(1));
+    assert_eq!(err.retry_after(), Some(Duration::from_millis(1)));
 
     assert_eq!(
         s.calls.load(Ordering::SeqCst),
@@ -174,7 +173,7 @@ async fn open_breaker_fails_fast_with_a_countdown() {
 /// a channel.
 type Gated = tower_hardening_breaker::CircuitBreaker<
     tower::util::BoxCloneSyncService<oneshot::Receiver<Act>, (), TestError>,
-    fn(&Result<(), TestError>) -> Outcome,
+    fn(&Result<(), BoxError>) -> Outcome,
 >;
 
 /// Starts a call and returns its future without finishing it; the call
@@ -203,12 +202,12 @@ async fn fail_gated(svc: &mut Gated, n: usize) {
 }
 
 fn gated_setup(
-    builder: tower_hardening_breaker::Builder,
+    builder: tower_hardening_breaker::BreakerBuilder,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
 ) -> (Gated, BreakerHandle) {
     let layer = builder
-        .classifier(classify as fn(&Result<(), TestError>) -> Outcome)
+        .classifier(classify as fn(&Result<(), BoxError>) -> Outcome)
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -260,7 +259,7 @@ async fn half_open_admits_exactly_the_permits_then_closes_on_success() {
     let (_tx4, fourth) = start_gated(&mut svc);
     let fourth = fourth.await;
     let rejection = is_open_error(&fourth).expect("a fourth concurrent probe is rejected");
-    assert_eq!(rejection.retry_after(), Duration::ZERO);
+    assert_eq!(rejection.retry_after(), None);
     assert_eq!(handle.snapshot().probes_in_flight, 3);
 
     let mut futures = Vec::new();
@@ -652,7 +651,7 @@ fn transitions_publish_events_and_metrics() {
 
 #[test]
 fn bad_settings_name_the_setting() {
-    let cases: Vec<(tower_hardening_breaker::Builder, &str)> = vec![
+    let cases: Vec<(tower_hardening_breaker::BreakerBuilder, &str)> = vec![
         (
             CircuitBreakerLayer::builder().failure_rate_threshold(0.0),
             "failure_rate_threshold",

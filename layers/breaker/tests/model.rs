@@ -292,9 +292,11 @@ fn run_case(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
             .wait_in_open(Duration::from_millis(WAIT_MS))
             .max_wait_in_open(Duration::from_millis(MAX_WAIT_MS))
             .half_open_permits(p.permits)
-            .classifier(|result: &Result<(), TestError>| match result {
+            .classifier(|result: &Result<(), BoxError>| match result {
                 Ok(()) => Outcome::Success,
-                Err(TestError("ignored")) => Outcome::Ignored,
+                Err(e) if matches!(e.downcast_ref(), Some(TestError("ignored"))) => {
+                    Outcome::Ignored
+                }
                 Err(_) => Outcome::Failure,
             })
             .build()
@@ -335,7 +337,7 @@ fn run_case(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             prop_assert!(open.is_some(), "step {step}: rejection is CircuitOpen");
                             prop_assert_eq!(
                                 open.unwrap().retry_after(),
-                                Duration::from_millis(retry_ms),
+                                Some(Duration::from_millis(retry_ms)).filter(|d| !d.is_zero()),
                                 "step {}: retry_after",
                                 step
                             );
@@ -395,7 +397,7 @@ fn run_case(p: Params, ops: Vec<Op>) -> Result<(), TestCaseError> {
             let (calls, failures, slow) = model.counts();
             prop_assert_eq!(
                 (snapshot.calls, snapshot.failures, snapshot.slow_calls),
-                (calls, failures, slow),
+                (u64::from(calls), u64::from(failures), u64::from(slow)),
                 "step {}: window counts",
                 step
             );

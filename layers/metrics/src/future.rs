@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
 use crate::layer::Handles;
 
 /// Keeps the in-flight gauge honest: decremented however the request ends
-/// (finished, cancelled, or unwound by a panic, which counts as a failure).
+/// (finished, cancelled, or unwound by a panic, which counts as a failure
+/// where the unwind passes; see `tower_hardening_core::sync::on_unwind`).
 #[derive(Debug)]
 struct InFlight {
     handles: Arc<Handles>,
@@ -35,25 +37,27 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn finish(&mut self, outcome: &(metrics::Counter, metrics::Histogram)) {
+    fn finish(mut self, outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram)) {
         self.finished = true;
-        outcome.0.increment(1);
-        let now = self.handles.clock.raw();
-        let nanos = self.handles.clock.delta_as_nanos(self.started, now);
-        outcome.1.record(nanos as f64 / 1e9);
-        self.handles.in_flight.decrement(1.0);
+        let handles = &self.handles;
+        let (count, duration) = outcome(handles);
+        count.increment(1);
+        let nanos = handles
+            .clock
+            .delta_as_nanos(self.started, handles.clock.raw());
+        duration.record(nanos as f64 / 1e9);
+        handles.in_flight.decrement(1.0);
+    }
+
+    fn panicked(self) {
+        self.finish(|handles| &handles.failure);
     }
 }
 
 impl Drop for InFlight {
+    /// Cancelled: no longer in flight, and no outcome to count.
     fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        if std::thread::panicking() {
-            let handles = self.handles.clone();
-            self.finish(&handles.failure);
-        } else {
+        if !self.finished {
             self.handles.in_flight.decrement(1.0);
         }
     }
@@ -65,7 +69,7 @@ pin_project! {
     pub struct MetricsFuture<F, C> {
         #[pin]
         future: F,
-        in_flight: InFlight,
+        in_flight: Option<InFlight>,
         classifier: C,
     }
 }
@@ -74,11 +78,11 @@ impl<F, C> MetricsFuture<F, C> {
     pub(crate) fn new(future: F, handles: Arc<Handles>, started: u64, classifier: C) -> Self {
         MetricsFuture {
             future,
-            in_flight: InFlight {
+            in_flight: Some(InFlight {
                 handles,
                 started,
                 finished: false,
-            },
+            }),
             classifier,
         }
     }
@@ -95,16 +99,19 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.future.poll(cx)).map_err(Into::into);
-        let handles = this.in_flight.handles.clone();
-        let outcome = match &result {
-            Err(error) if rejection_of(&**error).is_some() => &handles.rejected,
+        let future = this.future;
+        let result = ready!(on_unwind(this.in_flight, InFlight::panicked, || future.poll(cx)))
+            .map_err(Into::into);
+        let outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram) = match &result {
+            Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,
             _ => match this.classifier.classify(&result) {
-                Outcome::Failure => &handles.failure,
-                Outcome::Success | Outcome::Ignored => &handles.success,
+                Outcome::Failure => |h| &h.failure,
+                Outcome::Success | Outcome::Ignored => |h| &h.success,
             },
         };
-        this.in_flight.finish(outcome);
+        if let Some(in_flight) = this.in_flight.take() {
+            in_flight.finish(outcome);
+        }
         Poll::Ready(result)
     }
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
-use tower_hardening_core::{ErrorsAsFailures, names};
+use tower_hardening_core::{ConfigError, ErrorsAsFailures, names};
 use tower_layer::Layer;
 
 use crate::service::MetricsService;
@@ -31,11 +31,73 @@ pub(crate) struct Handles {
     pub(crate) rejected: (Counter, Histogram),
 }
 
+/// Builds a [`MetricsLayer`]: `MetricsLayer::builder().name("audio")
+/// .classifier(..).build()?`, the shape of every tower-hardening layer.
+///
+/// ```
+/// use tower_hardening_core::HttpServerErrors;
+/// use tower_hardening_metrics::MetricsLayer;
+///
+/// let layer = MetricsLayer::builder()
+///     .name("audio-processing")
+///     .classifier(HttpServerErrors::default())
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// let err = MetricsLayer::builder().name(" ").build().unwrap_err();
+/// assert_eq!(err.field(), "name");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct MetricsBuilder<C = ErrorsAsFailures> {
+    name: Arc<str>,
+    classifier: C,
+}
+
+impl<C> MetricsBuilder<C> {
+    /// The `service` label of every metric (default `"service"`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// What counts as a failure (see [`MetricsLayer::classifier`]).
+    pub fn classifier<C2>(self, classifier: C2) -> MetricsBuilder<C2> {
+        MetricsBuilder {
+            name: self.name,
+            classifier,
+        }
+    }
+
+    /// Checks the name and registers the metric handles with the recorder
+    /// in force now.
+    pub fn build(self) -> Result<MetricsLayer<C>, ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::new(
+                "metrics",
+                "name",
+                &*self.name,
+                "a non-empty name",
+            ));
+        }
+        Ok(MetricsLayer::new(self.name).classifier(self.classifier))
+    }
+}
+
 impl MetricsLayer {
+    /// A builder: name `"service"`, every `Err` a failure.
+    pub fn builder() -> MetricsBuilder {
+        MetricsBuilder {
+            name: Arc::from("service"),
+            classifier: ErrorsAsFailures,
+        }
+    }
+
     /// Metrics labelled `service = name`; every `Err` is a failure until
-    /// [`classifier`](Self::classifier) says otherwise.
-    pub fn new(name: impl Into<String>) -> Self {
-        let name: String = name.into();
+    /// [`classifier`](Self::classifier) says otherwise. The same as
+    /// `builder().name(name).build()` without the check of the name.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        let name: Arc<str> = name.into();
         metrics::describe_counter!(
             names::REQUESTS_TOTAL,
             Unit::Count,
@@ -75,6 +137,7 @@ impl<C> MetricsLayer<C> {
     /// [`Classify`](tower_hardening_core::Classify) over the response and a
     /// boxed error. `Ignored` results count as successes here; rejections
     /// by other hardening layers count as `rejected` whatever it says.
+    #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> MetricsLayer<C2> {
         MetricsLayer {
             handles: self.handles,

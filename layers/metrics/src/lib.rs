@@ -66,7 +66,7 @@ mod service;
 
 pub mod future;
 
-pub use collector::{Builder, EXPORTED_QUANTILES, MetricsCollector, Query, SeriesKind};
-pub use layer::MetricsLayer;
+pub use collector::{CollectorBuilder, EXPORTED_QUANTILES, MetricsCollector, Query, SeriesKind};
+pub use layer::{MetricsBuilder, MetricsLayer};
 pub use service::MetricsService;
 pub use tower_hardening_core::{Rejection, RejectionKind, names, rejection_of};

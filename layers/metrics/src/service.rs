@@ -23,6 +23,21 @@ impl<S, C> MetricsService<S, C> {
             classifier,
         }
     }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, C, Req> Service<Req> for MetricsService<S, C>

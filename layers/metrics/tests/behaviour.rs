@@ -421,3 +421,49 @@ async fn fanout_keeps_a_prometheus_recorder_working_alongside() {
             .contains("hardening_requests_total{service=\"a\",outcome=\"success\"} 3")
     );
 }
+
+/// Under a `catch_unwind` above the layer (tower-http's `CatchPanic`), the
+/// future is dropped after the unwind ended: the panic must still count as
+/// a failure, once, and leave the in-flight gauge.
+#[tokio::test(start_paused = true)]
+async fn panics_under_catch_unwind_count_as_failures() {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
+    let collector = MetricsCollector::builder().build().unwrap();
+    let layer = metrics::with_local_recorder(&collector, || {
+        MetricsLayer::builder().name("panicky").build().unwrap()
+    });
+    let mut svc = layer.layer(service_fn(|_: ()| async {
+        panic!("handler panicked");
+        #[allow(unreachable_code)]
+        Ok::<(), Boom>(())
+    }));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let call = svc.ready().await.unwrap().call(());
+        let mut caught = Box::pin(AssertUnwindSafe(call).catch_unwind());
+        assert!(caught.as_mut().await.is_err());
+        held.push(caught); // still alive, as under CatchPanic
+    }
+    let total = |outcome: &str| {
+        collector
+            .query("hardening_requests_total")
+            .label("service", "panicky")
+            .label("outcome", outcome)
+            .sum()
+    };
+    assert_eq!(total("failure"), 4.0);
+    assert!(
+        collector
+            .render_prometheus()
+            .contains("hardening_requests_in_flight{service=\"panicky\"} 0\n")
+    );
+    drop(held);
+    assert_eq!(
+        total("failure"),
+        4.0,
+        "dropping them later counts nothing more"
+    );
+    assert_eq!(total("success"), 0.0);
+}

@@ -7,5 +7,5 @@ mod series;
 
 pub use prometheus::EXPORTED_QUANTILES;
 pub use query::Query;
-pub use recorder::{Builder, MetricsCollector};
+pub use recorder::{CollectorBuilder, MetricsCollector};
 pub use series::SeriesKind;

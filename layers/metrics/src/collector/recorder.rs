@@ -20,15 +20,16 @@ use super::series::{BUCKET_MAX_BYTES, Epoch, Series, SeriesKind};
 /// | `resolution` | 10 s (the width of one stored bucket) |
 /// | `max_series` | 1,000 |
 #[derive(Debug, Clone)]
-pub struct Builder {
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CollectorBuilder {
     retention: Duration,
     resolution: Duration,
     max_series: usize,
 }
 
-impl Default for Builder {
+impl Default for CollectorBuilder {
     fn default() -> Self {
-        Builder {
+        CollectorBuilder {
             retention: Duration::from_secs(3600),
             resolution: Duration::from_secs(10),
             max_series: 1_000,
@@ -36,7 +37,7 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+impl CollectorBuilder {
     /// How long samples are kept (at least one `resolution`).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
@@ -167,9 +168,9 @@ pub struct MetricsCollector {
 }
 
 impl MetricsCollector {
-    /// A builder with the defaults listed on [`Builder`].
-    pub fn builder() -> Builder {
-        Builder::default()
+    /// A builder with the defaults listed on [`CollectorBuilder`].
+    pub fn builder() -> CollectorBuilder {
+        CollectorBuilder::default()
     }
 
     /// Installs this collector as the global `metrics` recorder.

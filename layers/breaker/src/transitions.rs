@@ -1,0 +1,173 @@
+//! State transitions: the rare path, under one mutex the closed path never
+//! touches.
+
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+use tower_hardening_core::sync::lock;
+use tower_hardening_core::{CircuitState, Event, EventKind, names};
+
+use crate::state::{BreakerState, pack, unpack};
+
+/// What the transition mutex guards: the rare-path bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Transitions {
+    consecutive_opens: u32,
+    pub(crate) last_transition: Instant,
+    probe_successes: u32,
+    probe_failures: u32,
+    probe_slow: u32,
+}
+
+impl Transitions {
+    pub(crate) fn new(now: Instant) -> Self {
+        Transitions {
+            consecutive_opens: 0,
+            last_transition: now,
+            probe_successes: 0,
+            probe_failures: 0,
+            probe_slow: 0,
+        }
+    }
+}
+
+impl BreakerState {
+    pub(crate) fn closed_to_open(&self, seen: u64) {
+        let mut transitions = lock(&self.transitions);
+        if self.word.load(Ordering::Acquire) != seen {
+            return;
+        }
+        self.open(&mut transitions, seen, CircuitState::Closed);
+    }
+
+    pub(crate) fn open_to_half_open(&self, seen: u64) {
+        let mut transitions = lock(&self.transitions);
+        if self.word.load(Ordering::Acquire) != seen {
+            return;
+        }
+        let generation = (seen >> 8) + 1;
+        transitions.probe_successes = 0;
+        transitions.probe_failures = 0;
+        transitions.probe_slow = 0;
+        self.fill_probes(generation);
+        self.publish(
+            &mut transitions,
+            generation,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        );
+    }
+
+    pub(crate) fn probe_finished(&self, generation: u64, failure: bool, slow: bool) {
+        let mut transitions = lock(&self.transitions);
+        let word = self.word.load(Ordering::Acquire);
+        if word != pack(generation, CircuitState::HalfOpen) {
+            return;
+        }
+        if failure {
+            transitions.probe_failures += 1;
+        } else {
+            transitions.probe_successes += 1;
+        }
+        if slow {
+            transitions.probe_slow += 1;
+        }
+        let permits = self.settings.half_open_permits;
+        // Decide as soon as the outcome is certain: enough failures (or
+        // slow calls) that the remaining probes cannot bring the rate under
+        // the threshold reopen at once; otherwise wait for every probe.
+        if Self::exceeds(
+            u64::from(transitions.probe_failures),
+            u64::from(permits),
+            self.settings.failure_rate_threshold,
+        ) || Self::exceeds(
+            u64::from(transitions.probe_slow),
+            u64::from(permits),
+            self.settings.slow_call_rate_threshold,
+        ) {
+            self.open(&mut transitions, word, CircuitState::HalfOpen);
+        } else if transitions.probe_failures + transitions.probe_successes >= permits {
+            transitions.consecutive_opens = 0;
+            self.publish(
+                &mut transitions,
+                generation + 1,
+                CircuitState::HalfOpen,
+                CircuitState::Closed,
+            );
+            // After the new generation is published: a call of an older
+            // generation that already passed its check cannot land in the
+            // emptied window later than this.
+            self.window.reset();
+        }
+    }
+
+    /// Opens the breaker for the next wait: `wait_in_open`, doubled for
+    /// each consecutive trip, capped at `max_wait_in_open`. A wait past
+    /// what the clock can represent means "until reset".
+    fn open(&self, transitions: &mut Transitions, seen: u64, from: CircuitState) {
+        transitions.consecutive_opens = transitions.consecutive_opens.saturating_add(1);
+        let doublings = transitions.consecutive_opens.saturating_sub(1).min(31);
+        let wait = self
+            .settings
+            .wait_in_open
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.settings.max_wait_in_open)
+            .min(self.settings.max_wait_in_open);
+        let until = Instant::now()
+            .checked_add(wait)
+            .map_or(u64::MAX, |until| self.nanos_since_base(until));
+        self.open_until.store(until, Ordering::Release);
+        self.publish(transitions, (seen >> 8) + 1, from, CircuitState::Open);
+    }
+
+    /// Publishes a new state word and tells the world.
+    fn publish(
+        &self,
+        transitions: &mut Transitions,
+        generation: u64,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
+        self.word.store(pack(generation, to), Ordering::Release);
+        if from == CircuitState::HalfOpen && to != CircuitState::HalfOpen {
+            self.clear_probes();
+        }
+        if from == to {
+            // A reset of a closed breaker (say) empties the window and
+            // starts a new generation, but is no transition to report.
+            return;
+        }
+        transitions.last_transition = Instant::now();
+        let name = &self.settings.name;
+        if let Some(gauge) = &self.metrics.state {
+            gauge.set(f64::from(to.as_index()));
+        }
+        metrics::counter!(
+            names::CIRCUIT_TRANSITIONS_TOTAL,
+            names::LABEL_BREAKER => self.metrics.label.clone(),
+            names::LABEL_FROM => from.as_str(),
+            names::LABEL_TO => to.as_str()
+        )
+        .increment(1);
+        if let Some(events) = &self.settings.events {
+            events.emit(Event::new(
+                name.clone(),
+                EventKind::CircuitTransition { from, to },
+            ));
+        }
+    }
+
+    /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`) or
+    /// back to an empty `Closed`.
+    pub(crate) fn set_manual(&self, to: CircuitState) {
+        let mut transitions = lock(&self.transitions);
+        let (generation, from) = unpack(self.word.load(Ordering::Acquire));
+        if to == CircuitState::Closed {
+            transitions.consecutive_opens = 0;
+        }
+        self.publish(&mut transitions, generation + 1, from, to);
+        if matches!(to, CircuitState::Closed | CircuitState::MetricsOnly) {
+            self.window.reset();
+        }
+    }
+}
