@@ -175,7 +175,10 @@ impl<C> BreakerBuilder<C> {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every setting without building anything: what
+    /// [`build`](Self::build) refuses, this refuses. The configuration
+    /// file's breaker sections are checked by it too.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let rate = |field, value: f64| {
             if value > 0.0 && value <= 1.0 {
                 Ok(())

@@ -53,7 +53,7 @@ pub use circuit::CircuitState;
 pub use classify::{
     Classify, DEFAULT_FAILING_CODES, ErrorsAsFailures, GrpcErrors, HttpServerErrors,
 };
-pub use config_error::ConfigError;
+pub use config_error::{ConfigError, ConfigErrorKind};
 pub use event::{Event, EventKind, EventSink, RecoveryStep};
 pub use health::HealthState;
 pub use outcome::Outcome;
