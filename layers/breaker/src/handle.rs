@@ -65,6 +65,14 @@ impl BreakerHandle {
         self.state.set_manual(CircuitState::MetricsOnly);
     }
 
+    /// To `HalfOpen` now, whatever the state: the next `half_open_permits`
+    /// calls are probes that close or reopen the breaker as after an open
+    /// wait. For a recovery manager that has just rebuilt the dependency
+    /// and wants traffic to confirm it.
+    pub fn half_open(&self) {
+        self.state.set_manual(CircuitState::HalfOpen);
+    }
+
     /// Back to `Closed` with an empty window and the open wait back at
     /// `wait_in_open`.
     pub fn reset(&self) {

@@ -157,13 +157,20 @@ impl BreakerState {
         }
     }
 
-    /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`) or
-    /// back to an empty `Closed`.
+    /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`),
+    /// back to an empty `Closed`, or to a fresh `HalfOpen` whose probes
+    /// decide as after an open wait.
     pub(crate) fn set_manual(&self, to: CircuitState) {
         let mut transitions = lock(&self.transitions);
         let (generation, from) = unpack(self.word.load(Ordering::Acquire));
         if to == CircuitState::Closed {
             transitions.consecutive_opens = 0;
+        }
+        if to == CircuitState::HalfOpen {
+            transitions.probe_successes = 0;
+            transitions.probe_failures = 0;
+            transitions.probe_slow = 0;
+            self.fill_probes(generation + 1);
         }
         self.publish(&mut transitions, generation + 1, from, to);
         if matches!(to, CircuitState::Closed | CircuitState::MetricsOnly) {

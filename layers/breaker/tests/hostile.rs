@@ -267,3 +267,18 @@ fn keyed_metrics_do_not_grow_with_keys() {
     }
     assert!(series.len() <= 3, "{} series: {series:?}", series.len());
 }
+
+/// `half_open()` hands the decision to probes at once, from any state.
+#[tokio::test(start_paused = true)]
+async fn half_open_from_forced_open_probes_and_closes() {
+    let layer = breaker().half_open_permits(2).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<(), BoxError>(()) }));
+    handle.force_open();
+    handle.half_open();
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
