@@ -225,9 +225,10 @@ impl Overloaded {
         self
     }
 
-    /// Suggests when to try again.
+    /// Suggests when to try again. A zero duration is no hint and is
+    /// ignored.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = Some(retry_after);
+        self.retry_after = (!retry_after.is_zero()).then_some(retry_after);
         self
     }
 
@@ -307,9 +308,10 @@ impl QueueTimeout {
         }
     }
 
-    /// Suggests when to try again.
+    /// Suggests when to try again. A zero duration is no hint and is
+    /// ignored.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = Some(retry_after);
+        self.retry_after = (!retry_after.is_zero()).then_some(retry_after);
         self
     }
 
@@ -367,9 +369,10 @@ impl Recovering {
         }
     }
 
-    /// Suggests when to try again (the next rebuild attempt).
+    /// Suggests when to try again (the next rebuild attempt). A zero duration is no hint and is
+    /// ignored.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = Some(retry_after);
+        self.retry_after = (!retry_after.is_zero()).then_some(retry_after);
         self
     }
 

@@ -1,5 +1,19 @@
 //! Boxing an inner service's errors, so the layers above can inspect them
 //! (rejections are found by downcasting a `BoxError`).
+//!
+//! ```
+//! use tower::{Layer, ServiceExt, service_fn};
+//! use tower_hardening_recovery::RetryLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // The retry layer boxes the inner service's `std::io::Error`s.
+//! let inner = service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+//! let svc = RetryLayer::builder().build().unwrap().layer(inner);
+//! let _boxed: &tower_hardening_recovery::BoxErrors<_> = svc.get_ref();
+//! assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +37,16 @@ impl<S> BoxErrors<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 

@@ -1,5 +1,10 @@
 //! Errors of the recovery layers.
 //!
+//! [`Recovering`] and [`RecoveryFailed`] are core's rejection types,
+//! re-exported here, so every layer recognises them through
+//! `tower_hardening_core::rejection_of`. [`ConfigError`] is what the
+//! builders return for a setting out of range; it names the setting.
+//!
 //! ```
 //! use tower_hardening_recovery::RetryLayer;
 //!
@@ -10,7 +15,7 @@
 
 use std::fmt;
 
-pub use tower_hardening_core::{ConfigError, Recovering};
+pub use tower_hardening_core::{ConfigError, Recovering, RecoveryFailed};
 
 /// Builds the retry layer's [`ConfigError`].
 pub(crate) fn invalid_retry(
@@ -29,54 +34,3 @@ pub(crate) fn invalid_recover(
 ) -> ConfigError {
     ConfigError::new("recover", field, value, allowed)
 }
-
-/// Every rebuild attempt of a [`RecoverLayer`](crate::RecoverLayer)'s
-/// service failed; calls fail with this until
-/// [`RecoverHandle::trigger`](crate::RecoverHandle::trigger) starts again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryFailed {
-    name: std::sync::Arc<str>,
-    attempts: u32,
-    last_error: std::sync::Arc<str>,
-}
-
-impl RecoveryFailed {
-    pub(crate) fn new(
-        name: std::sync::Arc<str>,
-        attempts: u32,
-        last_error: std::sync::Arc<str>,
-    ) -> Self {
-        RecoveryFailed {
-            name,
-            attempts,
-            last_error,
-        }
-    }
-
-    /// The service's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// How many build attempts failed.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    /// The last attempt's error, as text.
-    pub fn last_error(&self) -> &str {
-        &self.last_error
-    }
-}
-
-impl fmt::Display for RecoveryFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "`{}` could not be rebuilt after {} attempts (last error: {}); trigger recovery to try again",
-            self.name, self.attempts, self.last_error
-        )
-    }
-}
-
-impl std::error::Error for RecoveryFailed {}

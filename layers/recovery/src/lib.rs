@@ -3,20 +3,33 @@
 //! - [`RetryLayer`]: retries failed requests with exponential backoff and
 //!   jitter, within a [`RetryBudget`] shared by every clone of the layer, so
 //!   a dependency that is down costs at most a fixed fraction of extra
-//!   load. It never retries a rejection from another hardening layer
-//!   (`CircuitOpen`, `Overloaded`, `QueueTimeout`, `Recovering`), nor a
-//!   result the classifier marks `Ignored`, nor a request the `idempotent`
-//!   predicate refuses. It is tower's own `Retry` driven by a
+//!   load. It never retries a rejection from another hardening layer (any
+//!   error `tower_hardening_core::rejection_of` recognises: `CircuitOpen`,
+//!   `Overloaded`, `QueueTimeout`, `Recovering`, `RecoveryFailed`, ...),
+//!   nor a result the classifier marks `Ignored`, nor a request the
+//!   `idempotent` predicate refuses. It is tower's own `Retry` driven by a
 //!   [`RetryPolicy`]. Its counters (`hardening_retries_total`,
 //!   `hardening_retry_budget_exhausted_total`,
 //!   `hardening_retry_gave_up_total`) are registered when the layer is
-//!   built: install your `metrics` recorder first. [`RetryLayer::http`] buffers request bodies so
-//!   `http::Request`s can be replayed.
-//! - [`RecoverLayer`]: builds the inner service from a factory, lazily,
-//!   and rebuilds it with backoff when it breaks (a failed `poll_ready`,
-//!   too many failed calls in a row, or [`RecoverHandle::trigger`]); calls
-//!   fail fast with [`Recovering`] meanwhile, and with [`RecoveryFailed`]
-//!   once every attempt failed.
+//!   built. [`RetryLayer::http`] retries idempotent `http::Request`s only
+//!   (by default [`IdempotentHttp`]) and buffers their bodies so they can
+//!   be replayed.
+//! - [`Recover`]: builds the inner service from a factory, lazily, and
+//!   rebuilds it with backoff when it breaks (a failed `poll_ready`, too
+//!   many failed calls in a row, or [`RecoverHandle::trigger`]); calls
+//!   fail fast with [`Recovering`] (whose `retry_after` is the time to the
+//!   next attempt) meanwhile, and with [`RecoveryFailed`] once every
+//!   attempt failed. Each attempt has a timeout and a panicking factory is
+//!   a failed attempt, so a recovery always ends. It is a service, not a
+//!   layer (it makes its inner service rather than wrapping one): build it
+//!   with [`Recover::builder`] and put it innermost.
+//!
+//! Every layer of the workspace classifies `Result<Res, BoxError>`: one
+//! classifier value (a closure, `HttpServerErrors`, `GrpcErrors`) serves
+//! retry, recover, the breaker and metrics alike. Metric handles are
+//! registered when a layer or service is built, with the recorder in force
+//! then: install the `metrics` recorder first (or build inside
+//! `metrics::with_local_recorder`).
 //!
 //! # Composing them with a breaker
 //!
@@ -30,7 +43,7 @@
 //! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //! use tower_hardening_breaker::CircuitBreakerLayer;
-//! use tower_hardening_recovery::{Backoff, Jitter, RecoverLayer, RetryBudget, RetryLayer};
+//! use tower_hardening_recovery::{Backoff, Jitter, Recover, RetryBudget, RetryLayer};
 //!
 //! #[derive(Clone)]
 //! struct ModelClient;
@@ -61,12 +74,13 @@
 //!     .budget(RetryBudget::new(Duration::from_secs(10), 10, 0.2))
 //!     .build()?;
 //! let breaker = CircuitBreakerLayer::builder().name("model-inference").build()?;
-//! let (recovery, model) = RecoverLayer::new(|| connect_model())
+//! let (recovery, model) = Recover::builder()
 //!     .name("model-inference")
 //!     .max_attempts(5)
 //!     .backoff(Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)))
+//!     .attempt_timeout(Duration::from_secs(10))
 //!     .after_consecutive_failures(10)
-//!     .service()?;
+//!     .build(connect_model)?;
 //!
 //! let mut client = ServiceBuilder::new().layer(retry).layer(breaker).service(model);
 //!
@@ -93,10 +107,10 @@ pub use backoff::{Backoff, Jitter};
 pub use boxed::{BoxErrors, BoxErrorsFuture};
 pub use error::{ConfigError, Recovering, RecoveryFailed};
 pub use recover::{
-    Recover, RecoverFuture, RecoverHandle, RecoverLayer, RecoverPair, RecoverState, RecoverStats,
+    Recover, RecoverBuilder, RecoverFuture, RecoverHandle, RecoverPair, RecoverState, RecoverStats,
 };
 pub use retry::{
-    AnyRequest, BufferBodies, BufferBodiesFuture, Builder, CloneRequests, HttpRetryLayer,
-    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryHandle, RetryLayer, RetryPolicy,
-    RetryPredicate, RetryStats,
+    AnyRequest, BufferBodies, BufferBodiesFuture, CloneRequests, HttpRetryLayer, IdempotentHttp,
+    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryBuilder, RetryHandle, RetryLayer,
+    RetryPolicy, RetryPredicate, RetryStats,
 };

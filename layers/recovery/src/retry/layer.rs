@@ -1,3 +1,20 @@
+//! The retry layer, its builder and its budget.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_hardening_recovery::{Backoff, Jitter, RetryBudget, RetryLayer};
+//!
+//! let retry = RetryLayer::builder()
+//!     .name("model-inference")
+//!     .max_attempts(3)
+//!     .backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2)))
+//!     .jitter(Jitter::Equal)
+//!     .budget(RetryBudget::new(Duration::from_secs(10), 10, 0.2))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(retry.handle().max_total_backoff(), Duration::from_millis(150));
+//! ```
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +24,8 @@ use tower_hardening_core::{ErrorsAsFailures, EventSink};
 use tower_layer::Layer;
 
 use super::policy::{AnyRequest, RetryPolicy};
+#[cfg(doc)]
+use super::policy::{IdempotentHttp, RetryPredicate};
 use super::replay::{BufferBodies, CloneRequests, ReplayHttp};
 use super::shared::{RetryHandle, RetryShared};
 use crate::backoff::{Backoff, Jitter};
@@ -63,7 +82,8 @@ impl Default for RetryBudget {
     }
 }
 
-/// Builds a [`RetryLayer`].
+/// Builds a [`RetryLayer`]: `RetryLayer::builder()`, the settings to
+/// change, then [`build`](Self::build), which checks them all.
 ///
 /// | setting | default |
 /// | --- | --- |
@@ -73,35 +93,41 @@ impl Default for RetryBudget {
 /// | `jitter` | [`Jitter::Full`] |
 /// | `budget` | [`RetryBudget::default`] (10 s, 10/s, 20%) |
 /// | `classifier` | [`ErrorsAsFailures`] |
-/// | `idempotent` | every request ([`AnyRequest`]) |
+/// | `idempotent` | plain requests: every one; [`RetryLayer::http`]: [`IdempotentHttp`] |
+///
+/// Durations are not refused for being large: backoffs and their sums
+/// saturate at `Duration::MAX`, and a wait too long for the clock to
+/// reach never ends. Keep the backoff's `max` to what a caller will wait.
 #[derive(Debug, Clone)]
-pub struct Builder<C = ErrorsAsFailures, P = AnyRequest> {
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct RetryBuilder<C = ErrorsAsFailures, P = AnyRequest> {
     name: Arc<str>,
     max_attempts: u32,
     backoff: Backoff,
     jitter: Jitter,
     budget: Option<RetryBudget>,
     classifier: C,
-    predicate: P,
+    /// `None`: the default of the layer's kind (see the table above).
+    predicate: Option<P>,
     events: Option<EventSink>,
 }
 
-impl Default for Builder {
+impl Default for RetryBuilder {
     fn default() -> Self {
-        Builder {
+        RetryBuilder {
             name: Arc::from("retry"),
             max_attempts: 3,
             backoff: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2)),
             jitter: Jitter::Full,
             budget: Some(RetryBudget::default()),
             classifier: ErrorsAsFailures,
-            predicate: AnyRequest,
+            predicate: None,
             events: None,
         }
     }
 }
 
-impl<C, P> Builder<C, P> {
+impl<C, P> RetryBuilder<C, P> {
     /// The name used in events and metric labels.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
@@ -145,9 +171,20 @@ impl<C, P> Builder<C, P> {
         self
     }
 
-    /// What counts as a failure worth retrying (`Ignored` is never retried).
-    pub fn classifier<C2>(self, classifier: C2) -> Builder<C2, P> {
-        Builder {
+    /// What counts as a failure worth retrying (`Ignored` is never
+    /// retried, nor is any rejection, whatever the classifier says).
+    ///
+    /// It classifies `Result<Res, BoxError>`, `Res` being the inner
+    /// service's response (the inner errors are boxed first): the shape
+    /// every tower-hardening layer takes, so the classifier given to the
+    /// breaker, metrics and recover serves here too.
+    ///
+    /// An HTTP response is decided at its headers: a gRPC status that
+    /// arrives only in trailers is not seen by retry (use
+    /// [`GrpcErrors`](tower_hardening_core::GrpcErrors), which reads the
+    /// `grpc-status` header of trailers-only responses).
+    pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<C2, P> {
+        RetryBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -159,22 +196,44 @@ impl<C, P> Builder<C, P> {
         }
     }
 
-    /// Only requests for which `predicate` returns true are retried (say,
-    /// idempotent HTTP methods); any `Fn(&Req) -> bool + Clone`.
-    pub fn idempotent<P2>(self, predicate: P2) -> Builder<C, P2> {
-        Builder {
+    /// Only requests for which `predicate` returns true are retried; any
+    /// [`RetryPredicate`], such as a `Fn(&Req) -> bool + Clone`. It
+    /// replaces the default: every request for a plain layer,
+    /// [`IdempotentHttp`] under [`RetryLayer::http`], where it sees the
+    /// request as it arrives (`&http::Request<B>`, before any buffering).
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_hardening_recovery::{IdempotentHttp, RetryLayer, RetryPredicate};
+    ///
+    /// // Also retry POST /transcribe: it has no side effects.
+    /// let retry = RetryLayer::builder()
+    ///     .idempotent(|r: &Request<String>| {
+    ///         IdempotentHttp.may_retry(r) || r.uri().path() == "/transcribe"
+    ///     })
+    ///     .build()?
+    ///     .http(64 * 1024);
+    /// # let _ = retry;
+    /// # Ok::<(), tower_hardening_recovery::ConfigError>(())
+    /// ```
+    pub fn idempotent<P2>(self, predicate: P2) -> RetryBuilder<C, P2> {
+        RetryBuilder {
             name: self.name,
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             jitter: self.jitter,
             budget: self.budget,
             classifier: self.classifier,
-            predicate,
+            predicate: Some(predicate),
             events: self.events,
         }
     }
 
     /// Checks every setting and builds the layer.
+    ///
+    /// Its counters are registered here, with the `metrics` recorder in
+    /// force now: install the recorder before building layers (or build
+    /// them inside `metrics::with_local_recorder`).
     pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
         if self.max_attempts == 0 {
             return Err(invalid_retry("max_attempts", 0, "at least 1"));
@@ -204,22 +263,44 @@ impl<C, P> Builder<C, P> {
 }
 
 /// Retries failed requests with backoff, within a shared budget; never
-/// retries a rejection from another hardening layer.
+/// retries a rejection from another hardening layer (any error core's
+/// `rejection_of` recognises).
 ///
 /// The service it builds is tower's own [`Retry`] driven by a
 /// [`RetryPolicy`], over the inner service with its errors boxed. Requests
 /// must be `Clone`; for `http::Request`s use [`RetryLayer::http`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{Layer, ServiceExt, service_fn};
+/// use tower_hardening_recovery::{Backoff, RetryLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_hardening_core::BoxError> {
+/// let retry = RetryLayer::builder()
+///     .name("model-inference")
+///     .max_attempts(3)
+///     .backoff(Backoff::constant(Duration::from_millis(1)))
+///     .build()?;
+/// let svc = retry.layer(service_fn(|prompt: String| async move {
+///     Ok::<_, std::io::Error>(prompt.len())
+/// }));
+/// assert_eq!(svc.oneshot("hello".to_owned()).await?, 5);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RetryLayer<C = ErrorsAsFailures, P = AnyRequest> {
     shared: Arc<RetryShared>,
     classifier: C,
-    predicate: P,
+    /// `None`: every request (plain), [`IdempotentHttp`] (HTTP).
+    predicate: Option<P>,
 }
 
 impl RetryLayer {
-    /// A builder with the defaults listed on [`Builder`].
-    pub fn builder() -> Builder {
-        Builder::default()
+    /// A builder with the defaults listed on [`RetryBuilder`].
+    pub fn builder() -> RetryBuilder {
+        RetryBuilder::default()
     }
 }
 
@@ -231,11 +312,21 @@ impl<C, P> RetryLayer<C, P> {
         }
     }
 
-    /// The same retries for `http::Request<B>`: each body whose size is
-    /// known to be at most `max_body_bytes` is buffered once so it can be
-    /// replayed; a larger body, or one of unknown size (chunked, no
-    /// `Content-Length`), is sent once and never retried. The inner
-    /// service receives `Request<ReplayBody<B>>`.
+    /// The same retries for `http::Request<B>`.
+    ///
+    /// Only idempotent requests are retried: by default those
+    /// [`IdempotentHttp`] allows (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`,
+    /// `DELETE`, or any request with an `Idempotency-Key` header); others
+    /// opt in through [`RetryBuilder::idempotent`]. A request that is not
+    /// idempotent is sent once and never retried, whatever its error (a
+    /// timeout included).
+    ///
+    /// Each retryable body whose size is known to be at most
+    /// `max_body_bytes` is buffered once so it can be replayed; a larger
+    /// body, or one of unknown size (chunked, no `Content-Length`), is
+    /// sent once and never retried. The inner service receives
+    /// `Request<ReplayBody<B>>`. See [`BufferBodies`] for how buffering
+    /// keeps no readiness of the inner service.
     pub fn http(self, max_body_bytes: usize) -> HttpRetryLayer<C, P> {
         HttpRetryLayer {
             retry: self,
@@ -243,16 +334,15 @@ impl<C, P> RetryLayer<C, P> {
         }
     }
 
-    fn policy<K>(&self, replay: K) -> RetryPolicy<C, K, P>
+    fn policy<K, P2>(&self, replay: K, predicate: Option<P2>) -> RetryPolicy<C, K, P2>
     where
         C: Clone,
-        P: Clone,
     {
         RetryPolicy {
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             replay,
-            predicate: self.predicate.clone(),
+            predicate,
             attempts: 0,
             rng: None,
         }
@@ -263,12 +353,15 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     type Service = Retry<RetryPolicy<C, CloneRequests, P>, BoxErrors<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(self.policy(CloneRequests), BoxErrors::new(inner))
+        Retry::new(
+            self.policy(CloneRequests, self.predicate.clone()),
+            BoxErrors::new(inner),
+        )
     }
 }
 
 /// [`RetryLayer`] for `http::Request`s with replayable bodies, made by
-/// [`RetryLayer::http`].
+/// [`RetryLayer::http`]: retries idempotent requests only.
 #[derive(Debug, Clone)]
 pub struct HttpRetryLayer<C = ErrorsAsFailures, P = AnyRequest> {
     retry: RetryLayer<C, P>,
@@ -283,12 +376,16 @@ impl<C, P> HttpRetryLayer<C, P> {
 }
 
 impl<S, C: Clone, P: Clone> Layer<S> for HttpRetryLayer<C, P> {
-    type Service = BufferBodies<Retry<RetryPolicy<C, ReplayHttp, P>, BoxErrors<S>>>;
+    type Service = BufferBodies<Retry<RetryPolicy<C, ReplayHttp, AnyRequest>, BoxErrors<S>>, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The predicate is applied where the request arrives, before its
+        // body is buffered: a request that may not be retried is never
+        // buffered, and the policy can replay every buffered one.
         BufferBodies::new(
-            Retry::new(self.retry.policy(ReplayHttp), BoxErrors::new(inner)),
+            Retry::new(self.retry.policy(ReplayHttp, None), BoxErrors::new(inner)),
             self.max_body_bytes,
+            self.retry.predicate.clone(),
         )
     }
 }

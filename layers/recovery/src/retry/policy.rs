@@ -1,5 +1,17 @@
+//! Which requests may be retried, and the policy that decides each retry.
+//!
+//! ```
+//! use tower_hardening_recovery::{AnyRequest, RetryPredicate};
+//!
+//! let even = |x: &u32| x % 2 == 0;
+//! assert!(even.may_retry(&4));
+//! assert!(!even.may_retry(&3));
+//! assert!(AnyRequest.may_retry(&3));
+//! ```
+
 use std::sync::Arc;
 
+use http::{Method, Request};
 use tower::util::rng::HasherRng;
 use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
@@ -8,14 +20,21 @@ use super::shared::RetryShared;
 
 /// Which requests may be sent more than once.
 ///
-/// Any `Fn(&Req) -> bool + Clone` is one; [`AnyRequest`] (the default)
-/// allows every request.
+/// Any `Fn(&Req) -> bool + Clone` is one; [`AnyRequest`] allows every
+/// request and [`IdempotentHttp`] the idempotent HTTP ones. Set it with
+/// [`RetryBuilder::idempotent`](crate::RetryBuilder::idempotent).
 pub trait RetryPredicate<Req>: Clone {
     /// Whether `request` may be retried (is idempotent).
     fn may_retry(&self, request: &Req) -> bool;
 }
 
 /// Every request may be retried.
+///
+/// What a plain [`RetryLayer`](crate::RetryLayer) does when no predicate
+/// is set (its requests are opaque values); under
+/// [`RetryLayer::http`](crate::RetryLayer::http) it must be asked for
+/// explicitly, with `.idempotent(AnyRequest)`, since it also retries
+/// `POST`s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnyRequest;
 
@@ -35,15 +54,68 @@ where
     }
 }
 
+/// The HTTP requests that are safe to send twice: the idempotent methods
+/// of RFC 9110 (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), and
+/// any request carrying a non-empty `Idempotency-Key` header (the client
+/// promises the server deduplicates it).
+///
+/// The default of [`RetryLayer::http`](crate::RetryLayer::http); combine
+/// it with a rule of your own to opt more requests in:
+///
+/// ```
+/// use http::{Method, Request};
+/// use tower_hardening_recovery::{IdempotentHttp, RetryPredicate};
+///
+/// let get = Request::get("/models").body(()).unwrap();
+/// let post = Request::post("/transcribe").body(()).unwrap();
+/// let keyed = Request::post("/transcribe").header("idempotency-key", "8e03").body(()).unwrap();
+/// assert!(IdempotentHttp.may_retry(&get));
+/// assert!(!IdempotentHttp.may_retry(&post));
+/// assert!(IdempotentHttp.may_retry(&keyed));
+///
+/// // Transcription is a pure function of the audio: also retry it.
+/// let ours = |r: &Request<()>| IdempotentHttp.may_retry(r) || r.uri().path() == "/transcribe";
+/// assert!(ours.may_retry(&post));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdempotentHttp;
+
+/// The header a client sets to make a non-idempotent request safe to retry
+/// (IETF draft "The Idempotency-Key HTTP Header Field").
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<B> RetryPredicate<Request<B>> for IdempotentHttp {
+    fn may_retry(&self, request: &Request<B>) -> bool {
+        matches!(
+            *request.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        ) || request
+            .headers()
+            .get_all(IDEMPOTENCY_KEY)
+            .iter()
+            .any(|key| !key.as_bytes().trim_ascii().is_empty())
+    }
+}
+
 /// The `tower::retry::Policy` behind [`RetryLayer`](crate::RetryLayer):
 /// classify, never retry a rejection, respect the predicate, the attempt
 /// limit and the shared budget, then wait the backoff.
+///
+/// The classifier sees `Result<Res, BoxError>` (the inner service's errors
+/// are boxed first), the shape every tower-hardening layer classifies, so
+/// one classifier value serves breaker, retry, metrics and recover alike.
 #[derive(Debug)]
 pub struct RetryPolicy<C, K, P> {
     pub(crate) shared: Arc<RetryShared>,
     pub(crate) classifier: C,
     pub(crate) replay: K,
-    pub(crate) predicate: P,
+    /// `None`: every request may be retried.
+    pub(crate) predicate: Option<P>,
     /// Attempts finished for the current request.
     pub(crate) attempts: u32,
     /// Made on the first retry only: most requests never need one.
@@ -77,7 +149,7 @@ where
         request: &mut Req,
         result: &mut Result<Res, BoxError>,
     ) -> Option<Self::Future> {
-        self.attempts += 1;
+        self.attempts = self.attempts.saturating_add(1);
         let shared = &self.shared;
         shared.attempted();
         match self.classifier.classify(result) {
@@ -91,7 +163,9 @@ where
             // would only add load where it was refused.
             return None;
         }
-        if !self.predicate.may_retry(request) {
+        if let Some(predicate) = &self.predicate
+            && !predicate.may_retry(request)
+        {
             return None;
         }
         if self.attempts >= shared.max_attempts {
@@ -103,6 +177,7 @@ where
         }
         let rng = self.rng.get_or_insert_with(HasherRng::default);
         let wait = shared.backoff.delay(self.attempts, shared.jitter, rng);
+        // A wait past the end of the clock sleeps forever; it never panics.
         Some(tokio::time::sleep(wait))
     }
 

@@ -1,18 +1,40 @@
 //! Sending a request again: by `Clone`, or for HTTP by buffering the body
 //! once so it can be replayed.
+//!
+//! ```
+//! use http::Request;
+//! use http_body_util::Full;
+//! use tower::{Layer, ServiceExt, service_fn};
+//! use tower_hardening_recovery::{ReplayBody, RetryLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let inner = service_fn(|request: Request<ReplayBody<Full<bytes::Bytes>>>| async move {
+//!     Ok::<_, std::io::Error>(request.body().is_replayable())
+//! });
+//! let svc = RetryLayer::builder().build().unwrap().http(1024).layer(inner);
+//! let get = Request::get("/").body(Full::from("small")).unwrap();
+//! assert!(svc.clone().oneshot(get).await.unwrap(), "buffered: it can be retried");
+//! let post = Request::post("/").body(Full::from("small")).unwrap();
+//! assert!(!svc.oneshot(post).await.unwrap(), "not idempotent: sent once as it came");
+//! # }
+//! ```
 
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
+use tower::util::Oneshot;
 use tower_hardening_core::BoxError;
 use tower_service::Service;
+
+use super::policy::{IdempotentHttp, RetryPredicate};
 
 /// How a retry policy makes another copy of a request.
 pub trait ReplayRequest<Req>: Clone {
@@ -79,7 +101,8 @@ impl<B> ReplayBody<B> {
     fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         ReplayBody {
             inner: Inner::Buffered {
-                data: Some(data),
+                // An empty body ends at once rather than with an empty frame.
+                data: (!data.is_empty()).then_some(data),
                 trailers,
             },
         }
@@ -158,29 +181,76 @@ where
     }
 }
 
-/// Buffers each request body whose size is known up front to be at most
-/// `max_body_bytes` (its `size_hint` has such an upper bound, as with a
-/// `Content-Length` or an in-memory body), so the retry layer inside can
-/// replay it. Any other body is passed through unread and the request is
-/// sent once, never retried.
+/// Buffers each retryable request body whose size is known up front to be
+/// at most `max_body_bytes`, so the retry layer inside can replay it; made
+/// by [`RetryLayer::http`](crate::RetryLayer::http).
+///
+/// A request is retryable when the predicate allows it: by default
+/// [`IdempotentHttp`] (idempotent methods, or an `Idempotency-Key`
+/// header), or the one given to
+/// [`RetryBuilder::idempotent`](crate::RetryBuilder::idempotent). A body
+/// fits when its `size_hint` has an upper bound no larger than the limit
+/// (a `Content-Length`, an in-memory body). Every other request is passed
+/// through unread and sent once, never retried, whatever its error
+/// (a timeout included).
+///
+/// It never holds the inner service's readiness while it reads a body:
+/// `poll_ready` is ready at once, and the response future first buffers
+/// the body, then drives `ready()` on a clone of the inner service and
+/// calls it (tower's `Oneshot`). A slow client keeps no permit of the
+/// layers below. Bound how long a client may take to send its body
+/// outside this layer (hyper's header and body timeouts, or a timeout
+/// layer around it).
+///
+/// A body that promised at most `max_body_bytes` in its `size_hint` and
+/// then sends more is refused with an error rather than buffered past the
+/// limit.
 #[derive(Debug, Clone)]
-pub struct BufferBodies<S> {
+pub struct BufferBodies<S, P> {
     inner: S,
     max_body_bytes: usize,
+    predicate: Option<P>,
 }
 
-impl<S> BufferBodies<S> {
-    pub(crate) fn new(inner: S, max_body_bytes: usize) -> Self {
+impl<S, P> BufferBodies<S, P> {
+    pub(crate) fn new(inner: S, max_body_bytes: usize, predicate: Option<P>) -> Self {
         BufferBodies {
             inner,
             max_body_bytes,
+            predicate,
+        }
+    }
+
+    /// The wrapped service (the retrying service).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn may_retry<B>(&self, request: &Request<B>) -> bool
+    where
+        P: RetryPredicate<Request<B>>,
+    {
+        match &self.predicate {
+            Some(predicate) => predicate.may_retry(request),
+            None => IdempotentHttp.may_retry(request),
         }
     }
 }
 
-impl<S, B> Service<Request<B>> for BufferBodies<S>
+impl<S, P, B> Service<Request<B>> for BufferBodies<S, P>
 where
     S: Service<Request<ReplayBody<B>>, Error = BoxError> + Clone,
+    P: RetryPredicate<Request<B>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
@@ -188,44 +258,48 @@ where
     type Error = BoxError;
     type Future = BufferBodiesFuture<S, B>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is taken by the response future, once the body is in.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The ready service goes with the future; this one keeps a clone
-        // (tower's pattern for services that call the inner one later).
-        let clone = self.inner.clone();
-        let mut ready = mem::replace(&mut self.inner, clone);
+        let service = self.inner.clone();
+        let max = self.max_body_bytes;
         let fits = request
             .body()
             .size_hint()
             .upper()
-            .is_some_and(|upper| upper <= self.max_body_bytes as u64);
-        if !fits {
-            let (parts, body) = request.into_parts();
-            let future = ready.call(Request::from_parts(parts, ReplayBody::streaming(body)));
+            .is_some_and(|upper| upper <= max as u64);
+        let retryable = fits && self.may_retry(&request);
+        let (parts, body) = request.into_parts();
+        if !retryable {
+            let request = Request::from_parts(parts, ReplayBody::streaming(body));
             return BufferBodiesFuture {
-                state: BufferState::Calling { future },
+                state: BufferState::Calling {
+                    oneshot: Oneshot::new(service, request),
+                },
             };
         }
-        let (parts, body) = request.into_parts();
         BufferBodiesFuture {
             state: BufferState::Collecting {
-                collect: body.collect(),
+                collect: Limited::new(body, max).collect(),
                 parts: Some(parts),
-                service: Some(ready),
+                service: Some(service),
             },
         }
     }
 }
 
 pin_project! {
-    /// The response future of [`BufferBodies`].
+    /// The response future of [`BufferBodies`]: reads the body (if it is
+    /// buffered), then waits for the inner service and calls it.
     pub struct BufferBodiesFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
         B: Body,
+        B::Error: Into<BoxError>,
     {
         #[pin]
         state: BufferState<S, B>,
@@ -238,16 +312,17 @@ pin_project! {
     where
         S: Service<Request<ReplayBody<B>>>,
         B: Body,
+        B::Error: Into<BoxError>,
     {
         Collecting {
             #[pin]
-            collect: http_body_util::combinators::Collect<B>,
+            collect: Collect<Limited<B>>,
             parts: Option<http::request::Parts>,
             service: Option<S>,
         },
         Calling {
             #[pin]
-            future: S::Future,
+            oneshot: Oneshot<S, Request<ReplayBody<B>>>,
         },
     }
 }
@@ -256,6 +331,7 @@ impl<S, B> std::fmt::Debug for BufferBodiesFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
     B: Body,
+    B::Error: Into<BoxError>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufferBodiesFuture").finish_non_exhaustive()
@@ -279,15 +355,19 @@ where
                     parts,
                     service,
                 } => {
-                    let collected = ready!(collect.poll(cx)).map_err(Into::into)?;
+                    let collected = ready!(collect.poll(cx))?;
                     let trailers = collected.trailers().cloned();
                     let body = ReplayBody::buffered(collected.to_bytes(), trailers);
-                    let parts = parts.take().expect("polled after completion");
-                    let mut service = service.take().expect("polled after completion");
-                    let future = service.call(Request::from_parts(parts, body));
-                    this.state.set(BufferState::Calling { future });
+                    let parts = parts
+                        .take()
+                        .expect("BufferBodiesFuture polled after completion");
+                    let service = service
+                        .take()
+                        .expect("BufferBodiesFuture polled after completion");
+                    let oneshot = Oneshot::new(service, Request::from_parts(parts, body));
+                    this.state.set(BufferState::Calling { oneshot });
                 }
-                BufferStateProj::Calling { future } => return future.poll(cx),
+                BufferStateProj::Calling { oneshot } => return oneshot.poll(cx),
             }
         }
     }

@@ -1,4 +1,13 @@
 //! State every clone of a retry layer shares: the budget and the counters.
+//!
+//! ```
+//! use tower_hardening_recovery::RetryLayer;
+//!
+//! let retry = RetryLayer::builder().name("model-inference").build().unwrap();
+//! let handle = retry.handle();
+//! assert_eq!(handle.name(), "model-inference");
+//! assert_eq!(handle.stats().retries, 0);
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,11 +136,12 @@ impl RetryHandle {
     }
 
     /// The longest a request may spend waiting between its attempts,
-    /// before jitter (the sum of the backoffs of every retry allowed).
+    /// before jitter (the sum of the backoffs of every retry allowed),
+    /// saturating at `Duration::MAX`.
     pub fn max_total_backoff(&self) -> Duration {
-        (1..self.shared.max_attempts)
-            .map(|n| self.shared.backoff.base(n))
-            .sum()
+        self.shared
+            .backoff
+            .total(self.shared.max_attempts.saturating_sub(1))
     }
 }
 
