@@ -29,6 +29,95 @@
 
 pub mod config;
 
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+mod handle;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+mod hardening;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub mod health;
+pub mod managed;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub mod monitor;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub mod performance;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+mod recovery_manager;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+mod shared;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub mod stack;
+
+pub use config::SystemHardeningConfig;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub use hardening::{SystemHardening, SystemHardeningBuilder};
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub use health::{HealthStatus, ServiceHealth};
+pub use managed::ManagedService;
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics"
+))]
+pub use performance::PerformanceSnapshot;
+
 /// The shared vocabulary: re-export of `tower-hardening-core`.
 pub use tower_hardening_core as core;
 

@@ -22,13 +22,13 @@
 //! # Ok::<(), tower_hardening::config::ConfigError>(())
 //! ```
 
-mod error;
+mod env;
 mod service;
 mod system;
 mod units;
 
-pub use error::ConfigError;
 pub use service::{
     BreakerConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
-pub use system::SystemHardeningConfig;
+pub use system::{PerformanceThresholds, SystemHardeningConfig};
+pub use tower_hardening_core::{ConfigError, ConfigErrorKind};

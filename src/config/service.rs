@@ -110,61 +110,18 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
+    /// Checked by the breaker's own builder, so the two never disagree.
+    #[cfg(feature = "breaker")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        rate(
-            &format!("{prefix}.failure_rate_threshold"),
-            self.failure_rate_threshold,
-        )?;
-        rate(
-            &format!("{prefix}.slow_call_rate_threshold"),
-            self.slow_call_rate_threshold,
-        )?;
-        if let Some(duration) = self.slow_call_duration {
-            positive_duration(&format!("{prefix}.slow_call_duration"), duration)?;
-        }
-        match self.sliding_window {
-            WindowConfig::Count(0) => {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.sliding_window.count"),
-                    0,
-                    "a call count of at least 1",
-                ));
-            }
-            WindowConfig::Time(period) => {
-                if period < Duration::from_secs(1) {
-                    return Err(ConfigError::invalid(
-                        format!("{prefix}.sliding_window.time"),
-                        format_args!("{period:?}"),
-                        "a period of at least 1s",
-                    ));
-                }
-            }
-            WindowConfig::Count(_) => {}
-        }
-        at_least_one(&format!("{prefix}.minimum_calls"), self.minimum_calls)?;
-        if let WindowConfig::Count(size) = self.sliding_window
-            && self.minimum_calls > size
-        {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.minimum_calls"),
-                self.minimum_calls,
-                format!(
-                    "at most the window's call count ({size}), or the breaker could never decide"
-                ),
-            ));
-        }
-        positive_duration(&format!("{prefix}.wait_in_open"), self.wait_in_open)?;
-        if self.max_wait_in_open < self.wait_in_open {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.max_wait_in_open"),
-                format_args!("{:?}", self.max_wait_in_open),
-                format!("at least wait_in_open ({:?})", self.wait_in_open),
-            ));
-        }
-        at_least_one(
-            &format!("{prefix}.half_open_permits"),
-            self.half_open_permits,
-        )
+        self.to_builder("config-check")
+            .validate()
+            .map_err(|err| err.at(prefix))
+    }
+
+    /// Without the `breaker` feature no breaker is built from this section.
+    #[cfg(not(feature = "breaker"))]
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+        Ok(())
     }
 }
 
@@ -184,7 +141,7 @@ impl BreakerConfig {
     /// assert_eq!(layer.handle().name(), "model-inference");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn to_builder(&self, name: &str) -> crate::breaker::Builder {
+    pub fn to_builder(&self, name: &str) -> crate::breaker::BreakerBuilder {
         use crate::breaker::{CircuitBreakerLayer, SlidingWindow};
 
         let builder = CircuitBreakerLayer::builder()
@@ -234,7 +191,8 @@ pub struct RetryConfig {
     pub max_backoff: Duration,
     /// How backoffs are spread.
     pub jitter: JitterConfig,
-    /// Extra load retries may add, as a fraction of first attempts; in [0, 1].
+    /// Extra load retries may add, as a fraction of first attempts; from 0
+    /// to 1000 (0.2: at most 20% more calls).
     pub budget_ratio: f64,
     /// Retries per second always allowed, whatever the ratio.
     pub budget_min_per_second: u32,
@@ -259,29 +217,18 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// Checked by the retry layer's own builder, so the two never disagree.
+    #[cfg(feature = "recovery")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        at_least_one(&format!("{prefix}.max_attempts"), self.max_attempts)?;
-        if self.max_backoff < self.initial_backoff {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.max_backoff"),
-                format_args!("{:?}", self.max_backoff),
-                format!("at least initial_backoff ({:?})", self.initial_backoff),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.budget_ratio) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.budget_ratio"),
-                self.budget_ratio,
-                "a fraction in [0, 1]",
-            ));
-        }
-        if self.budget_ttl < Duration::from_secs(1) || self.budget_ttl > Duration::from_secs(60) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.budget_ttl"),
-                format_args!("{:?}", self.budget_ttl),
-                "a period from 1s to 60s",
-            ));
-        }
+        self.to_builder("config-check")
+            .validate()
+            .map_err(|err| err.at(prefix))
+    }
+
+    /// Without the `recovery` feature no retry layer is built from this
+    /// section.
+    #[cfg(not(feature = "recovery"))]
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
         Ok(())
     }
 }
@@ -304,7 +251,7 @@ impl RetryConfig {
     /// assert_eq!(retry.handle().name(), "model-inference");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn to_builder(&self, name: &str) -> crate::recovery::Builder {
+    pub fn to_builder(&self, name: &str) -> crate::recovery::RetryBuilder {
         use crate::recovery::{Backoff, Jitter, RetryBudget, RetryLayer};
 
         RetryLayer::builder()
@@ -378,19 +325,11 @@ impl LimitConfig {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn to_pool_builder(&self, name: &str) -> crate::limit::Builder {
+    pub fn to_pool_builder(&self, name: &str) -> crate::limit::PoolBuilder {
         crate::limit::ResourcePool::builder(name)
             .capacity(u64::from(self.max_concurrency))
             .max_queue(self.max_queue as usize)
             .queue_timeout(self.queue_timeout)
-    }
-}
-
-fn rate(field: &str, value: f64) -> Result<(), ConfigError> {
-    if value > 0.0 && value <= 1.0 {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(field, value, "a rate in (0, 1]"))
     }
 }
 

@@ -72,8 +72,78 @@ pub struct SystemHardeningConfig {
     /// Services the recovery manager may rebuild.
     #[serde(alias = "recoverableServices")]
     pub recoverable_services: Vec<String>,
+    /// Rebuild attempts per incident before the recovery manager gives up
+    /// (the seed's default, 3); at least 1.
+    #[serde(alias = "maxRecoveryAttempts")]
+    pub max_recovery_attempts: u32,
+    /// The wait before the second rebuild attempt, doubled for each one
+    /// after (default 1 s).
+    #[serde(alias = "recoveryBackoff", with = "units::duration")]
+    pub recovery_backoff: Duration,
+    /// The longest wait between rebuild attempts (default 60 s).
+    #[serde(alias = "maxRecoveryBackoff", with = "units::duration")]
+    pub max_recovery_backoff: Duration,
+    /// How long a service's `health_check`, `initialize` or `shutdown` may
+    /// take before it counts as failed (default 5 s).
+    #[serde(alias = "healthCheckTimeout", with = "units::duration")]
+    pub health_check_timeout: Duration,
+    /// Failed health checks in a row that make a service unhealthy (one
+    /// failed check makes it degraded); at least 1, default 3.
+    #[serde(alias = "unhealthyAfterFailedChecks")]
+    pub unhealthy_after_failed_checks: u32,
+    /// Memory use (of the limit) above which the process is degraded and
+    /// LOW-priority work is shed; in (0, 1), default 0.80.
+    #[serde(alias = "memoryWarning")]
+    pub memory_warning: f64,
+    /// Memory use (of the limit) above which the process is unhealthy and
+    /// everything below CRITICAL is shed; in (memory_warning, 1], default
+    /// 0.95. NORMAL is shed from halfway between the two marks.
+    #[serde(alias = "memoryCritical")]
+    pub memory_critical: f64,
+    /// Performance alerts: crossing one makes the process degraded.
+    #[serde(alias = "performanceThresholds")]
+    pub performance_thresholds: PerformanceThresholds,
+    /// How long the in-process metrics collector keeps history (default
+    /// 1 h).
+    #[serde(alias = "metricsRetention", with = "units::duration")]
+    pub metrics_retention: Duration,
+    /// The width of one stored metrics bucket (default 10 s).
+    #[serde(alias = "metricsResolution", with = "units::duration")]
+    pub metrics_resolution: Duration,
+    /// Whether health answers include inner error texts (they can leak
+    /// internals; default off).
+    #[serde(alias = "exposeDetails")]
+    pub expose_details: bool,
     /// Per-service sections, by service name.
     pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// Performance thresholds; each, once crossed, raises an alert event and
+/// makes the overall status degraded until it falls back below 90% of the
+/// threshold (hysteresis).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceThresholds {
+    /// Process CPU use in percent of one core (default 90; a process using
+    /// two cores fully reads 200).
+    #[serde(alias = "processCpuPercent")]
+    pub process_cpu_percent: f64,
+    /// Process memory in percent of the memory limit (default 85).
+    #[serde(alias = "memoryPercent")]
+    pub memory_percent: f64,
+    /// 99th percentile of the event loop's timer lateness (default 100 ms).
+    #[serde(alias = "eventLoopP99", with = "units::duration")]
+    pub event_loop_p99: Duration,
+}
+
+impl Default for PerformanceThresholds {
+    fn default() -> Self {
+        PerformanceThresholds {
+            process_cpu_percent: 90.0,
+            memory_percent: 85.0,
+            event_loop_p99: Duration::from_millis(100),
+        }
+    }
 }
 
 impl Default for SystemHardeningConfig {
@@ -89,6 +159,17 @@ impl Default for SystemHardeningConfig {
             performance_check_interval: Duration::from_secs(5),
             max_resource_memory: None,
             recoverable_services: Vec::new(),
+            max_recovery_attempts: 3,
+            recovery_backoff: Duration::from_secs(1),
+            max_recovery_backoff: Duration::from_secs(60),
+            health_check_timeout: Duration::from_secs(5),
+            unhealthy_after_failed_checks: 3,
+            memory_warning: 0.80,
+            memory_critical: 0.95,
+            performance_thresholds: PerformanceThresholds::default(),
+            metrics_retention: Duration::from_secs(3600),
+            metrics_resolution: Duration::from_secs(10),
+            expose_details: false,
             services: BTreeMap::new(),
         }
     }
@@ -97,17 +178,11 @@ impl Default for SystemHardeningConfig {
 impl SystemHardeningConfig {
     /// Parses and validates TOML.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let deserializer = toml::Deserializer::parse(text).map_err(|err| ConfigError::Parse {
-            field: ".".to_owned(),
-            format: "toml",
-            message: err.to_string(),
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|err| ConfigError::parse("toml", ".", err.to_string()))?;
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            ConfigError::parse("toml", err.path().to_string(), err.inner().to_string())
         })?;
-        let config: Self =
-            serde_path_to_error::deserialize(deserializer).map_err(|err| ConfigError::Parse {
-                field: err.path().to_string(),
-                format: "toml",
-                message: err.inner().to_string(),
-            })?;
         config.validate()?;
         Ok(config)
     }
@@ -116,17 +191,11 @@ impl SystemHardeningConfig {
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            ConfigError::Parse {
-                field: err.path().to_string(),
-                format: "json",
-                message: err.inner().to_string(),
-            }
+            ConfigError::parse("json", err.path().to_string(), err.inner().to_string())
         })?;
-        deserializer.end().map_err(|err| ConfigError::Parse {
-            field: ".".to_owned(),
-            format: "json",
-            message: err.to_string(),
-        })?;
+        deserializer
+            .end()
+            .map_err(|err| ConfigError::parse("json", ".", err.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -135,10 +204,7 @@ impl SystemHardeningConfig {
     /// parses and validates it.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let file_error = |message: String| ConfigError::File {
-            path: path.to_owned(),
-            message,
-        };
+        let file_error = |message: String| ConfigError::file(path, message);
         let extension = path
             .extension()
             .and_then(|ext| ext.to_str())
@@ -163,6 +229,12 @@ impl SystemHardeningConfig {
 
     /// Checks every value against what is allowed; the error names the
     /// field, the value and what is allowed.
+    ///
+    /// The result depends on the configuration alone, never on the machine
+    /// that runs it: a file valid in CI is valid in production. Each
+    /// service's layer sections are checked by the layers' own builders
+    /// (one source of limits). [`validate_for_this_machine`](Self::validate_for_this_machine)
+    /// adds the checks against this machine.
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive_duration("health_check_interval", self.health_check_interval)?;
         positive_duration(
@@ -177,17 +249,76 @@ impl SystemHardeningConfig {
                     "a size above zero",
                 ));
             }
-            let total = machine_memory_bytes();
-            if total > 0 && bytes > total {
-                return Err(ConfigError::invalid(
-                    "max_resource_memory",
-                    bytesize::ByteSize::b(bytes),
-                    format!(
-                        "at most this machine's memory ({})",
-                        bytesize::ByteSize::b(total)
-                    ),
-                ));
-            }
+        }
+        if self.max_recovery_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "max_recovery_attempts",
+                0,
+                "at least 1",
+            ));
+        }
+        positive_duration("recovery_backoff", self.recovery_backoff)?;
+        if self.max_recovery_backoff < self.recovery_backoff {
+            return Err(ConfigError::invalid(
+                "max_recovery_backoff",
+                format_args!("{:?}", self.max_recovery_backoff),
+                format!("at least recovery_backoff ({:?})", self.recovery_backoff),
+            ));
+        }
+        positive_duration("health_check_timeout", self.health_check_timeout)?;
+        if self.unhealthy_after_failed_checks == 0 {
+            return Err(ConfigError::invalid(
+                "unhealthy_after_failed_checks",
+                0,
+                "at least 1",
+            ));
+        }
+        if !(self.memory_warning > 0.0 && self.memory_warning < 1.0) {
+            return Err(ConfigError::invalid(
+                "memory_warning",
+                self.memory_warning,
+                "a fraction of the memory limit in (0, 1)",
+            ));
+        }
+        if !(self.memory_critical > self.memory_warning && self.memory_critical <= 1.0) {
+            return Err(ConfigError::invalid(
+                "memory_critical",
+                self.memory_critical,
+                format!(
+                    "a fraction above memory_warning ({}) and at most 1",
+                    self.memory_warning
+                ),
+            ));
+        }
+        let thresholds = &self.performance_thresholds;
+        if !(thresholds.process_cpu_percent > 0.0 && thresholds.process_cpu_percent.is_finite()) {
+            return Err(ConfigError::invalid(
+                "performance_thresholds.process_cpu_percent",
+                thresholds.process_cpu_percent,
+                "a percentage above 0",
+            ));
+        }
+        if !(thresholds.memory_percent > 0.0 && thresholds.memory_percent <= 100.0) {
+            return Err(ConfigError::invalid(
+                "performance_thresholds.memory_percent",
+                thresholds.memory_percent,
+                "a percentage in (0, 100]",
+            ));
+        }
+        positive_duration(
+            "performance_thresholds.event_loop_p99",
+            thresholds.event_loop_p99,
+        )?;
+        positive_duration("metrics_resolution", self.metrics_resolution)?;
+        if self.metrics_retention < self.metrics_resolution {
+            return Err(ConfigError::invalid(
+                "metrics_retention",
+                format_args!("{:?}", self.metrics_retention),
+                format!(
+                    "at least metrics_resolution ({:?})",
+                    self.metrics_resolution
+                ),
+            ));
         }
         for (index, name) in self.recoverable_services.iter().enumerate() {
             if name.trim().is_empty() {
@@ -207,6 +338,29 @@ impl SystemHardeningConfig {
                 ));
             }
             section.validate(&format!("services.{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl SystemHardeningConfig {
+    /// [`validate`](Self::validate), then the checks that depend on the
+    /// machine: `max_resource_memory` at most this machine's memory (or its
+    /// cgroup's limit, when smaller).
+    pub fn validate_for_this_machine(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if let Some(bytes) = self.max_resource_memory {
+            let total = machine_memory_bytes();
+            if total > 0 && bytes > total {
+                return Err(ConfigError::invalid(
+                    "max_resource_memory",
+                    bytesize::ByteSize::b(bytes),
+                    format!(
+                        "at most this machine's memory ({})",
+                        bytesize::ByteSize::b(total)
+                    ),
+                ));
+            }
         }
         Ok(())
     }

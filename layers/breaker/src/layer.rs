@@ -332,6 +332,16 @@ impl<C> CircuitBreakerLayer<C> {
     pub fn handle(&self) -> BreakerHandle {
         BreakerHandle::new(self.state.clone())
     }
+
+    /// The same breaker (one state, one window) with another classifier:
+    /// for one dependency reached both as plain requests and as HTTP, say.
+    #[must_use]
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
+        CircuitBreakerLayer {
+            state: self.state,
+            classifier,
+        }
+    }
 }
 
 impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {

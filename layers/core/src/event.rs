@@ -103,6 +103,19 @@ pub enum EventKind {
         /// The configured limit in bytes.
         limit_bytes: u64,
     },
+    /// A performance threshold was crossed (or the figure fell back below
+    /// it, with hysteresis).
+    PerformanceAlert {
+        /// Which figure: `process_cpu_percent`, `memory_percent` or
+        /// `event_loop_p99_seconds`.
+        metric: &'static str,
+        /// Whether the alert is now on.
+        active: bool,
+        /// The figure when measured.
+        value: f64,
+        /// The threshold.
+        threshold: f64,
+    },
     /// A service's (or the process's) health changed.
     HealthChanged {
         /// The state before.

@@ -14,7 +14,18 @@
 //! | [`RETRIES_TOTAL`] | counter | retries | `service` | retry |
 //! | [`RETRY_BUDGET_EXHAUSTED_TOTAL`] | counter | requests | `service` | retry |
 //! | [`RETRY_GAVE_UP_TOTAL`] | counter | requests | `service` | retry |
-//! | [`RECOVERY_ATTEMPTS_TOTAL`] | counter | rebuild attempts | `service`, `result` (`success`, `failure`) | recover |
+//! | [`RECOVERY_ATTEMPTS_TOTAL`] | counter | rebuild attempts | `service`, `result` (`success`, `failure`) | recover, recovery manager |
+//! | [`RECOVERY_DURATION_SECONDS`] | histogram | seconds | `service`, `result` | recovery manager |
+//! | [`SERVICE_HEALTH`] | gauge | 0 healthy, 1 degraded, 2 unhealthy | `service` | monitor |
+//! | [`PROCESS_HEALTH`] | gauge | 0 healthy, 1 degraded, 2 unhealthy | | monitor |
+//! | [`MEMORY_SHEDDING_LEVEL`] | gauge | 0 none, 1 low, 2 normal and below, 3 all but critical | | monitor |
+//! | [`PROCESS_CPU_PERCENT`] | gauge | percent of one core | | monitor |
+//! | [`PROCESS_RESIDENT_MEMORY_BYTES`] | gauge | bytes | | monitor |
+//! | [`MEMORY_LIMIT_BYTES`] | gauge | bytes | | monitor |
+//! | [`EVENT_LOOP_LATENCY_SECONDS`] | gauge | seconds | `stat` (`mean`, `p99`, `max`) | monitor |
+//! | [`RUNTIME_WORKERS`] | gauge | threads | | monitor |
+//! | [`RUNTIME_ALIVE_TASKS`] | gauge | tasks | | monitor |
+//! | [`RUNTIME_GLOBAL_QUEUE_DEPTH`] | gauge | tasks | | monitor |
 //!
 //! ```
 //! use tower_hardening_core::names;
@@ -45,6 +56,32 @@ pub const RETRY_GAVE_UP_TOTAL: &str = "hardening_retry_gave_up_total";
 /// Counter: attempts to build or rebuild a service, labelled `result`.
 pub const RECOVERY_ATTEMPTS_TOTAL: &str = "hardening_recovery_attempts_total";
 
+/// Histogram: how long a rebuild attempt of the recovery manager took,
+/// labelled `result`.
+pub const RECOVERY_DURATION_SECONDS: &str = "hardening_recovery_duration_seconds";
+/// Gauge: a service's health (0 healthy, 1 degraded, 2 unhealthy).
+pub const SERVICE_HEALTH: &str = "hardening_service_health";
+/// Gauge: the whole process's health (0 healthy, 1 degraded, 2 unhealthy).
+pub const PROCESS_HEALTH: &str = "hardening_process_health";
+/// Gauge: how much memory pressure sheds (0 nothing, 1 LOW, 2 NORMAL and
+/// below, 3 everything but CRITICAL).
+pub const MEMORY_SHEDDING_LEVEL: &str = "hardening_memory_shedding_level";
+/// Gauge: the process's CPU use in percent of one core.
+pub const PROCESS_CPU_PERCENT: &str = "hardening_process_cpu_percent";
+/// Gauge: the process's resident memory in bytes.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "hardening_process_resident_memory_bytes";
+/// Gauge: the memory limit health and shedding are measured against.
+pub const MEMORY_LIMIT_BYTES: &str = "hardening_memory_limit_bytes";
+/// Gauge: event-loop timer lateness over the last interval, labelled
+/// `stat` (`mean`, `p99`, `max`).
+pub const EVENT_LOOP_LATENCY_SECONDS: &str = "hardening_event_loop_latency_seconds";
+/// Gauge: tokio worker threads.
+pub const RUNTIME_WORKERS: &str = "hardening_runtime_workers";
+/// Gauge: tokio tasks alive.
+pub const RUNTIME_ALIVE_TASKS: &str = "hardening_runtime_alive_tasks";
+/// Gauge: tasks waiting in tokio's global queue.
+pub const RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "hardening_runtime_global_queue_depth";
+
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
 /// Label: the service's (or layer's) name.
@@ -57,6 +94,8 @@ pub const LABEL_RESULT: &str = "result";
 pub const LABEL_FROM: &str = "from";
 /// Label: the state after a transition.
 pub const LABEL_TO: &str = "to";
+/// Label: which statistic of a distribution (`mean`, `p99`, `max`).
+pub const LABEL_STAT: &str = "stat";
 
 /// Every metric name above.
 pub const ALL: &[&str] = &[
@@ -70,4 +109,15 @@ pub const ALL: &[&str] = &[
     RETRY_BUDGET_EXHAUSTED_TOTAL,
     RETRY_GAVE_UP_TOTAL,
     RECOVERY_ATTEMPTS_TOTAL,
+    RECOVERY_DURATION_SECONDS,
+    SERVICE_HEALTH,
+    PROCESS_HEALTH,
+    MEMORY_SHEDDING_LEVEL,
+    PROCESS_CPU_PERCENT,
+    PROCESS_RESIDENT_MEMORY_BYTES,
+    MEMORY_LIMIT_BYTES,
+    EVENT_LOOP_LATENCY_SECONDS,
+    RUNTIME_WORKERS,
+    RUNTIME_ALIVE_TASKS,
+    RUNTIME_GLOBAL_QUEUE_DEPTH,
 ];

@@ -600,6 +600,9 @@ mod tests {
         assert_eq!(zero.retry_after(), None);
         assert!(!zero.to_string().contains("0ns"), "{zero}");
         let rounded = CircuitOpen::new("a").with_retry_after(Duration::from_nanos(1));
-        assert_eq!(rounded.to_string(), "circuit breaker `a` is open; retry after 1ms");
+        assert_eq!(
+            rounded.to_string(),
+            "circuit breaker `a` is open; retry after 1ms"
+        );
     }
 }

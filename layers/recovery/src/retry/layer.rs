@@ -229,12 +229,13 @@ impl<C, P> RetryBuilder<C, P> {
         }
     }
 
-    /// Checks every setting and builds the layer.
-    ///
-    /// Its counters are registered here, with the `metrics` recorder in
-    /// force now: install the recorder before building layers (or build
-    /// them inside `metrics::with_local_recorder`).
-    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
+    /// Checks every setting without building anything: what
+    /// [`build`](Self::build) refuses, this refuses. The configuration
+    /// file's retry sections are checked by it too.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(invalid_retry("name", &*self.name, "a non-empty name"));
+        }
         if self.max_attempts == 0 {
             return Err(invalid_retry("max_attempts", 0, "at least 1"));
         }
@@ -244,6 +245,16 @@ impl<C, P> RetryBuilder<C, P> {
         if let Some(budget) = &self.budget {
             budget.validate()?;
         }
+        Ok(())
+    }
+
+    /// Checks every setting and builds the layer.
+    ///
+    /// Its counters are registered here, with the `metrics` recorder in
+    /// force now: install the recorder before building layers (or build
+    /// them inside `metrics::with_local_recorder`).
+    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
+        self.validate()?;
         let budget = self
             .budget
             .map(|b| TpsBudget::new(b.ttl, b.min_per_second, b.ratio));
@@ -309,6 +320,29 @@ impl<C, P> RetryLayer<C, P> {
     pub fn handle(&self) -> RetryHandle {
         RetryHandle {
             shared: self.shared.clone(),
+        }
+    }
+
+    /// The same layer (same budget, counters and settings) with another
+    /// classifier: for one service reached both as plain requests and as
+    /// HTTP, say.
+    #[must_use]
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2, P> {
+        RetryLayer {
+            shared: self.shared,
+            classifier,
+            predicate: self.predicate,
+        }
+    }
+
+    /// The same layer (same budget, counters and settings) with another
+    /// idempotency predicate (see [`RetryBuilder::idempotent`]).
+    #[must_use]
+    pub fn idempotent<P2>(self, predicate: P2) -> RetryLayer<C, P2> {
+        RetryLayer {
+            shared: self.shared,
+            classifier: self.classifier,
+            predicate: Some(predicate),
         }
     }
 

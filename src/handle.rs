@@ -1,0 +1,301 @@
+//! The handle the application reads and steers everything through.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::broadcast;
+use tower_hardening_core::sync::lock;
+use tower_hardening_core::{BoxError, CircuitState, Event, HealthState, Priority};
+
+use crate::breaker::BreakerHandle;
+use crate::health::{HealthStatus, Readiness, ServiceHealth};
+use crate::limit::{Acquire, AttrValue, Lease, PoolStats, ReleaseError};
+use crate::metrics::MetricsCollector;
+use crate::performance::PerformanceSnapshot;
+use crate::shared::{Command, Shared};
+use crate::stack::{HttpServiceLayer, ServiceLayer};
+
+/// Reads and steers a running [`SystemHardening`](crate::SystemHardening):
+/// the latest health and performance snapshots (lock-free reads), the
+/// resource pools, the event stream, the metrics collector, and shutdown.
+///
+/// Cheap to clone; every clone is the same hardening.
+#[derive(Clone)]
+pub struct HardeningHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for HardeningHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HardeningHandle")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+/// What a resource request asks for, beyond its owner and priority: a
+/// number of units (1 unless set) and attributes the resource must have.
+///
+/// ```
+/// use tower_hardening::Requirements;
+///
+/// let needs = Requirements::new().units(2).require("gpu", "a100");
+/// # let _ = needs;
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Requirements {
+    units: Option<u64>,
+    attributes: Vec<(Arc<str>, AttrValue)>,
+}
+
+impl Requirements {
+    /// One unit, no attribute.
+    pub fn new() -> Self {
+        Requirements::default()
+    }
+
+    /// This many units (of a pool of interchangeable units) or resources.
+    pub fn units(mut self, units: u64) -> Self {
+        self.units = Some(units);
+        self
+    }
+
+    /// Only resources whose attribute `key` is `value`.
+    pub fn require(mut self, key: impl Into<Arc<str>>, value: impl Into<AttrValue>) -> Self {
+        self.attributes.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A name the hardening does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownName {
+    /// No service of this name was registered or configured.
+    Service(String),
+    /// No pool of this name was given to the builder.
+    Pool(String),
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnknownName::Service(name) => write!(
+                f,
+                "no service `{name}`: register it with `.service(..)` or give it a `[services.{name}]` section"
+            ),
+            UnknownName::Pool(name) => {
+                write!(
+                    f,
+                    "no resource pool `{name}`: give it to the builder with `.pool(..)`"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// Every resource pool's figures and their totals, from
+/// [`HardeningHandle::resource_stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceStats {
+    /// Each pool's figures, by name.
+    pub pools: BTreeMap<String, PoolStats>,
+    /// Units (or resources) free now, over every pool (the seed's `ready`).
+    pub ready: u64,
+    /// Units in use now, over every pool.
+    pub in_use: u64,
+    /// Leases held now (the seed's `activeAllocations`).
+    pub active_allocations: usize,
+    /// Requests waiting now.
+    pub queued: usize,
+    /// Requests refused so far.
+    pub rejected_total: u64,
+    /// Leases taken back so far.
+    pub reclaimed_total: u64,
+}
+
+impl HardeningHandle {
+    /// The latest health status (one atomic load and a reference count).
+    pub fn health(&self) -> Arc<HealthStatus> {
+        self.shared.health.load_full()
+    }
+
+    /// One service's health, with its breaker's state read live; `None`
+    /// for a name the hardening does not know.
+    pub fn service_health(&self, name: &str) -> Option<ServiceHealth> {
+        let health = self.shared.health.load();
+        let mut service = health.services.get(name)?.clone();
+        if let Some(parts) = self.shared.services.get(name).and_then(|e| e.stack.get()) {
+            service.circuit_state = Some(parts.breaker.state());
+        }
+        Some(service)
+    }
+
+    /// The latest performance reading.
+    pub fn performance(&self) -> Arc<PerformanceSnapshot> {
+        self.shared.performance.load_full()
+    }
+
+    /// Asks the pool `pool` for a lease (the seed's `requestResource`):
+    /// granted at once, queued by priority, or refused (`Overloaded`,
+    /// `QueueTimeout`, `Unsatisfiable`, `PoolClosed`, or [`UnknownName`]).
+    /// The lease is released when dropped; [`Lease::detach`] keeps it
+    /// until [`release_resource`](Self::release_resource).
+    pub async fn request_resource(
+        &self,
+        pool: &str,
+        owner: &str,
+        priority: Priority,
+        requirements: Requirements,
+    ) -> Result<Lease, BoxError> {
+        let Some(found) = self.shared.pools.get(pool) else {
+            return Err(UnknownName::Pool(pool.to_owned()).into());
+        };
+        let mut request = Acquire::new(owner).priority(priority);
+        if let Some(units) = requirements.units {
+            request = request.units(units);
+        }
+        for (key, value) in requirements.attributes {
+            request = request.require(key, value);
+        }
+        found.acquire(request).await
+    }
+
+    /// Releases the detached lease `lease_id` of `pool` if `owner` holds
+    /// it (the seed's `releaseResource`); a wrong owner releases nothing.
+    pub fn release_resource(&self, pool: &str, lease_id: u64, owner: &str) -> Result<(), BoxError> {
+        let Some(found) = self.shared.pools.get(pool) else {
+            return Err(UnknownName::Pool(pool.to_owned()).into());
+        };
+        found
+            .release(lease_id, owner)
+            .map_err(|err: ReleaseError| err.into())
+    }
+
+    /// Every resource pool's figures and the totals (the seed's
+    /// `getResourceStats`).
+    pub fn resource_stats(&self) -> ResourceStats {
+        let mut stats = ResourceStats::default();
+        for (name, pool) in &self.shared.pools {
+            let pool = pool.stats();
+            stats.ready += pool.available;
+            stats.in_use += pool.in_use;
+            stats.active_allocations += pool.active_leases;
+            stats.queued += pool.queued;
+            stats.rejected_total += pool.rejected_total;
+            stats.reclaimed_total += pool.reclaimed_total;
+            stats.pools.insert(name.to_string(), pool);
+        }
+        stats
+    }
+
+    /// Whether the process should receive traffic: not shutting down, not
+    /// unhealthy, and no critical service with its breaker open.
+    pub fn ready(&self) -> bool {
+        self.readiness().ready
+    }
+
+    /// [`ready`](Self::ready), with the reasons when not.
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        if self.shared.is_shutting_down() {
+            reasons.push("shutting down".to_owned());
+        }
+        let health = self.shared.health.load();
+        if health.status == HealthState::Unhealthy {
+            reasons.push("unhealthy".to_owned());
+            reasons.extend(health.reasons.iter().map(|r| r.to_string()));
+        }
+        for entry in self.shared.services.values().filter(|e| e.critical) {
+            let state = entry.stack.get().map(|parts| parts.breaker.state());
+            if let Some(state @ (CircuitState::Open | CircuitState::ForcedOpen)) = state {
+                let reason = format!("critical service `{}`: circuit {state}", entry.name);
+                if !reasons.contains(&reason) {
+                    reasons.push(reason);
+                }
+            }
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+
+    /// The in-process metrics collector every stack records into (window
+    /// queries, Prometheus text).
+    pub fn metrics(&self) -> &MetricsCollector {
+        &self.shared.collector
+    }
+
+    /// Every event from now on: breaker transitions, health changes,
+    /// recovery steps, memory pressure and shedding, performance alerts,
+    /// lease reclaims.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// The breaker of `service`, once a stack of it was built.
+    pub fn breaker(&self, service: &str) -> Option<BreakerHandle> {
+        let entry = self.shared.services.get(service)?;
+        entry.stack.get().map(|parts| parts.breaker.clone())
+    }
+
+    /// The stack of `service` (see [`SystemHardening::layer`](crate::SystemHardening::layer)).
+    pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
+        crate::hardening::parts(&self.shared, service).map(ServiceLayer::new)
+    }
+
+    /// The HTTP stack of `service` (see
+    /// [`SystemHardening::http_layer`](crate::SystemHardening::http_layer)).
+    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer, BoxError> {
+        crate::hardening::parts(&self.shared, service).map(HttpServiceLayer::new)
+    }
+
+    /// Starts a recovery of `service` now: after one gave up, or on an
+    /// operator's word. It must be a registered service.
+    pub fn trigger_recovery(&self, service: &str) -> Result<(), BoxError> {
+        let entry = self
+            .shared
+            .services
+            .get(service)
+            .filter(|e| e.managed.is_some())
+            .ok_or_else(|| UnknownName::Service(service.to_owned()))?;
+        let _ = self
+            .shared
+            .commands
+            .send(Command::TriggerRecovery(entry.name.clone()));
+        Ok(())
+    }
+
+    /// Whether `shutdown()` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
+    /// Stops the monitor and any recovery in progress, shuts every
+    /// registered service down, closes every pool (its leases released,
+    /// later requests refused with `PoolClosed`). Idempotent: a second
+    /// call waits for the first to finish, then returns at once.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        let first = !shared.shutdown.send_replace(true);
+        let task = lock(&shared.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+            return;
+        }
+        if first && !shared.monitor_started.load(Ordering::Acquire) {
+            crate::monitor::shutdown_everything(shared).await;
+            shared.stopped.send_replace(true);
+            return;
+        }
+        let mut stopped = shared.stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+}

@@ -1,0 +1,435 @@
+//! `SystemHardening`: the builder, the service registry, the per-service
+//! stacks, and starting the monitor.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+use tower_hardening_core::{BoxError, ConfigError, EventSink, Priority};
+
+use crate::config::SystemHardeningConfig;
+use crate::handle::{HardeningHandle, UnknownName};
+use crate::health::HealthStatus;
+use crate::limit::ResourcePool;
+use crate::managed::ManagedService;
+use crate::metrics::MetricsCollector;
+use crate::monitor::{Monitor, Readings, SysinfoReadings};
+use crate::performance::PerformanceSnapshot;
+use crate::shared::{Command, ServiceEntry, Shared};
+use crate::stack::{HttpServiceLayer, ServiceLayer, StackParts};
+
+/// Events each subscriber may fall behind by before it loses the oldest.
+const EVENT_CAPACITY: usize = 1_024;
+
+/// The seed's `SystemHardening`: one builder, one layer per service, one
+/// handle to read and steer everything, one background task.
+///
+/// ```
+/// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+/// use tower_hardening::config::SystemHardeningConfig;
+/// use tower_hardening::{BoxError, SystemHardening};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let config = SystemHardeningConfig::from_toml_str(r#"
+///     [services.model-inference]
+///     timeout = "2s"
+/// "#)?;
+/// let hardening = SystemHardening::builder(config).build()?;
+/// let mut model = ServiceBuilder::new()
+///     .layer(hardening.layer("model-inference")?)
+///     .service(service_fn(|prompt: String| async move { Ok::<_, BoxError>(prompt.len()) }));
+/// let handle = hardening.start();
+/// assert_eq!(model.ready().await?.call("hello".into()).await?, 5);
+/// assert!(handle.ready());
+/// handle.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct SystemHardening {
+    shared: Arc<Shared>,
+    monitor: Monitor,
+}
+
+impl fmt::Debug for SystemHardening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemHardening")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SystemHardening`]: the configuration, the services it
+/// manages, the pools of `request_resource`.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SystemHardeningBuilder {
+    config: SystemHardeningConfig,
+    services: Vec<(Arc<str>, Arc<dyn ManagedService>)>,
+    pools: Vec<ResourcePool>,
+    readings: Option<Box<dyn Readings>>,
+    recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
+}
+
+impl fmt::Debug for SystemHardeningBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SystemHardeningBuilder")
+            .field("config", &self.config)
+            .field(
+                "services",
+                &self.services.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SystemHardening {
+    /// A builder over `config` (validated again by `build`).
+    pub fn builder(config: SystemHardeningConfig) -> SystemHardeningBuilder {
+        SystemHardeningBuilder {
+            config,
+            services: Vec::new(),
+            pools: Vec::new(),
+            readings: None,
+            recorder: None,
+        }
+    }
+
+    /// The whole stack of `service` as a layer: metrics, admission, retry,
+    /// breaker and timeout, from its configuration section (the defaults
+    /// for a registered service without one). Every layer of one service
+    /// shares one breaker, pool and retry budget, which the handle reads.
+    ///
+    /// A name never registered nor configured is an error naming it.
+    pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
+        parts(&self.shared, service).map(ServiceLayer::new)
+    }
+
+    /// The same stack for `http::Request<B>`: see [`HttpServiceLayer`].
+    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer, BoxError> {
+        parts(&self.shared, service).map(HttpServiceLayer::new)
+    }
+
+    /// A handle, before starting (for building stacks and routes that need
+    /// one).
+    pub fn handle(&self) -> HardeningHandle {
+        HardeningHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Spawns the monitor on the current tokio runtime (the seed's
+    /// `initialize()`): it initializes every registered service, then
+    /// runs the health and performance ticks and the recovery manager
+    /// until [`HardeningHandle::shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime; use [`into_parts`](Self::into_parts) to run
+    /// the monitor yourself.
+    pub fn start(self) -> HardeningHandle {
+        let (handle, monitor) = self.into_parts();
+        let task = tokio::spawn(monitor);
+        *tower_hardening_core::sync::lock(&handle.shared.task) = Some(task);
+        handle
+    }
+
+    /// The handle and the monitor as a future, for callers who run it
+    /// themselves (on another runtime, in a `JoinSet`, ...). It ends after
+    /// `shutdown()`.
+    pub fn into_parts(self) -> (HardeningHandle, impl Future<Output = ()> + Send + 'static) {
+        let shared = self.shared.clone();
+        let monitor = self.monitor;
+        let run = async move {
+            shared.monitor_started.store(true, Ordering::Release);
+            monitor.run().await;
+        };
+        (
+            HardeningHandle {
+                shared: self.shared,
+            },
+            run,
+        )
+    }
+}
+
+impl SystemHardeningBuilder {
+    /// Registers a service the hardening manages (the seed's registered
+    /// services): health-checked, restarted by the recovery manager when
+    /// it is in `recoverable_services`, shut down with the hardening.
+    pub fn service(mut self, name: impl Into<Arc<str>>, service: impl ManagedService) -> Self {
+        self.services.push((name.into(), Arc::new(service)));
+        self
+    }
+
+    /// A pool for `request_resource`, by its name. A pool named `memory`
+    /// is made from `max_resource_memory` (in bytes) unless given here.
+    pub fn pool(mut self, pool: ResourcePool) -> Self {
+        self.pools.push(pool);
+        self
+    }
+
+    /// Where the monitor reads memory and CPU (default: sysinfo). Tests
+    /// give [`ManualReadings`](crate::monitor::ManualReadings).
+    pub fn readings(mut self, readings: impl Readings) -> Self {
+        self.readings = Some(Box::new(readings));
+        self
+    }
+
+    /// Sends every metric to `recorder` too (metrics-exporter-prometheus's
+    /// recorder, an OpenTelemetry bridge), besides the hardening's own
+    /// collector. Without it, stacks record into the collector only,
+    /// whether or not a global recorder is installed.
+    pub fn metrics_recorder(
+        mut self,
+        recorder: impl metrics::Recorder + Send + Sync + 'static,
+    ) -> Self {
+        self.recorder = Some(Arc::new(recorder));
+        self
+    }
+
+    /// Validates the configuration and the registry, makes the collector
+    /// and the pools. Needs no runtime.
+    pub fn build(self) -> Result<SystemHardening, ConfigError> {
+        let config = self.config;
+        config.validate()?;
+        let events = EventSink::new(EVENT_CAPACITY);
+        let (collector, ticker) = MetricsCollector::builder()
+            .retention(config.metrics_retention)
+            .resolution(config.metrics_resolution)
+            .build_with_ticker()?;
+        let recorder: Arc<dyn metrics::Recorder + Send + Sync> = match self.recorder {
+            Some(other) => Arc::new(Fanout {
+                collector: collector.clone(),
+                other,
+            }),
+            None => Arc::new(collector.clone()),
+        };
+
+        let mut managed: BTreeMap<Arc<str>, Arc<dyn ManagedService>> = BTreeMap::new();
+        for (name, service) in self.services {
+            if name.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "service",
+                    "\"\"",
+                    "a non-empty service name",
+                ));
+            }
+            if managed.insert(name.clone(), service).is_some() {
+                return Err(ConfigError::invalid(
+                    "service",
+                    format_args!("{name:?}"),
+                    "each service registered once",
+                ));
+            }
+        }
+        let mut names: Vec<Arc<str>> = managed.keys().cloned().collect();
+        names.extend(config.services.keys().map(|name| Arc::from(name.as_str())));
+        names.sort();
+        names.dedup();
+        let services = names
+            .into_iter()
+            .map(|name| {
+                let section = config.service(&name);
+                let entry = ServiceEntry {
+                    managed: managed.get(&name).cloned(),
+                    critical: section.criticality >= Priority::CRITICAL,
+                    recoverable: config.recoverable_services.iter().any(|r| **r == *name),
+                    config: section,
+                    stack: OnceLock::new(),
+                    name: name.clone(),
+                };
+                (name, entry)
+            })
+            .collect();
+
+        let mut pools = BTreeMap::new();
+        for pool in self.pools {
+            let name: Arc<str> = Arc::from(pool.name());
+            if pools.insert(name.clone(), pool).is_some() {
+                return Err(ConfigError::invalid(
+                    "pool",
+                    format_args!("{name:?}"),
+                    "each pool given once",
+                ));
+            }
+        }
+        if !pools.contains_key("memory") {
+            let mut readings = SysinfoReadings::new();
+            let bytes = config.max_resource_memory.unwrap_or_else(|| {
+                let memory = readings.memory();
+                memory.cgroup_limit.unwrap_or(memory.system_total)
+            });
+            if bytes > 0 {
+                let pool = ResourcePool::builder("memory")
+                    .capacity(bytes)
+                    .events(events.clone())
+                    .build()?;
+                pools.insert(Arc::from("memory"), pool);
+            }
+        }
+
+        let (shutdown, _) = watch::channel(false);
+        let (stopped, _) = watch::channel(false);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            health: ArcSwap::from_pointee(HealthStatus::starting()),
+            performance: ArcSwap::from_pointee(PerformanceSnapshot::default()),
+            services,
+            pools,
+            collector,
+            recorder,
+            events,
+            shutdown,
+            stopped,
+            monitor_started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            task: Mutex::new(None),
+            commands,
+            shedding: AtomicU8::new(0),
+            config,
+        });
+        let readings = self
+            .readings
+            .unwrap_or_else(|| Box::new(SysinfoReadings::new()));
+        let monitor = Monitor::new(shared.clone(), readings, commands_rx, Box::pin(ticker));
+        Ok(SystemHardening { shared, monitor })
+    }
+}
+
+/// The shared parts of `service`'s stacks, made on first use.
+pub(crate) fn parts(shared: &Arc<Shared>, service: &str) -> Result<Arc<StackParts>, BoxError> {
+    let entry = shared
+        .services
+        .get(service)
+        .ok_or_else(|| UnknownName::Service(service.to_owned()))?;
+    if let Some(parts) = entry.stack.get() {
+        return Ok(parts.clone());
+    }
+    let built = metrics::with_local_recorder(&*shared.recorder, || {
+        StackParts::build(&entry.name, &entry.config, &shared.events)
+    })?;
+    if let Some(priority) = shared.shedding_below() {
+        built.pool.shed_below(priority);
+    }
+    let parts = entry.stack.get_or_init(|| Arc::new(built)).clone();
+    let _ = shared.commands.send(Command::StackBuilt);
+    Ok(parts)
+}
+
+/// Sends every metric to two recorders: the hardening's collector and the
+/// application's own. (metrics-util's `Fanout` holds recorders that need
+/// not be `Send`, and the hardening's state is shared across threads.)
+struct Fanout {
+    collector: MetricsCollector,
+    other: Arc<dyn metrics::Recorder + Send + Sync>,
+}
+
+struct Both<T>(T, T);
+
+impl metrics::CounterFn for Both<metrics::Counter> {
+    fn increment(&self, value: u64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.0.absolute(value);
+        self.1.absolute(value);
+    }
+}
+
+impl metrics::GaugeFn for Both<metrics::Gauge> {
+    fn increment(&self, value: f64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.0.decrement(value);
+        self.1.decrement(value);
+    }
+
+    fn set(&self, value: f64) {
+        self.0.set(value);
+        self.1.set(value);
+    }
+}
+
+impl metrics::HistogramFn for Both<metrics::Histogram> {
+    fn record(&self, value: f64) {
+        self.0.record(value);
+        self.1.record(value);
+    }
+}
+
+impl metrics::Recorder for Fanout {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.collector
+            .describe_counter(key.clone(), unit, description.clone());
+        self.other.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.collector
+            .describe_gauge(key.clone(), unit, description.clone());
+        self.other.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        description: metrics::SharedString,
+    ) {
+        self.collector
+            .describe_histogram(key.clone(), unit, description.clone());
+        self.other.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        metrics::Counter::from_arc(Arc::new(Both(
+            self.collector.register_counter(key, metadata),
+            self.other.register_counter(key, metadata),
+        )))
+    }
+
+    fn register_gauge(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Gauge {
+        metrics::Gauge::from_arc(Arc::new(Both(
+            self.collector.register_gauge(key, metadata),
+            self.other.register_gauge(key, metadata),
+        )))
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        metadata: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(Arc::new(Both(
+            self.collector.register_histogram(key, metadata),
+            self.other.register_histogram(key, metadata),
+        )))
+    }
+}

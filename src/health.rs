@@ -1,0 +1,221 @@
+//! What the monitor publishes about health: the overall status, memory,
+//! and each service.
+//!
+//! The rules, applied on every health tick and on every breaker
+//! transition:
+//!
+//! | a service is | when |
+//! | --- | --- |
+//! | unhealthy | its breaker is open or forced open; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed; or recovery gave up |
+//! | degraded | its breaker is half-open; or its last health check failed |
+//! | healthy | otherwise |
+//!
+//! | the process is | when |
+//! | --- | --- |
+//! | unhealthy | a critical service (criticality `critical`) is unhealthy; or memory is above `memory_critical` of the limit |
+//! | degraded | any other service is not healthy; or memory is above `memory_warning`; or a performance threshold is crossed |
+//! | healthy | otherwise |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tower_hardening_core::{CircuitState, HealthState, Priority};
+
+/// The health of the whole process, from [`HardeningHandle::health`](crate::HardeningHandle::health).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HealthStatus {
+    /// Healthy, degraded or unhealthy, by the rules of this module.
+    #[serde(serialize_with = "ser::health_state")]
+    pub status: HealthState,
+    /// Memory in use against the limit.
+    pub memory: MemoryStatus,
+    /// Each known service (registered, configured, or with a layer built).
+    pub services: BTreeMap<Arc<str>, ServiceHealth>,
+    /// Work below this priority is refused because of memory pressure
+    /// (`None`: nothing is shed). Never above `critical`.
+    #[serde(serialize_with = "ser::optional_priority")]
+    pub shedding_below: Option<Priority>,
+    /// Why the status is not healthy, one line per cause.
+    pub reasons: Vec<Arc<str>>,
+    /// When this status was derived (wall clock).
+    #[serde(serialize_with = "ser::time")]
+    pub checked_at: SystemTime,
+}
+
+impl HealthStatus {
+    pub(crate) fn starting() -> Self {
+        HealthStatus {
+            status: HealthState::Healthy,
+            memory: MemoryStatus::default(),
+            services: BTreeMap::new(),
+            shedding_below: None,
+            reasons: Vec::new(),
+            checked_at: SystemTime::now(),
+        }
+    }
+
+    /// The same status with inner error texts removed (for answers to
+    /// clients when `expose_details` is off).
+    pub fn without_details(&self) -> HealthStatus {
+        let mut status = self.clone();
+        for service in status.services.values_mut() {
+            service.reason = service
+                .reason
+                .as_ref()
+                .map(|_| Arc::from("see server logs"));
+        }
+        status.reasons = self
+            .reasons
+            .iter()
+            .map(|reason| Arc::from(reason.split(':').next().unwrap_or_default()))
+            .collect();
+        status
+    }
+}
+
+/// Memory in use by the process against its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct MemoryStatus {
+    /// Resident memory of the process, in bytes.
+    pub used: u64,
+    /// The limit: `max_resource_memory`, else the cgroup's limit, else the
+    /// machine's memory.
+    pub limit: u64,
+    /// `used` in percent of `limit`.
+    pub percentage: f64,
+}
+
+/// One service's health, from [`HardeningHandle::service_health`](crate::HardeningHandle::service_health).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ServiceHealth {
+    /// Healthy, degraded or unhealthy, by the rules of this module.
+    #[serde(serialize_with = "ser::health_state")]
+    pub status: HealthState,
+    /// Whether the service is critical (criticality `critical`): its
+    /// failure makes the whole process unhealthy and not ready.
+    pub critical: bool,
+    /// Its breaker's state, read live; `None` when no breaker was built.
+    #[serde(serialize_with = "ser::optional_circuit")]
+    pub circuit_state: Option<CircuitState>,
+    /// Failures over calls in the breaker's window (`None` before
+    /// `minimum_calls`).
+    pub failure_rate: Option<f64>,
+    /// Slow calls over calls in the breaker's window.
+    pub slow_call_rate: Option<f64>,
+    /// Calls in the breaker's window.
+    pub calls: u64,
+    /// When a health check last failed or the breaker last opened.
+    #[serde(serialize_with = "ser::optional_time")]
+    pub last_failure: Option<SystemTime>,
+    /// When the health check last ran.
+    #[serde(serialize_with = "ser::optional_time")]
+    pub last_check: Option<SystemTime>,
+    /// Health checks failed in a row.
+    pub failed_checks: u32,
+    /// What the recovery manager is doing with it.
+    pub recovery: RecoveryState,
+    /// Rebuild attempts since the service was last healthy.
+    pub recovery_attempts: u32,
+    /// Why it is not healthy (inner error texts: see `expose_details`).
+    pub reason: Option<Arc<str>>,
+}
+
+impl ServiceHealth {
+    pub(crate) fn new(critical: bool) -> Self {
+        ServiceHealth {
+            status: HealthState::Healthy,
+            critical,
+            circuit_state: None,
+            failure_rate: None,
+            slow_call_rate: None,
+            calls: 0,
+            last_failure: None,
+            last_check: None,
+            failed_checks: 0,
+            recovery: RecoveryState::Idle,
+            recovery_attempts: 0,
+            reason: None,
+        }
+    }
+}
+
+/// What the recovery manager is doing with a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RecoveryState {
+    /// Nothing: the service is not recovering (or not recoverable).
+    Idle,
+    /// Rebuilding: `shutdown` then `initialize`, attempt `attempt`.
+    Recovering {
+        /// The attempt under way, from 1.
+        attempt: u32,
+    },
+    /// Rebuilt; its breaker is probing (half-open) to confirm.
+    Probing,
+    /// Every attempt failed; the breaker stays forced open until
+    /// [`HardeningHandle::trigger_recovery`](crate::HardeningHandle::trigger_recovery)
+    /// or a reset.
+    GaveUp,
+}
+
+/// Whether the process should receive traffic, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// True when ready.
+    pub ready: bool,
+    /// Why not, one line per cause; empty when ready.
+    pub reasons: Vec<String>,
+}
+
+/// Serde helpers for core types that carry no serde dependency.
+pub(crate) mod ser {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use serde::Serializer;
+    use tower_hardening_core::{CircuitState, HealthState, Priority};
+
+    pub(crate) fn health_state<S: Serializer>(s: &HealthState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.as_str())
+    }
+
+    pub(crate) fn optional_circuit<S: Serializer>(
+        s: &Option<CircuitState>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match s {
+            Some(state) => ser.serialize_str(state.as_str()),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub(crate) fn optional_priority<S: Serializer>(
+        p: &Option<Priority>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(priority) => ser.collect_str(priority),
+            None => ser.serialize_none(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn time<S: Serializer>(t: &SystemTime, ser: S) -> Result<S::Ok, S::Error> {
+        let millis = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        ser.serialize_u64(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn optional_time<S: Serializer>(
+        t: &Option<SystemTime>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => time(t, ser),
+            None => ser.serialize_none(),
+        }
+    }
+}

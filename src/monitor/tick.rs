@@ -1,0 +1,243 @@
+//! The performance tick and memory readings: CPU, memory, the event-loop
+//! probe, tokio's runtime figures, each service's traffic, alerts with
+//! hysteresis, and memory pressure turned into shedding.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tower_hardening_core::{EventKind, Priority, names};
+
+use super::pressure::Shedding;
+use super::rules::PROCESS;
+use super::{Monitor, emit};
+use crate::health::MemoryStatus;
+use crate::performance::{
+    CpuUsage, MemoryUsage, PerformanceSnapshot, RuntimeFigures, ServicePerformance,
+};
+
+/// An alert clears once its figure falls below this share of the
+/// threshold.
+const ALERT_CLEAR: f64 = 0.9;
+
+impl Monitor {
+    /// Reads memory, updates the memory status and the shedding level.
+    pub(crate) fn read_memory(&mut self) -> crate::monitor::MemoryReading {
+        let reading = self.readings.memory();
+        let limit = self
+            .shared
+            .config
+            .max_resource_memory
+            .or(reading.cgroup_limit)
+            .unwrap_or(reading.system_total)
+            .max(1);
+        let used = reading.process_rss;
+        self.memory = MemoryStatus {
+            used,
+            limit,
+            percentage: used as f64 * 100.0 / limit as f64,
+        };
+        self.apply_pressure();
+        reading
+    }
+
+    fn apply_pressure(&mut self) {
+        let used = self.memory.used as f64 / self.memory.limit as f64;
+        let next = self.marks.next(self.shedding, used);
+        if next == self.shedding {
+            return;
+        }
+        let previous = self.shedding;
+        self.shedding = next;
+        let shared = self.shared.clone();
+        shared.shedding.store(next as u8, Ordering::Release);
+        for pool in shared.pools.values() {
+            apply_shedding(pool, next);
+        }
+        for entry in shared.services.values() {
+            if let Some(parts) = entry.stack.get() {
+                apply_shedding(&parts.pool, next);
+            }
+        }
+        let process: Arc<str> = Arc::from(PROCESS);
+        emit(
+            &shared,
+            &process,
+            EventKind::MemoryPressure {
+                active: next != Shedding::None,
+                used_bytes: self.memory.used,
+                limit_bytes: self.memory.limit,
+            },
+        );
+        if next > previous {
+            for (level, priority) in [
+                (Shedding::Low, Priority::LOW),
+                (Shedding::Normal, Priority::NORMAL),
+                (Shedding::High, Priority::HIGH),
+            ] {
+                if previous < level && level <= next {
+                    emit(&shared, &process, EventKind::Shed { priority });
+                }
+            }
+        }
+        metrics::with_local_recorder(&*shared.recorder, || {
+            metrics::gauge!(names::MEMORY_SHEDDING_LEVEL).set(f64::from(next as u8));
+        });
+    }
+
+    pub(crate) fn performance_tick(&mut self) {
+        let config = self.shared.config.clone();
+        let cpu = self.readings.cpu();
+        let memory = self.read_memory();
+        let event_loop = self.latency.take();
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let runtime = RuntimeFigures {
+            workers: runtime.num_workers(),
+            alive_tasks: runtime.num_alive_tasks(),
+            global_queue_depth: runtime.global_queue_depth(),
+        };
+        let window = config
+            .performance_check_interval
+            .max(config.metrics_resolution);
+        let mut services = std::collections::BTreeMap::new();
+        for (name, entry) in &self.shared.services {
+            let mut figures = self.service_figures(name, window);
+            if let Some(parts) = entry.stack.get() {
+                let stats = parts.pool.stats();
+                figures.queued = stats.queued as u64;
+            }
+            services.insert(name.clone(), figures);
+        }
+
+        let thresholds = &config.performance_thresholds;
+        let loop_p99 = event_loop.p99.as_secs_f64();
+        let checks = [
+            (
+                "process_cpu_percent",
+                f64::from(cpu.process),
+                thresholds.process_cpu_percent,
+            ),
+            (
+                "memory_percent",
+                self.memory.percentage,
+                thresholds.memory_percent,
+            ),
+            (
+                "event_loop_p99_seconds",
+                loop_p99,
+                thresholds.event_loop_p99.as_secs_f64(),
+            ),
+        ];
+        let mut alerts = Vec::new();
+        for (metric, value, threshold) in checks {
+            let on = match metric {
+                "process_cpu_percent" => &mut self.alerts.cpu,
+                "memory_percent" => &mut self.alerts.memory,
+                _ => &mut self.alerts.event_loop,
+            };
+            let next = if *on {
+                value >= threshold * ALERT_CLEAR
+            } else {
+                value >= threshold
+            };
+            if next != *on {
+                *on = next;
+                emit(
+                    &self.shared,
+                    &Arc::from(PROCESS),
+                    EventKind::PerformanceAlert {
+                        metric,
+                        active: next,
+                        value,
+                        threshold,
+                    },
+                );
+            }
+            if next {
+                alerts.push(Arc::from(format!(
+                    "{metric} = {value:.3} (threshold {threshold})"
+                )));
+            }
+        }
+
+        metrics::with_local_recorder(&*self.shared.recorder, || {
+            metrics::gauge!(names::PROCESS_CPU_PERCENT).set(f64::from(cpu.process));
+            metrics::gauge!(names::PROCESS_RESIDENT_MEMORY_BYTES).set(memory.process_rss as f64);
+            metrics::gauge!(names::MEMORY_LIMIT_BYTES).set(self.memory.limit as f64);
+            for (stat, value) in [
+                ("mean", event_loop.mean),
+                ("p99", event_loop.p99),
+                ("max", event_loop.max),
+            ] {
+                metrics::gauge!(names::EVENT_LOOP_LATENCY_SECONDS, names::LABEL_STAT => stat)
+                    .set(value.as_secs_f64());
+            }
+            metrics::gauge!(names::RUNTIME_WORKERS).set(runtime.workers as f64);
+            metrics::gauge!(names::RUNTIME_ALIVE_TASKS).set(runtime.alive_tasks as f64);
+            metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH)
+                .set(runtime.global_queue_depth as f64);
+        });
+
+        self.shared.performance.store(Arc::new(PerformanceSnapshot {
+            cpu: CpuUsage {
+                process: cpu.process,
+                system: cpu.system,
+            },
+            memory: MemoryUsage {
+                rss: memory.process_rss,
+                virtual_bytes: memory.process_virtual,
+                system_used: memory.system_used,
+                system_total: memory.system_total,
+                limit: self.memory.limit,
+            },
+            event_loop,
+            runtime,
+            services,
+            alerts,
+            measured_at: Some(SystemTime::now()),
+        }));
+    }
+
+    /// A service's traffic over `window`, from the collector.
+    fn service_figures(&self, name: &str, window: Duration) -> ServicePerformance {
+        let collector = &self.shared.collector;
+        let requests = |outcome: &str| {
+            collector
+                .query(names::REQUESTS_TOTAL)
+                .label(names::LABEL_SERVICE, name)
+                .label(names::LABEL_OUTCOME, outcome)
+                .window(window)
+        };
+        let success = requests("success").sum();
+        let failure = requests("failure").sum();
+        let rejected = requests("rejected");
+        let durations = collector
+            .query(names::REQUEST_DURATION_SECONDS)
+            .label(names::LABEL_SERVICE, name)
+            .window(window);
+        let finished = success + failure;
+        let seconds = |q: Option<f64>| q.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let in_flight = collector
+            .query(names::REQUESTS_IN_FLIGHT)
+            .label(names::LABEL_SERVICE, name)
+            .window(window)
+            .max()
+            .unwrap_or(0.0);
+        ServicePerformance {
+            rate: requests("success").rate_per_sec() + requests("failure").rate_per_sec(),
+            p50: seconds(durations.quantile(0.5)),
+            p99: seconds(durations.quantile(0.99)),
+            error_rate: (finished > 0.0).then(|| failure / finished),
+            rejected_rate: rejected.rate_per_sec(),
+            in_flight: in_flight.max(0.0) as u64,
+            queued: 0,
+        }
+    }
+}
+
+fn apply_shedding(pool: &crate::limit::ResourcePool, level: Shedding) {
+    match level.below() {
+        Some(priority) => pool.shed_below(priority),
+        None => pool.stop_shedding(),
+    }
+}
