@@ -32,7 +32,9 @@ async fn on_error(err: BoxError) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             [(
                 "retry-after",
-                open.retry_after().as_secs().max(1).to_string(),
+                open.retry_after()
+                    .map_or(1, |d| d.as_secs().max(1))
+                    .to_string(),
             )],
         ),
         None => (

@@ -284,18 +284,18 @@ impl HardeningHandle {
     /// call waits for the first to finish, then returns at once.
     pub async fn shutdown(&self) {
         let shared = &self.shared;
-        let first = !shared.shutdown.send_replace(true);
+        shared.shutdown.send_replace(true);
         let task = lock(&shared.task).take();
         if let Some(task) = task {
+            // The monitor stops itself; if it died instead, the steps are
+            // run below.
             let _ = task.await;
+        }
+        if shared.monitor_started.load(Ordering::SeqCst) {
+            let mut stopped = shared.stopped.subscribe();
+            let _ = stopped.wait_for(|stopped| *stopped).await;
             return;
         }
-        if first && !shared.monitor_started.load(Ordering::Acquire) {
-            crate::monitor::shutdown_everything(shared).await;
-            shared.stopped.send_replace(true);
-            return;
-        }
-        let mut stopped = shared.stopped.subscribe();
-        let _ = stopped.wait_for(|stopped| *stopped).await;
+        crate::monitor::run_shutdown_steps(shared).await;
     }
 }

@@ -230,7 +230,7 @@ impl SystemHardeningBuilder {
         names.extend(config.services.keys().map(|name| Arc::from(name.as_str())));
         names.sort();
         names.dedup();
-        let services = names
+        let services: BTreeMap<Arc<str>, ServiceEntry> = names
             .into_iter()
             .map(|name| {
                 let section = config.service(&name);
@@ -275,8 +275,13 @@ impl SystemHardeningBuilder {
         let (shutdown, _) = watch::channel(false);
         let (stopped, _) = watch::channel(false);
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let starting = HealthStatus::starting(
+            services
+                .values()
+                .map(|entry: &ServiceEntry| (entry.name.clone(), entry.critical)),
+        );
         let shared = Arc::new(Shared {
-            health: ArcSwap::from_pointee(HealthStatus::starting()),
+            health: ArcSwap::from_pointee(starting),
             performance: ArcSwap::from_pointee(PerformanceSnapshot::default()),
             services,
             pools,
@@ -287,6 +292,7 @@ impl SystemHardeningBuilder {
             stopped,
             monitor_started: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            steps: Mutex::new(None),
             task: Mutex::new(None),
             commands,
             shedding: AtomicU8::new(0),
@@ -312,10 +318,15 @@ pub(crate) fn parts(shared: &Arc<Shared>, service: &str) -> Result<Arc<StackPart
     let built = metrics::with_local_recorder(&*shared.recorder, || {
         StackParts::build(&entry.name, &entry.config, &shared.events)
     })?;
-    if let Some(priority) = shared.shedding_below() {
-        built.pool.shed_below(priority);
-    }
     let parts = entry.stack.get_or_init(|| Arc::new(built)).clone();
+    // Read after the parts are visible: the monitor applies a later change
+    // itself, and this one it may have missed.
+    if let Some(priority) = shared.shedding_below() {
+        parts.pool.shed_below(priority);
+    }
+    if shared.closed.load(Ordering::Acquire) {
+        parts.pool.shutdown();
+    }
     let _ = shared.commands.send(Command::StackBuilt);
     Ok(parts)
 }

@@ -46,11 +46,15 @@ pub struct HealthStatus {
 }
 
 impl HealthStatus {
-    pub(crate) fn starting() -> Self {
+    /// Before the monitor's first reading: every known service healthy.
+    pub(crate) fn starting(services: impl IntoIterator<Item = (Arc<str>, bool)>) -> Self {
         HealthStatus {
             status: HealthState::Healthy,
             memory: MemoryStatus::default(),
-            services: BTreeMap::new(),
+            services: services
+                .into_iter()
+                .map(|(name, critical)| (name, ServiceHealth::new(critical)))
+                .collect(),
             shedding_below: None,
             reasons: Vec::new(),
             checked_at: SystemTime::now(),

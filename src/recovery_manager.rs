@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower_hardening_core::{EventSink, RecoveryStep};
+use tower_hardening_core::{CircuitState, EventSink, RecoveryStep};
 
 use crate::breaker::BreakerHandle;
 use crate::managed::ManagedService;
@@ -72,11 +72,23 @@ fn wait_before(job: &Job, attempt: u32) -> Duration {
         .min(job.max_backoff)
 }
 
-pub(crate) async fn run(job: Job) {
+pub(crate) async fn run(mut job: Job) {
+    // A breaker switched off (disabled, metrics-only) by configuration or
+    // an operator stays as it was.
+    if job.breaker.as_ref().is_some_and(|b| {
+        matches!(
+            b.state(),
+            CircuitState::Disabled | CircuitState::MetricsOnly
+        )
+    }) {
+        job.breaker = None;
+    }
     if let Some(breaker) = &job.breaker {
         breaker.force_open();
     }
-    let mut last_error: Arc<str> = Arc::from("no attempt made");
+    let mut last_error: Arc<str> = Arc::from(
+        "the service was rebuilt, but its breaker's probes failed after the last attempt",
+    );
     for attempt in job.first_attempt + 1..=job.max_attempts {
         tokio::time::sleep(wait_before(&job, attempt)).await;
         let _ = job.updates.send(RecoveryUpdate::Attempt {

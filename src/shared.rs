@@ -65,8 +65,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stopped: watch::Sender<bool>,
     pub(crate) monitor_started: AtomicBool,
-    /// Set by the first run of the shutdown steps.
+    /// Set by whoever starts the shutdown steps (once).
     pub(crate) closed: AtomicBool,
+    /// The task running the shutdown steps, for the first waiter to join.
+    pub(crate) steps: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The monitor's task, when `start()` spawned it.
     pub(crate) task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,

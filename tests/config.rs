@@ -156,10 +156,40 @@ criticality = "urgent!!""#,
 }
 
 #[test]
-fn memory_limit_above_the_machine_is_refused() {
-    let err = refused_toml(r#"max_resource_memory = "1PiB""#, "max_resource_memory");
+fn memory_limit_above_the_machine_is_refused_only_when_asked() {
+    // Validation depends on the configuration alone: a file valid in CI is
+    // valid on a smaller production machine, and the reverse.
+    let config = SystemHardeningConfig::from_toml_str(r#"max_resource_memory = "1PiB""#)
+        .expect("not checked against this machine unless asked");
+    let err = config.validate_for_this_machine().unwrap_err();
+    assert_eq!(err.field(), "max_resource_memory");
     assert!(err.to_string().contains("this machine's memory"), "{err}");
     refused_toml("max_resource_memory = 0", "max_resource_memory");
+}
+
+#[test]
+fn the_configuration_and_the_builders_agree() {
+    // Values a builder refuses are refused by the configuration, named by
+    // the configuration's key: one source of limits.
+    refused_toml(
+        "[services.a.breaker]\nsliding_window = { count = 2000000 }",
+        "services.a.breaker.sliding_window.count",
+    );
+    refused_toml(
+        "[services.a.retry]\nbudget_ttl = \"90s\"",
+        "services.a.retry.budget_ttl",
+    );
+    refused_toml(
+        "[services.a.limit]\nmax_queue = 4000000000",
+        "services.a.limit.max_queue",
+    );
+    // And values the builders take, the configuration takes: a 100 ms time
+    // window (the configuration once asked for at least 1 s).
+    let config = SystemHardeningConfig::from_toml_str(
+        "[services.a.breaker]\nsliding_window = { time = \"100ms\" }",
+    )
+    .unwrap();
+    config.service("a").breaker.to_builder("a").build().unwrap();
 }
 
 #[test]

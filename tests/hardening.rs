@@ -683,3 +683,92 @@ async fn a_layer_for_an_unknown_service_is_an_error_naming_it() {
     let err = hardening.layer("vidoe").unwrap_err();
     assert!(err.to_string().contains("no service `vidoe`"), "{err}");
 }
+
+/// A monitor future dropped by whoever ran it (a `select!` that ended)
+/// does not leave `shutdown()` waiting for it: the steps still run.
+#[tokio::test(start_paused = true)]
+async fn shutdown_does_not_wait_for_a_monitor_that_was_dropped() {
+    let backend = Backend::default();
+    let hardening = SystemHardening::builder(SystemHardeningConfig::default())
+        .service("audio", backend.clone())
+        .pool(ResourcePool::builder("cpu").capacity(1).build().unwrap())
+        .readings(quiet_readings())
+        .build()
+        .unwrap();
+    let (handle, monitor) = hardening.into_parts();
+    let task = tokio::spawn(monitor);
+    settle().await;
+    task.abort();
+    let _ = task.await;
+    tokio::time::timeout(Duration::from_secs(1), handle.shutdown())
+        .await
+        .expect("shutdown returns");
+    assert_eq!(backend.shut_down.load(Ordering::SeqCst), 1);
+    let err = handle
+        .request_resource("cpu", "t", Priority::NORMAL, Requirements::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rejection_of(&*err).map(|r| r.kind),
+        Some(RejectionKind::PoolClosed)
+    );
+}
+
+/// A shutdown given up on half-way (its caller timed out) still completes,
+/// and a later call returns once it has.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_shutdown_still_completes() {
+    struct SlowShutdown;
+    impl ManagedService for SlowShutdown {
+        fn initialize(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(())
+            })
+        }
+    }
+    let hardening = SystemHardening::builder(SystemHardeningConfig::default())
+        .service("slow", SlowShutdown)
+        .readings(quiet_readings())
+        .build()
+        .unwrap();
+    let handle = hardening.handle();
+    drop(hardening); // never started
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), handle.shutdown())
+            .await
+            .is_err()
+    );
+    tokio::time::timeout(Duration::from_secs(5), handle.shutdown())
+        .await
+        .expect("the second call returns once the steps are done");
+}
+
+/// A panic in the application's health check is a failed check; the
+/// monitor goes on.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_health_check_is_a_failed_check() {
+    struct Panicky;
+    impl ManagedService for Panicky {
+        fn initialize(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn health_check(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+            Box::pin(async { panic!("bug in the health check") })
+        }
+    }
+    let hardening = SystemHardening::builder(config(r#"health_check_interval = "1s""#))
+        .service("panicky", Panicky)
+        .readings(quiet_readings())
+        .build()
+        .unwrap();
+    let handle = hardening.start();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let health = handle.service_health("panicky").unwrap();
+    assert_eq!(health.failed_checks, 2);
+    assert!(health.reason.unwrap().contains("health check panicked"));
+    handle.shutdown().await;
+}

@@ -54,9 +54,6 @@ impl SystemHardeningConfig {
                 ));
             }
         };
-        // The file alone must be valid in its own right, with its own
-        // field names in the error.
-        Self::from_figment(file.clone(), None)?;
         load(file, prefix)
     }
 

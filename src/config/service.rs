@@ -113,9 +113,14 @@ impl BreakerConfig {
     /// Checked by the breaker's own builder, so the two never disagree.
     #[cfg(feature = "breaker")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        self.to_builder("config-check")
-            .validate()
-            .map_err(|err| err.at(prefix))
+        self.to_builder("config-check").validate().map_err(|err| {
+            let key = match (err.field(), self.sliding_window) {
+                ("sliding_window", WindowConfig::Count(_)) => "sliding_window.count",
+                ("sliding_window", WindowConfig::Time(_)) => "sliding_window.time",
+                (field, _) => field,
+            };
+            at_key(&err, prefix, key)
+        })
     }
 
     /// Without the `breaker` feature no breaker is built from this section.
@@ -220,9 +225,17 @@ impl RetryConfig {
     /// Checked by the retry layer's own builder, so the two never disagree.
     #[cfg(feature = "recovery")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        self.to_builder("config-check")
-            .validate()
-            .map_err(|err| err.at(prefix))
+        self.to_builder("config-check").validate().map_err(|err| {
+            let key = match err.field() {
+                "backoff" if self.max_backoff < self.initial_backoff => "max_backoff",
+                "backoff" => "initial_backoff",
+                "budget.ratio" => "budget_ratio",
+                "budget.ttl" => "budget_ttl",
+                "budget.min_per_second" => "budget_min_per_second",
+                field => field,
+            };
+            at_key(&err, prefix, key)
+        })
     }
 
     /// Without the `recovery` feature no retry layer is built from this
@@ -331,6 +344,12 @@ impl LimitConfig {
             .max_queue(self.max_queue as usize)
             .queue_timeout(self.queue_timeout)
     }
+}
+
+/// A builder's error, placed at the configuration key that set the value.
+#[allow(dead_code, reason = "unused when no layer feature is on")]
+fn at_key(err: &ConfigError, prefix: &str, key: &str) -> ConfigError {
+    ConfigError::invalid(format!("{prefix}.{key}"), err.value(), err.allowed())
 }
 
 fn at_least_one(field: &str, value: u32) -> Result<(), ConfigError> {

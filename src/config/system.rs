@@ -92,7 +92,8 @@ pub struct SystemHardeningConfig {
     #[serde(alias = "unhealthyAfterFailedChecks")]
     pub unhealthy_after_failed_checks: u32,
     /// Memory use (of the limit) above which the process is degraded and
-    /// LOW-priority work is shed; in (0, 1), default 0.80.
+    /// LOW-priority work is shed; in [0.1, 1), default 0.80. Each shedding
+    /// level clears 5 points below its mark.
     #[serde(alias = "memoryWarning")]
     pub memory_warning: f64,
     /// Memory use (of the limit) above which the process is unhealthy and
@@ -273,11 +274,11 @@ impl SystemHardeningConfig {
                 "at least 1",
             ));
         }
-        if !(self.memory_warning > 0.0 && self.memory_warning < 1.0) {
+        if !(self.memory_warning >= 0.1 && self.memory_warning < 1.0) {
             return Err(ConfigError::invalid(
                 "memory_warning",
                 self.memory_warning,
-                "a fraction of the memory limit in (0, 1)",
+                "a fraction of the memory limit in [0.1, 1)",
             ));
         }
         if !(self.memory_critical > self.memory_warning && self.memory_critical <= 1.0) {

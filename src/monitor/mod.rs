@@ -43,6 +43,9 @@ pub(crate) struct ServiceState {
     pub(crate) recovery_attempts: u32,
     pub(crate) recovery_error: Option<Arc<str>>,
     pub(crate) recovering: bool,
+    /// Bumped when a recovery starts: health checks begun before it are
+    /// about the old service.
+    pub(crate) generation: u64,
     pub(crate) last_status: HealthState,
     pub(crate) last_circuit_open: bool,
 }
@@ -56,6 +59,50 @@ pub(crate) struct Alerts {
 }
 
 type BoxedFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Each checked service with its recovery generation when the check
+/// started, and the result.
+type CheckResults = Vec<(Arc<str>, u64, Result<(), Arc<str>>)>;
+
+/// Ends the monitor's helper tasks however `run` ends, and, if it ends
+/// without stopping properly (dropped, or a panic), lets `shutdown()` run
+/// the shutdown steps itself.
+struct RunGuard {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    done: bool,
+}
+
+impl RunGuard {
+    async fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if self.done {
+            return;
+        }
+        self.shared
+            .monitor_started
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.shared.is_shutting_down()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // A `shutdown()` may be waiting for this monitor: finish its
+            // work for it.
+            let shared = self.shared.clone();
+            runtime.spawn(async move { run_shutdown_steps(&shared).await });
+        }
+    }
+}
 
 /// The monitor task's state.
 pub(crate) struct Monitor {
@@ -72,6 +119,7 @@ pub(crate) struct Monitor {
     updates: mpsc::UnboundedReceiver<RecoveryUpdate>,
     commands: mpsc::UnboundedReceiver<Command>,
     recoveries: JoinSet<()>,
+    recovery_names: std::collections::HashMap<tokio::task::Id, Arc<str>>,
     ticker: Option<BoxedFuture<()>>,
 }
 
@@ -112,6 +160,7 @@ impl Monitor {
             updates,
             commands,
             recoveries: JoinSet::new(),
+            recovery_names: std::collections::HashMap::new(),
             ticker: Some(ticker),
         }
     }
@@ -119,14 +168,28 @@ impl Monitor {
     /// Runs until `shutdown()`, then stops everything it started.
     pub(crate) async fn run(mut self) {
         let config = self.shared.config.clone();
+        // Whatever ends this future (shutdown, a panic, being dropped by
+        // whoever polls it), the probe and the ticker end with it, and a
+        // `shutdown()` waiting for it is not left waiting.
+        let mut guard = RunGuard {
+            shared: self.shared.clone(),
+            tasks: Vec::new(),
+            done: false,
+        };
         let mut shutdown = self.shared.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
-            return self.stop().await;
+            self.stop().await;
+            guard.done = true;
+            return;
         }
         let mut events = self.shared.events.subscribe();
-        let mut probe = None;
+        if let Some(ticker) = self.ticker.take() {
+            guard.tasks.push(tokio::spawn(ticker));
+        }
         if config.enable_performance_monitoring {
-            probe = Some(tokio::spawn(probe::run(self.latency.clone())));
+            guard
+                .tasks
+                .push(tokio::spawn(probe::run(self.latency.clone())));
         }
         self.initialize_services().await;
         self.read_memory();
@@ -137,13 +200,12 @@ impl Monitor {
         health_tick.reset(); // the first check one interval after start
         let mut performance_tick = tokio::time::interval(config.performance_check_interval);
         performance_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut checks: Option<BoxedFuture<Vec<(Arc<str>, Result<(), Arc<str>>)>>> = None;
-        let mut ticker = self
-            .ticker
-            .take()
-            .unwrap_or_else(|| Box::pin(std::future::pending()));
+        let mut checks: Option<BoxedFuture<CheckResults>> = None;
 
         loop {
+            // Shutdown first, then the monitor's own work, and the event
+            // stream last: a flood of events (every refusal under
+            // overload) must not starve the ticks.
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -152,15 +214,13 @@ impl Monitor {
                     Command::TriggerRecovery(name) => self.trigger_recovery(&name, true),
                     Command::StackBuilt => self.evaluate(),
                 },
-                event = events.recv() => match event {
-                    Ok(event) if matches!(event.kind(), EventKind::CircuitTransition { .. }) => {
-                        self.evaluate();
-                    }
-                    Ok(_) => {}
-                    // Missed some: whatever they were, the states are read anew.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.evaluate(),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
-                },
+                Some(joined) = self.recoveries.join_next_with_id(), if !self.recoveries.is_empty() => {
+                    self.on_recovery_ended(joined);
+                }
+                _ = performance_tick.tick(), if config.enable_performance_monitoring => {
+                    self.performance_tick();
+                    self.evaluate();
+                }
                 results = async { checks.as_mut().expect("guarded").await }, if checks.is_some() => {
                     checks = None;
                     self.on_health_checks(results);
@@ -170,29 +230,52 @@ impl Monitor {
                 _ = health_tick.tick(), if config.enable_health_monitoring && checks.is_none() => {
                     checks = Some(self.start_health_checks());
                 }
-                _ = performance_tick.tick(), if config.enable_performance_monitoring => {
-                    self.performance_tick();
-                    self.evaluate();
-                }
-                Some(_) = self.recoveries.join_next(), if !self.recoveries.is_empty() => {}
-                _ = &mut ticker => {}
+                event = events.recv() => match event {
+                    Ok(event) if matches!(event.kind(), EventKind::CircuitTransition { .. }) => {
+                        self.evaluate();
+                    }
+                    Ok(_) => {}
+                    // Missed some: whatever they were, the states are read anew.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.evaluate(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
             }
         }
-        if let Some(probe) = probe {
-            probe.abort();
-            let _ = probe.await;
-        }
         drop(checks);
+        guard.stop_tasks().await;
         self.stop().await;
+        guard.done = true;
     }
 
-    /// Stops recoveries, shuts the services and pools down, tells
-    /// `shutdown()` it is done.
+    /// Stops recoveries, then runs the shutdown steps (once, in a task of
+    /// their own) and waits for them.
     async fn stop(mut self) {
         self.recoveries.abort_all();
         while self.recoveries.join_next().await.is_some() {}
-        shutdown_everything(&self.shared).await;
-        self.shared.stopped.send_replace(true);
+        run_shutdown_steps(&self.shared).await;
+    }
+
+    fn on_recovery_ended(&mut self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let id = match &joined {
+            Ok((id, ())) => *id,
+            Err(error) => error.id(),
+        };
+        let Some(name) = self.recovery_names.remove(&id) else {
+            return;
+        };
+        if joined.is_err()
+            && let Some(state) = self.services.get(&name)
+            && state.recovering
+        {
+            // The job died (a panic, or its runtime stopping) without
+            // saying how it ended.
+            let attempts = state.recovery_attempts;
+            self.on_recovery_update(RecoveryUpdate::GaveUp {
+                service: name,
+                attempts,
+                error: Arc::from("the recovery task ended abnormally"),
+            });
+        }
     }
 
     async fn initialize_services(&mut self) {
@@ -213,40 +296,46 @@ impl Monitor {
         }
     }
 
-    fn start_health_checks(&self) -> BoxedFuture<Vec<(Arc<str>, Result<(), Arc<str>>)>> {
+    fn start_health_checks(&self) -> BoxedFuture<CheckResults> {
         let timeout = self.shared.config.health_check_timeout;
         let checks: Vec<_> = self
             .shared
             .services
             .values()
-            .filter(|entry| !self.services.get(&entry.name).is_some_and(|s| s.recovering))
             .filter_map(|entry| {
+                let state = self.services.get(&entry.name)?;
+                if state.recovering {
+                    return None;
+                }
+                let generation = state.generation;
                 let managed = entry.managed.clone()?;
                 let name = entry.name.clone();
                 Some(async move {
                     let result =
                         call_with_timeout(timeout, managed.health_check(), "health check").await;
-                    (name, result)
+                    (name, generation, result)
                 })
             })
             .collect();
         Box::pin(futures_util::future::join_all(checks))
     }
 
-    fn on_health_checks(&mut self, results: Vec<(Arc<str>, Result<(), Arc<str>>)>) {
+    fn on_health_checks(&mut self, results: CheckResults) {
         let now = SystemTime::now();
-        for (name, result) in results {
+        for (name, generation, result) in results {
             let Some(state) = self.services.get_mut(&name) else {
                 continue;
             };
+            if state.recovering || state.generation != generation {
+                // A recovery started while the check ran: its result is
+                // about the service before the rebuild.
+                continue;
+            }
             state.last_check = Some(now);
             match result {
                 Ok(()) => {
                     state.failed_checks = 0;
                     state.check_error = None;
-                    // A service that failed to start and now passes its
-                    // check is up after all.
-                    state.init_error = None;
                 }
                 Err(error) => {
                     state.failed_checks = state.failed_checks.saturating_add(1);
@@ -282,14 +371,14 @@ impl Monitor {
             Some(RecoveryState::GaveUp) if !manual => return,
             _ => 0,
         };
-        if first_attempt >= config.max_recovery_attempts {
-            state.recovery = Some(RecoveryState::GaveUp);
-            return;
-        }
+        // With every attempt spent (rebuilt each time, but the probes kept
+        // failing), the job gives up at once: the breaker held open, the
+        // event sent, the reason kept.
         state.recovering = true;
+        state.generation = state.generation.wrapping_add(1);
         state.recovery_attempts = first_attempt;
         state.recovery = Some(RecoveryState::Recovering {
-            attempt: first_attempt + 1,
+            attempt: (first_attempt + 1).min(config.max_recovery_attempts),
         });
         let breaker = entry.stack.get().map(|parts| parts.breaker.clone());
         let job = recovery::Job {
@@ -305,7 +394,8 @@ impl Monitor {
             updates: self.updates_tx.clone(),
             recorder: self.shared.recorder.clone(),
         };
-        self.recoveries.spawn(recovery::run(job));
+        let task = self.recoveries.spawn(recovery::run(job));
+        self.recovery_names.insert(task.id(), name.clone());
     }
 
     fn on_recovery_update(&mut self, update: RecoveryUpdate) {
@@ -341,27 +431,49 @@ impl Monitor {
 
 /// Runs one of a managed service's calls under `timeout`; the error as
 /// text.
+/// A panic in the call is a failed call: the application's code must not
+/// take the monitor or a recovery down with it.
 pub(crate) async fn call_with_timeout(
     timeout: Duration,
     call: impl Future<Output = Result<(), BoxError>>,
     what: &str,
 ) -> Result<(), Arc<str>> {
+    use futures_util::FutureExt;
+    let call = std::panic::AssertUnwindSafe(call).catch_unwind();
     match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(Arc::from(format!("{what} failed: {error}"))),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(Arc::from(format!("{what} failed: {error}"))),
+        Ok(Err(_panic)) => Err(Arc::from(format!("{what} panicked"))),
         Err(_) => Err(Arc::from(format!("{what} timed out after {timeout:?}"))),
     }
 }
 
-/// What `shutdown()` does once: services shut down, every pool closed
-/// (their leases released), health published as shutting down.
-pub(crate) async fn shutdown_everything(shared: &Shared) {
-    if shared
+/// Runs the shutdown steps once, in a task of their own (so a caller that
+/// gives up waiting does not leave them half done), and waits until they
+/// are done.
+pub(crate) async fn run_shutdown_steps(shared: &Arc<Shared>) {
+    if !shared
         .closed
         .swap(true, std::sync::atomic::Ordering::AcqRel)
     {
-        return;
+        let owner = shared.clone();
+        let task = tokio::spawn(async move {
+            shutdown_everything(&owner).await;
+            owner.stopped.send_replace(true);
+        });
+        *tower_hardening_core::sync::lock(&shared.steps) = Some(task);
     }
+    let task = tower_hardening_core::sync::lock(&shared.steps).take();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
+    let mut stopped = shared.stopped.subscribe();
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// What `shutdown()` does once: services shut down, every pool closed
+/// (their leases released), health published as shutting down.
+async fn shutdown_everything(shared: &Shared) {
     let timeout = shared.config.health_check_timeout;
     let shutdowns = shared.services.values().filter_map(|entry| {
         let managed = entry.managed.clone()?;

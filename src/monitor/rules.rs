@@ -38,8 +38,18 @@ impl Monitor {
             let mut health = ServiceHealth::new(entry.critical);
             let mut why: Vec<String> = Vec::new();
             let mut status = HealthState::Healthy;
+            let mut automatic_cause = false;
             if let Some(parts) = entry.stack.get() {
                 let snapshot = parts.breaker.snapshot();
+                if snapshot.state == CircuitState::Closed
+                    && state.recovery == Some(RecoveryState::GaveUp)
+                {
+                    // Reset by an operator (or closed by its own probes):
+                    // the service is back in service.
+                    state.recovery = Some(RecoveryState::Idle);
+                    state.recovery_error = None;
+                }
+                automatic_cause = snapshot.state == CircuitState::Open;
                 health.circuit_state = Some(snapshot.state);
                 health.failure_rate = snapshot.failure_rate;
                 health.slow_call_rate = snapshot.slow_call_rate;
@@ -66,9 +76,11 @@ impl Monitor {
             }
             if let Some(error) = &state.init_error {
                 status = HealthState::Unhealthy;
+                automatic_cause = true;
                 why.push(error.to_string());
             }
             if state.failed_checks >= config.unhealthy_after_failed_checks {
+                automatic_cause = true;
                 status = HealthState::Unhealthy;
                 why.push(format!(
                     "{} health checks failed in a row; last: {}",
@@ -97,7 +109,9 @@ impl Monitor {
                 // Rebuilt and confirmed by its probes: the incident is over.
                 state.recovery = Some(RecoveryState::Idle);
             }
+            // An operator's force-open is no reason to restart anything.
             if status == HealthState::Unhealthy
+                && automatic_cause
                 && entry.recoverable
                 && config.enable_error_recovery
                 && entry.managed.is_some()

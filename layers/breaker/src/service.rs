@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
@@ -81,7 +82,9 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Reservation::Empty = self.reserved {
+        // A rejection kept from an earlier poll may be stale (the breaker
+        // closed since, under a ReadyCache that polls ahead): ask again.
+        if let Reservation::Empty | Reservation::Rejected(_) = self.reserved {
             self.reserved = match self.state.try_acquire() {
                 Ok(permit) => Reservation::Admitted(permit),
                 Err(rejection) => Reservation::Rejected(rejection.into()),
@@ -99,7 +102,12 @@ where
         match std::mem::replace(&mut self.reserved, Reservation::Empty) {
             Reservation::Admitted(mut permit) => {
                 permit.start();
-                let future = self.inner.call(request);
+                // A panic in the inner `call` itself (not its future) is a
+                // failure too.
+                let mut slot = Some(permit);
+                let inner = &mut self.inner;
+                let future = on_unwind(&mut slot, Permit::panicked, || inner.call(request));
+                let permit = slot.expect("taken only on unwind");
                 ResponseFuture::called(future, permit, self.classifier.clone())
             }
             Reservation::Rejected(rejection) => ResponseFuture::rejected(rejection),

@@ -42,24 +42,50 @@ pub(crate) struct Settings {
 /// more than the rest of it.
 #[derive(Debug, Clone)]
 pub(crate) struct BreakerMetrics {
-    /// The `breaker` label: the layer's name, never a key of a keyed
-    /// breaker (request data must not make metric series).
-    pub(crate) label: Arc<str>,
     pub(crate) rejected: metrics::Counter,
     /// The state gauge; none for the breakers of a keyed layer, whose
     /// states are read from its handle.
     pub(crate) state: Option<metrics::Gauge>,
+    /// One transition counter per (from, to) pair, indexed
+    /// `from * STATES + to`: registered here, with the recorder in force
+    /// at build, since a transition happens on whatever thread finishes a
+    /// call (or in a recovery task), outside any local recorder.
+    transitions: Arc<[metrics::Counter]>,
 }
 
+/// How many `CircuitState`s there are.
+const STATES: u8 = 6;
+
 impl BreakerMetrics {
-    /// Registers the handles of a breaker labelled `label`.
+    /// Registers the handles of a breaker labelled `label`: the layer's
+    /// name, never a key of a keyed breaker (request data must not make
+    /// metric series).
     pub(crate) fn register(label: Arc<str>, with_state_gauge: bool) -> Self {
+        let transitions = (0..STATES * STATES)
+            .map(|index| {
+                let from = CircuitState::from_index(index / STATES).unwrap_or(CircuitState::Closed);
+                let to = CircuitState::from_index(index % STATES).unwrap_or(CircuitState::Closed);
+                metrics::counter!(
+                    names::CIRCUIT_TRANSITIONS_TOTAL,
+                    names::LABEL_BREAKER => label.clone(),
+                    names::LABEL_FROM => from.as_str(),
+                    names::LABEL_TO => to.as_str()
+                )
+            })
+            .collect();
         BreakerMetrics {
             rejected: metrics::counter!(names::CIRCUIT_REJECTED_TOTAL, names::LABEL_BREAKER => label.clone()),
             state: with_state_gauge.then(
                 || metrics::gauge!(names::CIRCUIT_STATE, names::LABEL_BREAKER => label.clone()),
             ),
-            label,
+            transitions,
+        }
+    }
+
+    pub(crate) fn transition(&self, from: CircuitState, to: CircuitState) {
+        let index = usize::from(from.as_index() * STATES + to.as_index());
+        if let Some(counter) = self.transitions.get(index) {
+            counter.increment(1);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 use tower_hardening_core::sync::lock;
-use tower_hardening_core::{CircuitState, Event, EventKind, names};
+use tower_hardening_core::{CircuitState, Event, EventKind};
 
 use crate::state::{BreakerState, pack, unpack};
 
@@ -142,13 +142,7 @@ impl BreakerState {
         if let Some(gauge) = &self.metrics.state {
             gauge.set(f64::from(to.as_index()));
         }
-        metrics::counter!(
-            names::CIRCUIT_TRANSITIONS_TOTAL,
-            names::LABEL_BREAKER => self.metrics.label.clone(),
-            names::LABEL_FROM => from.as_str(),
-            names::LABEL_TO => to.as_str()
-        )
-        .increment(1);
+        self.metrics.transition(from, to);
         if let Some(events) = &self.settings.events {
             events.emit(Event::new(
                 name.clone(),

@@ -238,10 +238,13 @@ impl Bucket {
         let failures = self.failures.load(Ordering::Acquire);
         let slow = self.slow.load(Ordering::Acquire);
         let calls = self.calls.load(Ordering::Acquire);
+        // A writer stalled for a whole period between its two adds can
+        // land a failure in a bucket rolled over meanwhile; clamping keeps
+        // one such stray from making the window inconsistent.
         WindowCounts {
             calls,
-            failures,
-            slow,
+            failures: failures.min(calls),
+            slow: slow.min(calls),
         }
     }
 }
@@ -290,6 +293,7 @@ impl TimeWindow {
     pub(crate) fn record_many(&self, record: CallRecord, n: u64, now_nanos: u64) {
         let epoch = self.epoch_of(now_nanos);
         let bucket = &self.buckets[(epoch % u64::from(TIME_BUCKETS)) as usize];
+        let mut spins = 0u32;
         loop {
             let current = bucket.epoch.load(Ordering::Acquire);
             if current == epoch {
@@ -297,6 +301,13 @@ impl TimeWindow {
                 return;
             }
             if current == ROLLING_OVER {
+                // Another writer is zeroing the bucket: a few stores. If it
+                // was descheduled meanwhile, drop this call rather than
+                // spin on the request path.
+                spins += 1;
+                if spins > 1_000 {
+                    return;
+                }
                 std::hint::spin_loop();
                 continue;
             }

@@ -29,7 +29,7 @@ use crate::layer::Handles;
 /// (finished, cancelled, or unwound by a panic, which counts as a failure
 /// where the unwind passes; see `tower_hardening_core::sync::on_unwind`).
 #[derive(Debug)]
-struct InFlight {
+pub(crate) struct InFlight {
     handles: Arc<Handles>,
     /// The clock's raw reading at the start.
     started: u64,
@@ -37,6 +37,14 @@ struct InFlight {
 }
 
 impl InFlight {
+    pub(crate) fn new(handles: Arc<Handles>, started: u64) -> Self {
+        InFlight {
+            handles,
+            started,
+            finished: false,
+        }
+    }
+
     fn finish(mut self, outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram)) {
         self.finished = true;
         let handles = &self.handles;
@@ -49,7 +57,7 @@ impl InFlight {
         handles.in_flight.decrement(1.0);
     }
 
-    fn panicked(self) {
+    pub(crate) fn panicked(self) {
         self.finish(|handles| &handles.failure);
     }
 }
@@ -75,14 +83,10 @@ pin_project! {
 }
 
 impl<F, C> MetricsFuture<F, C> {
-    pub(crate) fn new(future: F, handles: Arc<Handles>, started: u64, classifier: C) -> Self {
+    pub(crate) fn new(future: F, in_flight: Option<InFlight>, classifier: C) -> Self {
         MetricsFuture {
             future,
-            in_flight: Some(InFlight {
-                handles,
-                started,
-                finished: false,
-            }),
+            in_flight,
             classifier,
         }
     }

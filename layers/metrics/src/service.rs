@@ -1,10 +1,11 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
-use crate::future::MetricsFuture;
+use crate::future::{InFlight, MetricsFuture};
 use crate::layer::Handles;
 
 /// The service [`MetricsLayer`](crate::MetricsLayer) builds.
@@ -59,12 +60,11 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         self.handles.in_flight.increment(1.0);
         let started = self.handles.clock.raw();
-        let future = self.inner.call(request);
-        MetricsFuture::new(
-            future,
-            self.handles.clone(),
-            started,
-            self.classifier.clone(),
-        )
+        // In flight from here: a panic in the inner `call` itself (not its
+        // future) is a failure, and leaves the gauge as it found it.
+        let mut in_flight = Some(InFlight::new(self.handles.clone(), started));
+        let inner = &mut self.inner;
+        let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
+        MetricsFuture::new(future, in_flight, self.classifier.clone())
     }
 }
