@@ -311,9 +311,24 @@ impl Default for LimitConfig {
 }
 
 impl LimitConfig {
+    /// Checked by the pool's own builder, so the two never disagree.
+    #[cfg(feature = "limit")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        at_least_one(&format!("{prefix}.max_concurrency"), self.max_concurrency)?;
-        positive_duration(&format!("{prefix}.queue_timeout"), self.queue_timeout)
+        self.to_pool_builder("config-check")
+            .validate()
+            .map_err(|err| {
+                let key = match err.field() {
+                    "capacity" => "max_concurrency",
+                    field => field,
+                };
+                at_key(&err, prefix, key)
+            })
+    }
+
+    /// Without the `limit` feature no pool is built from this section.
+    #[cfg(not(feature = "limit"))]
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+        Ok(())
     }
 }
 
@@ -350,18 +365,6 @@ impl LimitConfig {
 #[allow(dead_code, reason = "unused when no layer feature is on")]
 fn at_key(err: &ConfigError, prefix: &str, key: &str) -> ConfigError {
     ConfigError::invalid(format!("{prefix}.{key}"), err.value(), err.allowed())
-}
-
-fn at_least_one(field: &str, value: u32) -> Result<(), ConfigError> {
-    if value >= 1 {
-        Ok(())
-    } else {
-        Err(ConfigError::invalid(
-            field,
-            value,
-            "a whole number of at least 1",
-        ))
-    }
 }
 
 pub(crate) fn positive_duration(field: &str, value: Duration) -> Result<(), ConfigError> {

@@ -1,5 +1,12 @@
 //! The admission layer's response future.
 //!
+//! It waits for admission (if the request was queued), then drives the
+//! inner service's readiness and calls it, holding the request's units
+//! from admission until the response (or, with
+//! [`release_on_body_end`](crate::ResourceLimitLayer::release_on_body_end),
+//! its body) is done. Dropped at any point, or unwound by a panic in the
+//! inner service, it gives the units back.
+//!
 //! ```
 //! use tower::{Layer, Service, ServiceExt, service_fn};
 //! use tower_hardening_limit::{Priority, ResourceLimitLayer, ResourcePool};
@@ -23,23 +30,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tower_hardening_core::BoxError;
+use tower_hardening_core::sync::on_unwind;
+use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
 use crate::adaptive::Controller;
 use crate::permit::Permit;
-use crate::pool::{PoolInner, Waiting};
+use crate::pool::Waiting;
 use crate::release::{Held, ReleaseOn};
 
 pin_project! {
-    /// Waits for admission, then runs the inner call holding its units.
-    pub struct LimitFuture<S, Req, R>
+    /// Waits for admission, then for the inner service's readiness, then
+    /// runs the inner call, holding the request's units throughout.
+    pub struct LimitFuture<S, Req, R, C>
     where
         S: Service<Req>,
     {
         #[pin]
         state: State<S, Req>,
         release: R,
+        classify: C,
     }
 }
 
@@ -49,13 +59,20 @@ pin_project! {
     where
         S: Service<Req>,
     {
+        // Queued: holds its place in the pool's queue, a clone of the inner
+        // service that was never polled, and the request.
         Waiting {
             #[pin]
             waiting: Waiting,
             service: Option<S>,
             request: Option<Req>,
-            pool: Arc<PoolInner>,
             adaptive: Option<Arc<Controller>>,
+        },
+        // Admitted: holds its units while the inner service gets ready.
+        Readying {
+            service: S,
+            request: Option<Req>,
+            permit: Option<Permit>,
         },
         Calling {
             #[pin]
@@ -65,24 +82,34 @@ pin_project! {
         Failed {
             error: Option<BoxError>,
         },
+        Done,
     }
 }
 
-impl<S: Service<Req>, Req, R> std::fmt::Debug for LimitFuture<S, Req, R> {
+impl<S: Service<Req>, Req, R, C> std::fmt::Debug for LimitFuture<S, Req, R, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimitFuture").finish_non_exhaustive()
     }
 }
 
-impl<S: Service<Req>, Req, R> LimitFuture<S, Req, R> {
+impl<S: Service<Req>, Req, R, C> LimitFuture<S, Req, R, C> {
+    /// Admitted already: next, the inner service's readiness.
     #[inline]
-    pub(crate) fn calling(future: S::Future, permit: Permit, release: R) -> Self {
+    pub(crate) fn admitted(
+        service: S,
+        request: Req,
+        permit: Permit,
+        release: R,
+        classify: C,
+    ) -> Self {
         LimitFuture {
-            state: State::Calling {
-                future,
+            state: State::Readying {
+                service,
+                request: Some(request),
                 permit: Some(permit),
             },
             release,
+            classify,
         }
     }
 
@@ -90,35 +117,37 @@ impl<S: Service<Req>, Req, R> LimitFuture<S, Req, R> {
         waiting: Waiting,
         service: S,
         request: Req,
-        pool: Arc<PoolInner>,
         adaptive: Option<Arc<Controller>>,
         release: R,
+        classify: C,
     ) -> Self {
         LimitFuture {
             state: State::Waiting {
                 waiting,
                 service: Some(service),
                 request: Some(request),
-                pool,
                 adaptive,
             },
             release,
+            classify,
         }
     }
 
-    pub(crate) fn failed(error: BoxError, release: R) -> Self {
+    pub(crate) fn failed(error: BoxError, release: R, classify: C) -> Self {
         LimitFuture {
             state: State::Failed { error: Some(error) },
             release,
+            classify,
         }
     }
 }
 
-impl<S, Req, R> Future for LimitFuture<S, Req, R>
+impl<S, Req, R, C> Future for LimitFuture<S, Req, R, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     R: ReleaseOn<S::Response>,
+    C: Classify<S::Response, S::Error>,
 {
     type Output = Result<R::Response, BoxError>;
 
@@ -128,34 +157,70 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting {
-                    waiting,
+                    mut waiting,
                     service,
                     request,
-                    pool,
                     adaptive,
                 } => {
-                    let grant = ready!(waiting.poll(cx))?;
-                    let permit = Permit::grant(pool.clone(), grant).measured(adaptive.as_ref());
-                    let mut service = service.take().expect("polled after completion");
-                    let request = request.take().expect("polled after completion");
-                    let future = service.call(request);
-                    this.state.set(State::Calling {
-                        future,
+                    let grant = match ready!(waiting.as_mut().poll(cx)) {
+                        Ok(grant) => grant,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    };
+                    let permit =
+                        Permit::grant(waiting.pool().clone(), grant).measured(adaptive.as_ref());
+                    let next = State::Readying {
+                        service: service.take().expect("admitted once"),
+                        request: request.take(),
                         permit: Some(permit),
-                    });
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Readying {
+                    service,
+                    request,
+                    permit,
+                } => {
+                    // A panic in the inner service gives the units back
+                    // where it happens, not when the future is dropped.
+                    match on_unwind(permit, drop, || service.poll_ready(cx)) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(error)) => {
+                            // The inner service is broken, not slow: the
+                            // units come back, nothing is measured.
+                            permit.take();
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let request = request.take().expect("called once");
+                            let future = on_unwind(permit, drop, || service.call(request));
+                            let permit = permit.take();
+                            this.state.set(State::Calling { future, permit });
+                        }
+                    }
                 }
                 StateProj::Calling { future, permit } => {
-                    let result = ready!(future.poll(cx));
+                    let result = ready!(on_unwind(permit, drop, || future.poll(cx)));
                     let mut permit = permit.take().expect("polled after completion");
-                    permit.finished();
+                    if permit.is_measured() {
+                        permit.finished(this.classify.classify(&result));
+                    }
+                    // The inner future goes before its units come back.
+                    this.state.set(State::Done);
                     return Poll::Ready(match result {
                         Ok(response) => Ok(this.release.attach(response, Held::new(permit))),
                         Err(error) => Err(error.into()),
                     });
                 }
                 StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                    let error = error.take().expect("polled after completion");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
                 }
+                StateProj::Done => panic!("LimitFuture polled after completion"),
             }
         }
     }

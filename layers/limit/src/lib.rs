@@ -10,7 +10,15 @@
 //!   unhealthy resources; shedding below a priority; counters by priority.
 //! - [`ResourceLimitLayer`]: per-request admission through a pool, with a
 //!   lock-free fast path when capacity is free, or with a capacity that
-//!   follows latency ([`AdaptiveLimit`]: gradient or AIMD).
+//!   follows latency ([`AdaptiveLimit`]: gradient or AIMD). Admission
+//!   comes before the inner service's readiness, so a queued request holds
+//!   nothing of the layers below it.
+//!
+//! Rejections are core's types, so retry, breaker and metrics layers
+//! recognise them without depending on this crate: `Overloaded` (queue
+//! full, priority shed) and `QueueTimeout`, each with a `Retry-After`
+//! hint; [`Unsatisfiable`] (asks for more than the pool can ever grant);
+//! [`PoolClosed`] (after shutdown).
 //!
 //! # The seed's flow in Rust
 //!
@@ -59,10 +67,16 @@ pub mod future;
 pub use adaptive::AdaptiveLimit;
 pub use layer::ResourceLimitLayer;
 pub use pool::{
-    Acquire, AttrValue, Builder, Lease, PoolClosed, PoolStats, ReleaseError, Resource,
+    Acquire, AttrValue, Lease, PoolBuilder, PoolClosed, PoolStats, ReleaseError, Resource,
     ResourcePool, Unsatisfiable,
 };
-pub use priority::{CostOf, ExtensionPriority, HeaderPriority, OneUnit, PriorityOf};
+pub use priority::{
+    ContentLengthCost, CostOf, ExtensionPriority, HeaderPriority, OneUnit, PriorityOf,
+};
 pub use release::{Held, HoldingBody, OnBodyEnd, OnResponse, ReleaseOn};
 pub use service::ResourceLimit;
 pub use tower_hardening_core::{Overloaded, Priority, QueueTimeout};
+
+/// The pool builder's former name.
+#[deprecated(since = "0.1.0", note = "renamed `PoolBuilder`")]
+pub type Builder = PoolBuilder;

@@ -1,7 +1,30 @@
+//! What an admitted request holds: its units (or named resources) and,
+//! for an adaptive limit, when it started.
+//!
+//! ```
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_hardening_limit::{ResourceLimitLayer, ResourcePool};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("slots").capacity(1).build().unwrap();
+//! let mut svc = ResourceLimitLayer::new(pool.clone())
+//!     .priority(|_: &u32| Default::default())
+//!     .layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+//! let future = svc.ready().await.unwrap().call(1);
+//! assert_eq!(pool.stats().in_use, 1); // admitted: the permit holds the unit
+//! drop(future); // cancelled before it ran: the unit comes back
+//! assert_eq!(pool.stats().in_use, 0);
+//! # }
+//! ```
+
 use std::sync::Arc;
 
+use tokio::time::Instant;
+use tower_hardening_core::Outcome;
+
 use crate::adaptive::Controller;
-use crate::pool::PoolInner;
+use crate::pool::{Grant, PoolInner};
 
 /// Units a request holds while it runs; returned on drop (completion,
 /// cancellation or panic).
@@ -9,13 +32,16 @@ use crate::pool::PoolInner;
 pub(crate) struct Permit {
     pool: Arc<PoolInner>,
     held: Held,
-    adaptive: Option<(Arc<Controller>, tokio::time::Instant)>,
+    adaptive: Option<(Arc<Controller>, Instant)>,
 }
 
 #[derive(Debug)]
 enum Held {
+    /// Interchangeable units: given back without the lock unless someone
+    /// waits.
     Units(u64),
-    Grant(crate::pool::GrantRef),
+    /// Named resources.
+    Grant(Grant),
 }
 
 impl Permit {
@@ -28,26 +54,38 @@ impl Permit {
         }
     }
 
-    pub(crate) fn grant(pool: Arc<PoolInner>, grant: crate::pool::GrantRef) -> Self {
+    pub(crate) fn grant(pool: Arc<PoolInner>, grant: Grant) -> Self {
+        let held = if pool.is_named() {
+            Held::Grant(grant)
+        } else {
+            Held::Units(grant.units)
+        };
         Permit {
             pool,
-            held: Held::Grant(grant),
+            held,
             adaptive: None,
         }
     }
 
+    /// Starts the clock of an adaptive limit, if any.
     #[inline]
     pub(crate) fn measured(mut self, controller: Option<&Arc<Controller>>) -> Self {
-        self.adaptive = controller.map(|c| (c.clone(), tokio::time::Instant::now()));
+        self.adaptive = controller.map(|c| (c.clone(), Instant::now()));
         self
     }
 
-    /// The request finished (not cancelled): feed its latency to the
-    /// adaptive limit, if any.
+    /// Whether the request's outcome feeds an adaptive limit.
     #[inline]
-    pub(crate) fn finished(&mut self) {
+    pub(crate) fn is_measured(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
+    /// The request finished (not cancelled, not panicked): feed its
+    /// latency and outcome to the adaptive limit, if any.
+    #[inline]
+    pub(crate) fn finished(&mut self, outcome: Outcome) {
         if let Some((controller, started)) = self.adaptive.take() {
-            controller.sample(started.elapsed(), &self.pool);
+            controller.sample(started, outcome, &self.pool);
         }
     }
 }

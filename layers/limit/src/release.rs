@@ -1,5 +1,24 @@
 //! When a request's units come back: when its response arrives (the
 //! default), or when an `http::Response`'s body has been sent to the end.
+//!
+//! ```
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower_hardening_limit::{ResourceLimitLayer, ResourcePool};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("streams").capacity(1).build().unwrap();
+//! let mut svc = ResourceLimitLayer::new(pool.clone())
+//!     .release_on_body_end()
+//!     .layer(service_fn(|_: http::Request<()>| async {
+//!         Ok::<_, std::io::Error>(http::Response::new(String::from("body")))
+//!     }));
+//! let response = svc.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+//! assert_eq!(pool.stats().in_use, 1); // the body still holds the unit
+//! drop(response);
+//! assert_eq!(pool.stats().in_use, 0);
+//! # }
+//! ```
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

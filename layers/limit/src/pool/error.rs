@@ -1,39 +1,23 @@
+//! Errors of a pool: the rejections (core's types, so every layer
+//! recognises them) and why a release by id released nothing.
+//!
+//! ```
+//! use tower_hardening_limit::{Acquire, ReleaseError, ResourcePool, Unsatisfiable};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("slots").capacity(2).build().unwrap();
+//! let err = pool.acquire(Acquire::new("greedy").units(3)).await.unwrap_err();
+//! assert_eq!(err.downcast_ref::<Unsatisfiable>().unwrap().pool(), "slots");
+//! let err = pool.release(42, "nobody").unwrap_err();
+//! assert!(matches!(err, ReleaseError::UnknownLease { lease: 42, .. }));
+//! # }
+//! ```
+
 use std::fmt;
 use std::sync::Arc;
 
-/// A request the pool can never grant: more units than it has, or no
-/// resource matching its requirements. Returned at once, never queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unsatisfiable {
-    pub(crate) pool: Arc<str>,
-    pub(crate) reason: String,
-}
-
-impl fmt::Display for Unsatisfiable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pool `{}` can never grant this request: {}",
-            self.pool, self.reason
-        )
-    }
-}
-
-impl std::error::Error for Unsatisfiable {}
-
-/// The pool was shut down; nothing more is granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolClosed {
-    pub(crate) pool: Arc<str>,
-}
-
-impl fmt::Display for PoolClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pool `{}` is shut down", self.pool)
-    }
-}
-
-impl std::error::Error for PoolClosed {}
+pub use tower_hardening_core::{PoolClosed, Unsatisfiable};
 
 /// Why [`ResourcePool::release`](crate::ResourcePool::release) released
 /// nothing.

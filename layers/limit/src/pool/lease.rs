@@ -1,3 +1,19 @@
+//! A granted share of a pool, released on drop, or detached and released
+//! later by id and owner.
+//!
+//! ```
+//! use tower_hardening_limit::{Acquire, ResourcePool};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("slots").capacity(1).build().unwrap();
+//! let id = pool.acquire(Acquire::new("task-1")).await.unwrap().detach();
+//! assert_eq!(pool.stats().active_leases, 1); // kept past its scope
+//! pool.release(id, "task-1").unwrap();
+//! assert_eq!(pool.stats().active_leases, 0);
+//! # }
+//! ```
+
 use std::sync::Arc;
 
 use super::resource::Resource;
@@ -60,6 +76,7 @@ impl Lease {
 
     /// Keeps the lease active after this value is dropped; release it with
     /// `pool.release(id, owner)` (or let its TTL reclaim it).
+    #[must_use = "the id is the only way to release a detached lease"]
     pub fn detach(mut self) -> u64 {
         self.released = true;
         self.grant.lease

@@ -1,3 +1,21 @@
+//! What a pool holds (named resources with attributes) and what a caller
+//! asks it for.
+//!
+//! ```
+//! use tower_hardening_limit::{Acquire, Resource, ResourcePool};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("cpu")
+//!     .resources((0..4).map(|i| Resource::new(format!("core-{i}")).attr("numa", i / 2)))
+//!     .build()
+//!     .unwrap();
+//! let lease = pool.acquire(Acquire::new("job").units(2).require("numa", 1)).await.unwrap();
+//! let names: Vec<_> = lease.resources().iter().map(|r| r.name().to_owned()).collect();
+//! assert_eq!(names, ["core-2", "core-3"]);
+//! # }
+//! ```
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -85,6 +103,7 @@ impl Resource {
     }
 
     /// Adds an attribute.
+    #[must_use]
     pub fn attr(mut self, key: impl Into<Arc<str>>, value: impl Into<AttrValue>) -> Self {
         self.attrs.insert(key.into(), value.into());
         self
@@ -136,6 +155,7 @@ impl Acquire {
     }
 
     /// How important the request is.
+    #[must_use]
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
@@ -143,12 +163,14 @@ impl Acquire {
 
     /// How many units (resources of a named pool, or e.g. bytes of a
     /// capacity pool); at least 1.
+    #[must_use]
     pub fn units(mut self, units: u64) -> Self {
         self.units = units;
         self
     }
 
     /// Only resources whose attribute `key` equals `value` (named pools).
+    #[must_use]
     pub fn require(mut self, key: impl Into<Arc<str>>, value: impl Into<AttrValue>) -> Self {
         self.requirements.push((key.into(), value.into()));
         self

@@ -1,3 +1,23 @@
+//! The future of a queued request: waits for its answer up to the queue
+//! timeout, and leaves the queue when dropped.
+//!
+//! ```
+//! use tower_hardening_limit::{Acquire, ResourcePool};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = ResourcePool::builder("slots").capacity(1).build().unwrap();
+//! let holder = pool.acquire(Acquire::new("holder")).await.unwrap();
+//! let mut queued = Box::pin(pool.acquire(Acquire::new("queued")));
+//! assert!(futures_util::FutureExt::now_or_never(&mut queued).is_none());
+//! assert_eq!(pool.stats().queued, 1);
+//! drop(queued); // cancelled: it leaves the queue
+//! assert_eq!(pool.stats().queued, 0);
+//! drop(holder);
+//! assert_eq!(pool.stats().available, 1);
+//! # }
+//! ```
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +39,7 @@ pin_project! {
         id: Option<u64>,
         // Boxed: only queued requests pay for it, and it keeps the
         // admission future small for the fast path that never waits.
+        // (`sleep` saturates a timeout the clock cannot represent.)
         timeout: Pin<Box<Sleep>>,
     }
 
@@ -49,6 +70,13 @@ impl Waiting {
     }
 }
 
+impl Waiting {
+    /// The pool it waits in.
+    pub(crate) fn pool(&self) -> &Arc<PoolInner> {
+        &self.pool
+    }
+}
+
 impl Future for Waiting {
     type Output = Result<Grant, BoxError>;
 
@@ -62,11 +90,10 @@ impl Future for Waiting {
         if this.timeout.as_mut().poll(cx).is_ready() {
             *this.id = None;
             this.pool.abandon(id, true);
-            let waited = this.pool.settings.queue_timeout;
-            return Poll::Ready(Err(Box::new(QueueTimeout::new(
-                this.pool.name().clone(),
-                waited,
-            ))));
+            let error =
+                QueueTimeout::new(this.pool.name().clone(), this.pool.settings.queue_timeout)
+                    .with_retry_after(this.pool.retry_hint());
+            return Poll::Ready(Err(Box::new(error)));
         }
         Poll::Pending
     }
