@@ -265,19 +265,19 @@ impl<S: Clone> Layer<S> for HttpServiceLayer {
         let inner = parts
             .breaker_layer
             .clone()
-            .classifier(classifier.clone())
+            .classifier(classifier)
             .layer(inner);
         let enabled = HttpRetryEnabled(parts.retry_enabled);
         let inner = parts
             .retry
             .clone()
-            .classifier(classifier.clone())
+            .classifier(classifier)
             .idempotent(enabled)
             .http(MAX_REPLAY_BODY)
             .layer(inner);
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(HttpPriority(parts.default_priority))
-            .classify(classifier.clone())
+            .classify(classifier)
             .layer(inner);
         parts.metrics.clone().classifier(classifier).layer(inner)
     }

@@ -627,6 +627,10 @@ async fn shutdown_leaves_nothing_behind() {
 
 // 8. The environment wins over the file; a bad value names its variable.
 #[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment's Jail decides the closure's error type"
+)]
 fn environment_overrides_the_file_and_bad_values_name_the_variable() {
     figment::Jail::expect_with(|jail| {
         jail.create_file(

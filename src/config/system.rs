@@ -242,14 +242,12 @@ impl SystemHardeningConfig {
             "performance_check_interval",
             self.performance_check_interval,
         )?;
-        if let Some(bytes) = self.max_resource_memory {
-            if bytes == 0 {
-                return Err(ConfigError::invalid(
-                    "max_resource_memory",
-                    0,
-                    "a size above zero",
-                ));
-            }
+        if self.max_resource_memory == Some(0) {
+            return Err(ConfigError::invalid(
+                "max_resource_memory",
+                0,
+                "a size above zero",
+            ));
         }
         if self.max_recovery_attempts == 0 {
             return Err(ConfigError::invalid(

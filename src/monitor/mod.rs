@@ -356,7 +356,7 @@ impl Monitor {
         let Some(managed) = entry.managed.clone() else {
             return;
         };
-        if !(entry.recoverable && config.enable_error_recovery) && !manual {
+        if !(manual || entry.recoverable && config.enable_error_recovery) {
             return;
         }
         let Some(state) = self.services.get_mut(name) else {
