@@ -1,155 +1,390 @@
-//! The main demo: an axum service whose "model-inference" dependency goes
-//! down for a while, protected by a circuit breaker configured from
-//! `examples/hardening.toml`.
+//! The demo: an axum server with two hardened services, driven through a
+//! healthy phase, an outage and a recovery by its own bounded load, about
+//! 30 seconds in all.
 //!
-//! It prints each second's responses, every breaker transition as it
-//! happens, and the breaker's final snapshot. Runs in about four seconds:
+//! - `audio-processing` fails in bursts (a `FaultLayer` switched on for the
+//!   outage): its breaker opens, probes, and closes when the outage ends.
+//! - `model-inference` is slow and memory-hungry (each request holds 96 MiB
+//!   of a 1 GiB "memory" pool while it runs) and its callers send LOW,
+//!   NORMAL and HIGH priorities: when the load doubles in the outage,
+//!   memory pressure sheds LOW first, then NORMAL, and HIGH last.
+//!
+//! One status line a second, every breaker transition and shed priority as
+//! it happens, a summary at the end, and the dashboard's address.
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --release --example demo                 # ~30 s, then exits
+//! cargo run --release --example demo -- --serve      # keeps serving the dashboard
+//! cargo run --release --example demo -- --port 8080  # a fixed port
 //! ```
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
 use axum::http::{Request, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::get;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_hardening::BoxError;
-use tower_hardening::breaker::{CircuitOpen, SlidingWindow};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use tower_hardening::config::SystemHardeningConfig;
-use tower_hardening::core::{EventKind, EventSink, HttpServerErrors};
+use tower_hardening::core::EventKind;
+use tower_hardening::limit::ResourcePool;
+use tower_hardening::monitor::{CpuReading, MemoryReading, Readings, SysinfoReadings};
+use tower_hardening::{BoxError, HardeningHandle, Priority, Requirements, SystemHardening};
 
-/// Maps the breaker's rejection to `503` with `Retry-After`.
-async fn on_error(err: BoxError) -> impl IntoResponse {
-    match err.downcast_ref::<CircuitOpen>() {
-        Some(open) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(
-                "retry-after",
-                open.retry_after()
-                    .map_or(1, |d| d.as_secs().max(1))
-                    .to_string(),
-            )],
-        ),
-        None => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [("retry-after", "0".to_owned())],
-        ),
+/// Each model request holds this much of the memory pool while it runs.
+const MODEL_BYTES: u64 = 96 << 20;
+const PHASE: Duration = Duration::from_secs(10);
+const PHASES: [&str; 3] = ["healthy", "outage", "recovery"];
+
+/// The process's real readings, with the model's simulated memory (what
+/// the "memory" pool has handed out) added to its resident memory.
+struct DemoReadings {
+    real: SysinfoReadings,
+    memory: ResourcePool,
+    baseline: u64,
+}
+
+impl Readings for DemoReadings {
+    fn memory(&mut self) -> MemoryReading {
+        let mut reading = self.real.memory();
+        reading.process_rss = self.baseline + self.memory.stats().in_use;
+        reading
+    }
+
+    fn cpu(&mut self) -> CpuReading {
+        self.real.cpu()
     }
 }
 
+/// What the load sees, per service (and per priority for the model).
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+}
+
+impl Tally {
+    fn record(&self, status: StatusCode, took: Duration) {
+        match status.as_u16() {
+            200 => &self.ok,
+            429 | 503 | 504 => &self.rejected,
+            _ => &self.failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        self.latencies.lock().unwrap().push(took);
+    }
+
+    /// (ok, failed, rejected, p99) since the last call.
+    fn take(&self) -> (u64, u64, u64, Option<Duration>) {
+        let mut latencies = std::mem::take(&mut *self.latencies.lock().unwrap());
+        latencies.sort_unstable();
+        let p99 = (!latencies.is_empty())
+            .then(|| latencies[((latencies.len() as f64 * 0.99).ceil() as usize).max(1) - 1]);
+        (
+            self.ok.swap(0, Ordering::Relaxed),
+            self.failed.swap(0, Ordering::Relaxed),
+            self.rejected.swap(0, Ordering::Relaxed),
+            p99,
+        )
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    handle: HardeningHandle,
+}
+
+async fn audio() -> &'static str {
+    "transcribed"
+}
+
+async fn model(State(app): State<App>, request: Request<Body>) -> Result<&'static str, StatusCode> {
+    let priority = request
+        .extensions()
+        .get::<Priority>()
+        .copied()
+        .unwrap_or_default();
+    // The model's working memory: refused under memory pressure for the
+    // request's priority.
+    let _memory = app
+        .handle
+        .request_resource(
+            "memory",
+            "model-inference",
+            priority,
+            Requirements::new().units(MODEL_BYTES),
+        )
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    Ok("a cat")
+}
+
+/// The demo's own callers say how much their request matters; a real
+/// service would decide this from who is calling (and never trust a
+/// client's header for CRITICAL).
+async fn priority_from_header(mut request: Request<Body>) -> Request<Body> {
+    let priority = request
+        .headers()
+        .get("x-priority")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Priority>().ok())
+        .unwrap_or_default()
+        .min(Priority::HIGH);
+    request.extensions_mut().insert(priority);
+    request
+}
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hardening.toml");
+async fn main() -> Result<(), BoxError> {
+    let serve = std::env::args().any(|a| a == "--serve");
+    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
     let config = SystemHardeningConfig::from_path(path)?;
-    println!("loaded {path}: {} service sections", config.services.len());
 
-    // The file's settings, with the waits shortened so the demo is quick.
-    let events = EventSink::new(256);
-    let mut transitions = events.subscribe();
-    let breaker = config
-        .service("model-inference")
-        .breaker
-        .to_builder("model-inference")
-        .sliding_window(SlidingWindow::count(20))
-        .minimum_calls(10)
-        .wait_in_open(Duration::from_millis(400))
-        .max_wait_in_open(Duration::from_millis(1_600))
-        .half_open_permits(3)
-        .classifier(HttpServerErrors::default())
-        .events(events)
+    let memory = ResourcePool::builder("memory")
+        .capacity(config.max_resource_memory.unwrap_or(1 << 30))
+        .queue_timeout(Duration::from_millis(500))
         .build()?;
-    let handle = breaker.handle();
-
-    // The dependency: down between 0.6 s and 2.2 s.
-    let healthy = Arc::new(AtomicBool::new(true));
-    let calls_reaching_dependency = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let app = {
-        let healthy = healthy.clone();
-        let calls = calls_reaching_dependency.clone();
-        Router::new()
-            .route(
-                "/infer",
-                get(move || {
-                    let healthy = healthy.load(Ordering::Relaxed);
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    async move {
-                        if healthy {
-                            (StatusCode::OK, "a cat")
-                        } else {
-                            (StatusCode::BAD_GATEWAY, "model backend unreachable")
-                        }
-                    }
-                }),
-            )
-            .layer(
-                ServiceBuilder::new()
-                    .layer(HandleErrorLayer::new(on_error))
-                    .layer(breaker),
-            )
+    let readings = DemoReadings {
+        real: SysinfoReadings::new(),
+        memory: memory.clone(),
+        baseline: 64 << 20,
     };
+    let hardening = SystemHardening::builder(config)
+        .pool(memory)
+        .readings(readings)
+        .build()?;
+    let audio_layer = hardening
+        .http_layer("audio-processing")?
+        .map_body(Body::new);
+    let model_layer = hardening.http_layer("model-inference")?.map_body(Body::new);
+    let handle = hardening.start();
+    let faults = handle
+        .faults("audio-processing")
+        .expect("the audio stack is built");
 
-    tokio::spawn(async move {
-        while let Ok(event) = transitions.recv().await {
-            if let EventKind::CircuitTransition { from, to } = event.kind() {
-                println!("    breaker `{}`: {from} -> {to}", event.service());
+    let app = Router::new()
+        .route("/audio", get(audio).layer(audio_layer))
+        .route("/model", get(model).layer(model_layer))
+        .with_state(App {
+            handle: handle.clone(),
+        })
+        .layer(axum::middleware::map_request(priority_from_header))
+        .nest_service("/hardening", handle.endpoints());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let started = Instant::now();
+    println!("serving on http://{address}");
+    println!("dashboard: http://{address}/hardening/dashboard");
+    println!();
+
+    // Breaker transitions and shed priorities, as they happen.
+    let mut events = handle.subscribe();
+    let printer = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => match event.kind() {
+                    EventKind::CircuitTransition { from, to } => println!(
+                        "  [{:5.1}s] {}: circuit {from} -> {to}",
+                        started.elapsed().as_secs_f64(),
+                        event.service()
+                    ),
+                    // The monitor's decisions (pools also report their
+                    // refusals, once per priority per second).
+                    EventKind::Shed { priority } if event.service() == "process" => println!(
+                        "  [{:5.1}s] memory pressure: {} priority shed",
+                        started.elapsed().as_secs_f64(),
+                        priority.to_string().to_uppercase()
+                    ),
+                    EventKind::MemoryPressure { active: false, .. } => println!(
+                        "  [{:5.1}s] memory pressure over: nothing shed",
+                        started.elapsed().as_secs_f64()
+                    ),
+                    _ => {}
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
             }
         }
     });
 
-    println!(
-        "20 requests a second; . ok, E dependency error (502), x rejected by the breaker (503)"
-    );
-    let start = Instant::now();
-    let mut line = String::new();
-    let mut second = 0;
-    for i in 0..80u32 {
-        let elapsed = start.elapsed();
-        healthy.store(
-            !(Duration::from_millis(600)..Duration::from_millis(2_200)).contains(&elapsed),
-            Ordering::Relaxed,
-        );
-        let response = app
-            .clone()
-            .oneshot(Request::get("/infer").body(Body::empty())?)
-            .await?;
-        line.push(match response.status() {
-            StatusCode::OK => '.',
-            StatusCode::SERVICE_UNAVAILABLE => 'x',
-            _ => 'E',
-        });
-        if i % 20 == 19 {
-            println!("t={second}s  {line}");
-            line.clear();
-            second += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The load: bounded workers on a keep-alive client, loopback only.
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let audio_tally = Arc::new(Tally::default());
+    let model_tallies: Vec<(&str, Arc<Tally>)> = ["low", "normal", "high"]
+        .into_iter()
+        .map(|p| (p, Arc::new(Tally::default())))
+        .collect();
+    let phase = Arc::new(AtomicU64::new(0));
+    // When the current phase began, in milliseconds since the start.
+    let phase_began = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, tally, phase) = (client.clone(), audio_tally.clone(), phase.clone());
+        workers.push(tokio::spawn(async move {
+            while phase.load(Ordering::Relaxed) < 3 {
+                let uri = format!("http://{address}/audio");
+                let request = Request::get(uri).body(Empty::new()).unwrap();
+                let begun = Instant::now();
+                if let Ok(response) = client.request(request).await {
+                    let status = response.status();
+                    let _ = response.into_body().collect().await;
+                    tally.record(status, begun.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    for (index, (priority, tally)) in model_tallies.iter().enumerate() {
+        for worker in 0..3 {
+            let (client, tally, phase) = (client.clone(), tally.clone(), phase.clone());
+            let phase_began = phase_began.clone();
+            let priority = priority.to_string();
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let now = phase.load(Ordering::Relaxed);
+                    if now >= 3 {
+                        return;
+                    }
+                    // One worker per priority sends; in the outage a second
+                    // joins after 2 s and a third after 4 s, so memory
+                    // climbs past one mark after the other.
+                    let into_phase = (started.elapsed().as_millis() as u64)
+                        .saturating_sub(phase_began.load(Ordering::Relaxed));
+                    if worker > 0 && (now != 1 || into_phase < 2_000 * worker) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    let uri = format!("http://{address}/model");
+                    let request = Request::get(uri)
+                        .header("x-priority", &priority)
+                        .body(Empty::new())
+                        .unwrap();
+                    let begun = Instant::now();
+                    if let Ok(response) = client.request(request).await {
+                        let status = response.status();
+                        let _ = response.into_body().collect().await;
+                        tally.record(status, begun.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10 + 5 * index as u64)).await;
+                }
+            }));
+        }
+    }
 
-    let snapshot = handle.snapshot();
+    println!(
+        "{:>5} {:9} | {:28} | {:41} | {}",
+        "t", "phase", "audio-processing", "model-inference (ok/shed by priority)", "process"
+    );
+    let mut summary: Vec<(String, [u64; 3], [u64; 6])> = Vec::new();
+    for (index, name) in PHASES.iter().enumerate() {
+        phase_began.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        phase.store(index as u64, Ordering::Relaxed);
+        match index {
+            1 => faults.enable(),  // the outage: every audio call fails
+            2 => faults.disable(), // the recovery
+            _ => {}
+        }
+        let mut audio_totals = [0u64; 3];
+        let mut model_totals = [0u64; 6];
+        let phase_started = Instant::now();
+        while phase_started.elapsed() < PHASE {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (ok, failed, rejected, p99) = audio_tally.take();
+            audio_totals[0] += ok;
+            audio_totals[1] += failed;
+            audio_totals[2] += rejected;
+            let total = (ok + failed + rejected).max(1);
+            let circuit = handle
+                .breaker("audio-processing")
+                .map(|b| b.state().to_string())
+                .unwrap_or_default();
+            let mut model_line = String::new();
+            for (i, (_, tally)) in model_tallies.iter().enumerate() {
+                let (ok, _, rejected, _) = tally.take();
+                model_totals[i * 2] += ok;
+                model_totals[i * 2 + 1] += rejected;
+                model_line.push_str(&format!("{ok:>3}/{rejected:<3} "));
+            }
+            let performance = handle.performance();
+            println!(
+                "{:>4.0}s {:9} | {:9} {:>4} rps {:>3.0}% ok p99 {:>4} | {} | cpu {:>5.1}% rss {:>4} MiB loop {:>5.1} ms{}",
+                started.elapsed().as_secs_f64(),
+                name,
+                circuit,
+                total,
+                ok as f64 * 100.0 / total as f64,
+                p99.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis())),
+                model_line,
+                performance.cpu.process,
+                performance.memory.rss >> 20,
+                performance.event_loop.p99.as_secs_f64() * 1e3,
+                handle
+                    .health()
+                    .shedding_below
+                    .map_or(String::new(), |p| format!(" | shedding below {p}")),
+            );
+        }
+        summary.push((name.to_string(), audio_totals, model_totals));
+    }
+    phase.store(3, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+
     println!();
-    println!("final state:           {}", snapshot.state);
-    println!("calls in window:       {}", snapshot.calls);
+    println!("summary");
     println!(
-        "failure rate:          {}",
-        snapshot
-            .failure_rate
-            .map_or("n/a (below minimum calls)".to_owned(), |r| format!(
-                "{:.0}%",
-                r * 100.0
-            ))
+        "{:9} | {:>24} | {:>45}",
+        "phase", "audio: ok / failed / 503", "model ok/shed: low | normal | high"
     );
-    println!("rejected (fast fails): {}", snapshot.rejected_total);
-    println!(
-        "requests that reached the dependency: {} of 80",
-        calls_reaching_dependency.load(Ordering::Relaxed)
-    );
+    for (name, audio, model) in &summary {
+        println!(
+            "{:9} | {:>8} / {:>6} / {:>6} | {:>6}/{:<6} | {:>6}/{:<6} | {:>6}/{:<6}",
+            name,
+            audio[0],
+            audio[1],
+            audio[2],
+            model[0],
+            model[1],
+            model[2],
+            model[3],
+            model[4],
+            model[5]
+        );
+    }
+    if let Some(audio) = handle.service_health("audio-processing") {
+        println!(
+            "audio-processing now: {} (circuit {})",
+            audio.status,
+            audio
+                .circuit_state
+                .map_or("-".to_owned(), |s| s.to_string())
+        );
+    }
+
+    if serve {
+        println!();
+        println!("still serving: http://{address}/hardening/dashboard (Ctrl-C to stop)");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    handle.shutdown().await;
+    printer.abort();
+    server.abort();
     Ok(())
 }

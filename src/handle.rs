@@ -15,7 +15,8 @@ use crate::limit::{Acquire, AttrValue, Lease, PoolStats, ReleaseError};
 use crate::metrics::MetricsCollector;
 use crate::performance::PerformanceSnapshot;
 use crate::shared::{Command, Shared};
-use crate::stack::{HttpServiceLayer, ServiceLayer};
+use crate::fault::FaultHandle;
+use crate::stack::{Grpc, Http, HttpServiceLayer, ServiceLayer};
 
 /// Reads and steers a running [`SystemHardening`](crate::SystemHardening):
 /// the latest health and performance snapshots (lock-free reads), the
@@ -253,8 +254,22 @@ impl HardeningHandle {
 
     /// The HTTP stack of `service` (see
     /// [`SystemHardening::http_layer`](crate::SystemHardening::http_layer)).
-    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer, BoxError> {
-        crate::hardening::parts(&self.shared, service).map(HttpServiceLayer::new)
+    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer<Http>, BoxError> {
+        crate::hardening::parts(&self.shared, service)
+            .map(|parts| HttpServiceLayer::new(parts, Http))
+    }
+
+    /// The gRPC stack of `service` (see
+    /// [`SystemHardening::grpc_layer`](crate::SystemHardening::grpc_layer)).
+    pub fn grpc_layer(&self, service: &str) -> Result<HttpServiceLayer<Grpc>, BoxError> {
+        crate::hardening::parts(&self.shared, service)
+            .map(|parts| HttpServiceLayer::new(parts, Grpc))
+    }
+
+    /// The fault injection of `service`, once a stack of it was built.
+    pub fn faults(&self, service: &str) -> Option<FaultHandle> {
+        let entry = self.shared.services.get(service)?;
+        entry.stack.get().map(|parts| parts.fault.handle())
     }
 
     /// Starts a recovery of `service` now: after one gave up, or on an

@@ -20,7 +20,7 @@ use crate::metrics::MetricsCollector;
 use crate::monitor::{Monitor, Readings, SysinfoReadings};
 use crate::performance::PerformanceSnapshot;
 use crate::shared::{Command, ServiceEntry, Shared};
-use crate::stack::{HttpServiceLayer, ServiceLayer, StackParts};
+use crate::stack::{Grpc, Http, HttpServiceLayer, ServiceLayer, StackParts};
 
 /// Events each subscriber may fall behind by before it loses the oldest.
 const EVENT_CAPACITY: usize = 1_024;
@@ -108,9 +108,16 @@ impl SystemHardening {
         parts(&self.shared, service).map(ServiceLayer::new)
     }
 
-    /// The same stack for `http::Request<B>`: see [`HttpServiceLayer`].
-    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer, BoxError> {
-        parts(&self.shared, service).map(HttpServiceLayer::new)
+    /// The same stack for `http::Request<B>`, answering errors with HTTP
+    /// statuses: see [`HttpServiceLayer`].
+    pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer<Http>, BoxError> {
+        parts(&self.shared, service).map(|parts| HttpServiceLayer::new(parts, Http))
+    }
+
+    /// The same stack for gRPC (tonic): failing `grpc-status` codes count as
+    /// failures, errors become gRPC statuses (see [`HttpServiceLayer`]).
+    pub fn grpc_layer(&self, service: &str) -> Result<HttpServiceLayer<Grpc>, BoxError> {
+        parts(&self.shared, service).map(|parts| HttpServiceLayer::new(parts, Grpc))
     }
 
     /// A handle, before starting (for building stacks and routes that need
@@ -296,6 +303,7 @@ impl SystemHardeningBuilder {
             task: Mutex::new(None),
             commands,
             shedding: AtomicU8::new(0),
+            recent_events: Mutex::new(std::collections::VecDeque::new()),
             config,
         });
         let readings = self

@@ -28,95 +28,45 @@
 //! ```
 
 pub mod config;
-
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-mod handle;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-mod hardening;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub mod health;
 pub mod managed;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub mod monitor;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub mod performance;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-mod recovery_manager;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-mod shared;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub mod stack;
+pub mod responses;
+
+/// Items that need every layer (the default features).
+macro_rules! with_every_layer {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(
+                feature = "breaker",
+                feature = "recovery",
+                feature = "limit",
+                feature = "metrics",
+                feature = "fault"
+            ))]
+            $item
+        )*
+    };
+}
+
+with_every_layer! {
+    pub mod endpoints;
+    mod handle;
+    mod hardening;
+    pub mod health;
+    pub mod monitor;
+    pub mod performance;
+    mod recovery_manager;
+    mod shared;
+    pub mod stack;
+
+    pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
+    pub use hardening::{SystemHardening, SystemHardeningBuilder};
+    pub use health::{HealthStatus, ServiceHealth};
+    pub use performance::PerformanceSnapshot;
+}
 
 pub use config::SystemHardeningConfig;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub use hardening::{SystemHardening, SystemHardeningBuilder};
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub use health::{HealthStatus, ServiceHealth};
 pub use managed::ManagedService;
-#[cfg(all(
-    feature = "breaker",
-    feature = "recovery",
-    feature = "limit",
-    feature = "metrics"
-))]
-pub use performance::PerformanceSnapshot;
+pub use responses::{error_response, grpc_error_response};
 
 /// The shared vocabulary: re-export of `tower-hardening-core`.
 pub use tower_hardening_core as core;
@@ -136,6 +86,10 @@ pub use tower_hardening_limit as limit;
 /// The metrics layer and collector: re-export of `tower-hardening-metrics`.
 #[cfg(feature = "metrics")]
 pub use tower_hardening_metrics as metrics;
+
+/// Fault injection: re-export of `tower-hardening-fault`.
+#[cfg(feature = "fault")]
+pub use tower_hardening_fault as fault;
 
 pub use tower_hardening_core::{BoxError, Priority};
 

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// The monitor's task, when `start()` spawned it.
     pub(crate) task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
+    /// The last events, for the dashboard.
+    pub(crate) recent_events: std::sync::Mutex<std::collections::VecDeque<crate::endpoints::RecentEvent>>,
     /// The shedding level now (`Shedding as u8`), so stacks built later
     /// start with it.
     pub(crate) shedding: AtomicU8,

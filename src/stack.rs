@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower::timeout::Timeout;
-use tower_hardening_core::{BoxError, ConfigError, ErrorsAsFailures, HttpServerErrors, Priority};
+use tower_hardening_core::{
+    BoxError, ConfigError, ErrorsAsFailures, GrpcErrors, HttpServerErrors, Priority,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -23,10 +25,12 @@ use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
 use crate::metrics::{MetricsLayer, MetricsService};
+use crate::fault::{FaultHandle, FaultLayer, Fault, GrpcStatus, HttpStatus, NoResponse};
 use crate::recovery::{
-    BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, ReplayHttp, RetryHandle, RetryLayer,
-    RetryPolicy, RetryPredicate,
+    BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, ReplayBody, ReplayHttp, RetryHandle,
+    RetryLayer, RetryPolicy, RetryPredicate,
 };
+use crate::responses::{ErrorResponse, ErrorResponses, GrpcErrorResponses, HttpErrorResponses};
 
 /// Units of the admission pool when admission is switched off: more than
 /// any process serves at once, so only memory-pressure shedding refuses.
@@ -44,6 +48,7 @@ pub(crate) struct StackParts {
     pub(crate) pool: ResourcePool,
     pub(crate) retry: RetryLayer<ErrorsAsFailures, RetryEnabled>,
     pub(crate) metrics: MetricsLayer<ErrorsAsFailures>,
+    pub(crate) fault: FaultLayer,
     pub(crate) retry_enabled: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) default_priority: Priority,
@@ -80,12 +85,14 @@ impl StackParts {
             .build()?
             .idempotent(RetryEnabled(config.retry.enabled));
         let metrics = MetricsLayer::builder().name(name.clone()).build()?;
+        let fault = config.fault.to_builder(name).build()?;
         Ok(StackParts {
             breaker_layer,
             breaker,
             pool,
             retry,
             metrics,
+            fault,
             retry_enabled: config.retry.enabled,
             timeout: config.timeout,
             default_priority: config.criticality,
@@ -151,7 +158,7 @@ pub type HardenedService<S> = MetricsService<
     ResourceLimit<
         tower::retry::Retry<
             RetryPolicy<ErrorsAsFailures, CloneRequests, RetryEnabled>,
-            BoxErrors<CircuitBreaker<OptionalTimeout<S>, ErrorsAsFailures>>,
+            BoxErrors<CircuitBreaker<OptionalTimeout<Fault<S, NoResponse>>, ErrorsAsFailures>>,
         >,
         ServicePriority,
         crate::limit::OneUnit,
@@ -161,30 +168,40 @@ pub type HardenedService<S> = MetricsService<
     ErrorsAsFailures,
 >;
 
-/// The service an [`HttpServiceLayer`] builds around `S`, which receives
-/// `http::Request<ReplayBody<B>>`.
-pub type HardenedHttpService<S> = MetricsService<
-    ResourceLimit<
-        BufferBodies<
-            tower::retry::Retry<
-                RetryPolicy<HttpServerErrors, ReplayHttp, crate::recovery::AnyRequest>,
-                BoxErrors<CircuitBreaker<OptionalTimeout<S>, HttpServerErrors>>,
+/// The service an [`HttpServiceLayer`] builds around `S`: its error type
+/// is `Infallible` (errors are answered as [`responses`](crate::responses)
+/// says), and `S` receives the request with its body as `F` makes it
+/// (`ReplayBody<B>` unless [`HttpServiceLayer::map_body`] says otherwise).
+pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
+    MetricsService<
+        ResourceLimit<
+            BufferBodies<
+                tower::retry::Retry<
+                    RetryPolicy<<P as Protocol>::Classifier, ReplayHttp, crate::recovery::AnyRequest>,
+                    BoxErrors<
+                        CircuitBreaker<
+                            OptionalTimeout<Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>>,
+                            <P as Protocol>::Classifier,
+                        >,
+                    >,
+                >,
+                HttpRetryEnabled,
             >,
-            HttpRetryEnabled,
+            HttpPriority,
+            crate::limit::OneUnit,
+            crate::limit::OnResponse,
+            <P as Protocol>::Classifier,
         >,
-        HttpPriority,
-        crate::limit::OneUnit,
-        crate::limit::OnResponse,
-        HttpServerErrors,
+        <P as Protocol>::Classifier,
     >,
-    HttpServerErrors,
+    <P as Protocol>::Errors,
 >;
 
 /// A service's whole stack as a `tower::Layer`, from
 /// [`SystemHardening::layer`](crate::SystemHardening::layer): metrics,
-/// admission, retry, breaker and timeout, configured by the service's
-/// section. Every error is a `BoxError`; every clone shares one breaker,
-/// pool and budget.
+/// admission, retry, breaker, timeout and fault injection, configured by
+/// the service's section. Every error is a `BoxError`; every clone shares
+/// one breaker, pool and budget.
 #[derive(Debug, Clone)]
 pub struct ServiceLayer {
     parts: Arc<StackParts>,
@@ -209,6 +226,11 @@ impl ServiceLayer {
     pub fn retry(&self) -> RetryHandle {
         self.parts.retry_handle()
     }
+
+    /// The stack's fault injection (off unless configured).
+    pub fn faults(&self) -> FaultHandle {
+        self.parts.fault.handle()
+    }
 }
 
 impl<S: Clone> Layer<S> for ServiceLayer {
@@ -216,6 +238,7 @@ impl<S: Clone> Layer<S> for ServiceLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
+        let inner = parts.fault.layer(inner);
         let inner = OptionalTimeout::new(inner, parts.timeout);
         let inner = parts.breaker_layer.layer(inner);
         let inner = parts.retry.layer(inner);
@@ -226,22 +249,106 @@ impl<S: Clone> Layer<S> for ServiceLayer {
     }
 }
 
-/// The same stack for `http::Request<B>`, from
-/// [`SystemHardening::http_layer`](crate::SystemHardening::http_layer):
-/// 5xx responses count as failures, priorities come from the request's
-/// extensions (never from a client's header), and retries replay only
-/// idempotent requests with a body of known size up to 64 KiB. The inner
-/// service receives `Request<ReplayBody<B>>` (for axum, add
-/// `.map_request(|r: Request<ReplayBody<Body>>| r.map(Body::new))` below
-/// the layer).
-#[derive(Debug, Clone)]
-pub struct HttpServiceLayer {
-    parts: Arc<StackParts>,
+/// What an HTTP stack speaks: how it classifies responses, answers errors
+/// and injects faulty responses. [`Http`] or [`Grpc`].
+pub trait Protocol: Clone + Send + Sync + 'static {
+    /// What counts as a failure.
+    type Classifier: Clone + Send + Sync + 'static;
+    /// How errors become responses.
+    type Errors: ErrorResponse;
+    /// What an injected faulty response looks like.
+    type FaultResponse: Clone + Send + Sync + 'static;
+
+    /// The classifier.
+    fn classifier() -> Self::Classifier;
+    /// The error mapping.
+    fn errors() -> Self::Errors;
+    /// The faulty response.
+    fn fault_response() -> Self::FaultResponse;
 }
 
-impl HttpServiceLayer {
-    pub(crate) fn new(parts: Arc<StackParts>) -> Self {
-        HttpServiceLayer { parts }
+/// Plain HTTP: 5xx are failures, errors become 503 / 504 / 500.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Http;
+
+impl Protocol for Http {
+    type Classifier = HttpServerErrors;
+    type Errors = HttpErrorResponses;
+    type FaultResponse = HttpStatus;
+
+    fn classifier() -> HttpServerErrors {
+        HttpServerErrors::default()
+    }
+    fn errors() -> HttpErrorResponses {
+        HttpErrorResponses
+    }
+    fn fault_response() -> HttpStatus {
+        HttpStatus
+    }
+}
+
+/// gRPC: `grpc-status` UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL and
+/// RESOURCE_EXHAUSTED are failures (read from the response headers, where
+/// a trailers-only error puts them); errors become gRPC statuses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grpc;
+
+impl Protocol for Grpc {
+    type Classifier = GrpcErrors;
+    type Errors = GrpcErrorResponses;
+    type FaultResponse = GrpcStatus;
+
+    fn classifier() -> GrpcErrors {
+        GrpcErrors::default()
+    }
+    fn errors() -> GrpcErrorResponses {
+        GrpcErrorResponses
+    }
+    fn fault_response() -> GrpcStatus {
+        GrpcStatus
+    }
+}
+
+/// The same stack for `http::Request<B>`, from
+/// [`SystemHardening::http_layer`](crate::SystemHardening::http_layer) or
+/// [`grpc_layer`](crate::SystemHardening::grpc_layer): responses are
+/// classified by the protocol (5xx, or a failing `grpc-status`), errors
+/// become responses (the service's error type is `Infallible`, as axum and
+/// tonic require), priorities come from the request's extensions (never
+/// from a client's header), and retries replay only idempotent requests
+/// with a body of known size up to 64 KiB.
+///
+/// The service below receives `Request<ReplayBody<B>>`; to give it back
+/// its own body type (what an axum `Router` or a tonic `Server` holds),
+/// add [`map_body`](Self::map_body): `.map_body(axum::body::Body::new)`.
+#[derive(Debug, Clone)]
+pub struct HttpServiceLayer<P = Http, F = KeepReplay> {
+    parts: Arc<StackParts>,
+    body: F,
+    protocol: P,
+}
+
+impl<P: Protocol> HttpServiceLayer<P> {
+    pub(crate) fn new(parts: Arc<StackParts>, protocol: P) -> Self {
+        HttpServiceLayer {
+            parts,
+            body: KeepReplay,
+            protocol,
+        }
+    }
+}
+
+impl<P, F> HttpServiceLayer<P, F> {
+    /// Hands the service below the request body as `map` makes it from
+    /// the replayable body (`axum::body::Body::new`,
+    /// `tonic::body::Body::new`).
+    #[must_use]
+    pub fn map_body<F2: Clone>(self, map: F2) -> HttpServiceLayer<P, WithBody<F2>> {
+        HttpServiceLayer {
+            parts: self.parts,
+            body: WithBody(map),
+            protocol: self.protocol,
+        }
     }
 
     /// The stack's breaker.
@@ -253,33 +360,106 @@ impl HttpServiceLayer {
     pub fn pool(&self) -> &ResourcePool {
         &self.parts.pool
     }
+
+    /// The stack's fault injection (off unless configured).
+    pub fn faults(&self) -> FaultHandle {
+        self.parts.fault.handle()
+    }
 }
 
-impl<S: Clone> Layer<S> for HttpServiceLayer {
-    type Service = HardenedHttpService<S>;
+impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
+    type Service = HardenedHttpService<S, P, F>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
-        let classifier = HttpServerErrors::default();
+        let classifier = P::classifier();
+        let inner = Rebody {
+            inner,
+            map: self.body.clone(),
+        };
+        let inner = parts
+            .fault
+            .clone()
+            .responding(P::fault_response())
+            .layer(inner);
         let inner = OptionalTimeout::new(inner, parts.timeout);
         let inner = parts
             .breaker_layer
             .clone()
-            .classifier(classifier)
+            .classifier(classifier.clone())
             .layer(inner);
         let enabled = HttpRetryEnabled(parts.retry_enabled);
         let inner = parts
             .retry
             .clone()
-            .classifier(classifier)
+            .classifier(classifier.clone())
             .idempotent(enabled)
             .http(MAX_REPLAY_BODY)
             .layer(inner);
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(HttpPriority(parts.default_priority))
-            .classify(classifier)
+            .classify(classifier.clone())
             .layer(inner);
-        parts.metrics.clone().classifier(classifier).layer(inner)
+        let inner = parts.metrics.clone().classifier(classifier).layer(inner);
+        ErrorResponses::new(inner, P::errors())
+    }
+}
+
+/// Keeps the replayable body: the service below takes
+/// `Request<ReplayBody<B>>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepReplay;
+
+/// Maps the replayable body with a function (see
+/// [`HttpServiceLayer::map_body`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WithBody<F>(F);
+
+/// How the request body reaches the service below an HTTP stack.
+pub trait MapBody<B> {
+    /// The body the service below receives.
+    type Body;
+    /// Makes it.
+    fn map(&self, body: ReplayBody<B>) -> Self::Body;
+}
+
+impl<B> MapBody<B> for KeepReplay {
+    type Body = ReplayBody<B>;
+    fn map(&self, body: ReplayBody<B>) -> ReplayBody<B> {
+        body
+    }
+}
+
+impl<B, B2, F: Fn(ReplayBody<B>) -> B2> MapBody<B> for WithBody<F> {
+    type Body = B2;
+    fn map(&self, body: ReplayBody<B>) -> B2 {
+        (self.0)(body)
+    }
+}
+
+/// Hands the service below the request with its body mapped.
+#[derive(Debug, Clone)]
+pub struct Rebody<S, F> {
+    inner: S,
+    map: F,
+}
+
+impl<S, F, B> Service<http::Request<ReplayBody<B>>> for Rebody<S, F>
+where
+    F: MapBody<B>,
+    S: Service<http::Request<F::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReplayBody<B>>) -> S::Future {
+        let map = &self.map;
+        self.inner.call(request.map(|body| map.map(body)))
     }
 }
 

@@ -28,7 +28,7 @@ mod system;
 mod units;
 
 pub use service::{
-    BreakerConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
+    BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
 pub use system::{PerformanceThresholds, SystemHardeningConfig};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};

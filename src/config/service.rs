@@ -28,6 +28,8 @@ pub struct ServiceConfig {
     pub retry: RetryConfig,
     /// Admission control.
     pub limit: LimitConfig,
+    /// Fault injection (off unless `enabled`): for testing the hardening.
+    pub fault: FaultConfig,
 }
 
 impl Default for ServiceConfig {
@@ -38,6 +40,7 @@ impl Default for ServiceConfig {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             limit: LimitConfig::default(),
+            fault: FaultConfig::default(),
         }
     }
 }
@@ -49,7 +52,8 @@ impl ServiceConfig {
         }
         self.breaker.validate(&format!("{prefix}.breaker"))?;
         self.retry.validate(&format!("{prefix}.retry"))?;
-        self.limit.validate(&format!("{prefix}.limit"))
+        self.limit.validate(&format!("{prefix}.limit"))?;
+        self.fault.validate(&format!("{prefix}.fault"))
     }
 }
 
@@ -358,6 +362,80 @@ impl LimitConfig {
             .capacity(u64::from(self.max_concurrency))
             .max_queue(self.max_queue as usize)
             .queue_timeout(self.queue_timeout)
+    }
+}
+
+/// Fault injection settings (see `tower_hardening::fault`): the share of
+/// calls that fail, hang, get a status instead of an answer, or get
+/// latency. Switchable at run time through `ServiceLayer::faults()`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// Whether faults are injected at start (the handle can switch them on
+    /// later).
+    pub enabled: bool,
+    /// Share of calls failed with `InjectedFault`.
+    pub error_rate: f64,
+    /// Share of calls left hanging (a timeout above ends them).
+    pub hang_rate: f64,
+    /// Share of calls answered with `status` (HTTP and gRPC stacks).
+    pub status_rate: f64,
+    /// The HTTP status (or gRPC code, for `grpc_layer`) of injected
+    /// answers; default 503.
+    pub status: u16,
+    /// Share of calls given `latency` more.
+    pub latency_rate: f64,
+    /// The latency added.
+    #[serde(with = "units::duration")]
+    pub latency: Duration,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            enabled: false,
+            error_rate: 0.0,
+            hang_rate: 0.0,
+            status_rate: 0.0,
+            status: 503,
+            latency_rate: 0.0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+impl FaultConfig {
+    /// Checked by the fault layer's own builder.
+    #[cfg(feature = "fault")]
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.to_builder("config-check").validate().map_err(|err| {
+            let key = match err.field() {
+                "response_rate" => "status_rate",
+                "latency" => "latency_rate",
+                field => field,
+            };
+            at_key(&err, prefix, key)
+        })
+    }
+
+    /// Without the `fault` feature no fault layer is built.
+    #[cfg(not(feature = "fault"))]
+    fn validate(&self, _prefix: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// A fault layer builder with these settings, named `name`.
+    #[cfg(feature = "fault")]
+    pub fn to_builder(&self, name: &str) -> crate::fault::FaultBuilder {
+        let mut builder = crate::fault::FaultLayer::builder()
+            .name(name)
+            .error_rate(self.error_rate)
+            .hang_rate(self.hang_rate)
+            .latency(self.latency_rate, self.latency);
+        if !self.enabled {
+            builder = builder.disabled();
+        }
+        builder.response_rate(self.status_rate, self.status)
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::time::MissedTickBehavior;
 use tower_hardening_core::{BoxError, Event, EventKind, HealthState, RecoveryStep, names};
 
 pub use readings::{CpuReading, ManualReadings, MemoryReading, Readings, SysinfoReadings};
+pub(crate) use tick::service_figures;
 
 use crate::health::RecoveryState;
 use crate::recovery_manager::{self as recovery, RecoveryUpdate};
@@ -231,10 +232,12 @@ impl Monitor {
                     checks = Some(self.start_health_checks());
                 }
                 event = events.recv() => match event {
-                    Ok(event) if matches!(event.kind(), EventKind::CircuitTransition { .. }) => {
-                        self.evaluate();
+                    Ok(event) => {
+                        remember(&self.shared, &event);
+                        if matches!(event.kind(), EventKind::CircuitTransition { .. }) {
+                            self.evaluate();
+                        }
                     }
-                    Ok(_) => {}
                     // Missed some: whatever they were, the states are read anew.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.evaluate(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
@@ -426,6 +429,98 @@ impl Monitor {
             }
         }
         self.evaluate();
+    }
+}
+
+/// How many events the dashboard shows.
+const RECENT_EVENTS: usize = 50;
+
+/// Keeps `event` among the recent ones the dashboard shows.
+fn remember(shared: &Shared, event: &Event) {
+    let (text, level) = describe(event.kind());
+    let mut recent = tower_hardening_core::sync::lock(&shared.recent_events);
+    if recent.len() >= RECENT_EVENTS {
+        recent.pop_front();
+    }
+    recent.push_back(crate::endpoints::RecentEvent {
+        at: event.at(),
+        service: Arc::from(event.service()),
+        text,
+        level,
+    });
+}
+
+/// An event in words, and how loud it is (`info`, `warn`, `error`).
+pub(crate) fn describe(kind: &EventKind) -> (String, &'static str) {
+    use tower_hardening_core::CircuitState;
+    match kind {
+        EventKind::CircuitTransition { from, to } => {
+            let level = match to {
+                CircuitState::Open | CircuitState::ForcedOpen => "error",
+                CircuitState::HalfOpen => "warn",
+                _ => "info",
+            };
+            (format!("circuit {from} -> {to}"), level)
+        }
+        EventKind::CallRejected { rejection } => {
+            (format!("calls rejected ({})", rejection.as_str()), "warn")
+        }
+        EventKind::RetryExhausted {
+            attempts,
+            budget_exhausted,
+        } => (
+            if *budget_exhausted {
+                "retry budget exhausted".to_owned()
+            } else {
+                format!("gave up after {attempts} attempts")
+            },
+            "warn",
+        ),
+        EventKind::LeaseReclaimed { lease_id, owner } => {
+            (format!("lease {lease_id} of {owner} reclaimed"), "warn")
+        }
+        EventKind::Shed { priority } => (format!("shedding {priority} priority"), "warn"),
+        EventKind::RecoveryStep { attempt, step } => match step {
+            RecoveryStep::Started => (format!("recovery attempt {attempt} started"), "warn"),
+            RecoveryStep::Succeeded => (format!("recovery attempt {attempt} succeeded"), "info"),
+            RecoveryStep::Failed { error, .. } => {
+                (format!("recovery attempt {attempt} failed: {error}"), "error")
+            }
+            RecoveryStep::GaveUp => (format!("recovery gave up after {attempt} attempts"), "error"),
+            _ => (format!("recovery attempt {attempt}"), "info"),
+        },
+        EventKind::MemoryPressure {
+            active,
+            used_bytes,
+            limit_bytes,
+        } => (
+            format!(
+                "memory pressure {} ({used_bytes} of {limit_bytes} bytes)",
+                if *active { "on" } else { "off" }
+            ),
+            if *active { "warn" } else { "info" },
+        ),
+        EventKind::PerformanceAlert {
+            metric,
+            active,
+            value,
+            threshold,
+        } => (
+            format!(
+                "{metric} {} ({value:.3}, threshold {threshold})",
+                if *active { "above its threshold" } else { "back to normal" }
+            ),
+            if *active { "warn" } else { "info" },
+        ),
+        EventKind::HealthChanged { from, to } => (
+            format!("health {from} -> {to}"),
+            match to {
+                HealthState::Unhealthy => "error",
+                HealthState::Degraded => "warn",
+                HealthState::Healthy => "info",
+            },
+        ),
+        _ => (format!("{kind:?}"), "info"),
     }
 }
 

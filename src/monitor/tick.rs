@@ -101,7 +101,7 @@ impl Monitor {
             .max(config.metrics_resolution);
         let mut services = std::collections::BTreeMap::new();
         for (name, entry) in &self.shared.services {
-            let mut figures = self.service_figures(name, window);
+            let mut figures = service_figures(&self.shared.collector, name, window);
             if let Some(parts) = entry.stack.get() {
                 let stats = parts.pool.stats();
                 figures.queued = stats.queued as u64;
@@ -176,6 +176,27 @@ impl Monitor {
             metrics::gauge!(names::RUNTIME_ALIVE_TASKS).set(runtime.alive_tasks as f64);
             metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH)
                 .set(runtime.global_queue_depth as f64);
+            let stack_pools = self
+                .shared
+                .services
+                .values()
+                .filter_map(|entry| entry.stack.get().map(|parts| &parts.pool));
+            for pool in self.shared.pools.values().chain(stack_pools) {
+                let stats = pool.stats();
+                let name: Arc<str> = Arc::from(pool.name());
+                for (state, units) in [
+                    ("capacity", stats.capacity),
+                    ("in_use", stats.in_use),
+                    ("available", stats.available),
+                ] {
+                    metrics::gauge!(names::POOL_UNITS, names::LABEL_POOL => name.clone(), names::LABEL_STATE => state)
+                        .set(units as f64);
+                }
+                metrics::gauge!(names::POOL_QUEUED, names::LABEL_POOL => name.clone())
+                    .set(stats.queued as f64);
+                metrics::counter!(names::POOL_REJECTED_TOTAL, names::LABEL_POOL => name)
+                    .absolute(stats.rejected_total);
+            }
         });
 
         self.shared.performance.store(Arc::new(PerformanceSnapshot {
@@ -198,9 +219,15 @@ impl Monitor {
         }));
     }
 
-    /// A service's traffic over `window`, from the collector.
-    fn service_figures(&self, name: &str, window: Duration) -> ServicePerformance {
-        let collector = &self.shared.collector;
+}
+
+/// A service's traffic over `window`, from the collector.
+pub(crate) fn service_figures(
+    collector: &crate::metrics::MetricsCollector,
+    name: &str,
+    window: Duration,
+) -> ServicePerformance {
+    {
         let requests = |outcome: &str| {
             collector
                 .query(names::REQUESTS_TOTAL)

@@ -26,6 +26,9 @@
 //! | [`RUNTIME_WORKERS`] | gauge | threads | | monitor |
 //! | [`RUNTIME_ALIVE_TASKS`] | gauge | tasks | | monitor |
 //! | [`RUNTIME_GLOBAL_QUEUE_DEPTH`] | gauge | tasks | | monitor |
+//! | [`POOL_UNITS`] | gauge | units | `pool`, `state` (`capacity`, `in_use`, `available`) | monitor |
+//! | [`POOL_QUEUED`] | gauge | requests | `pool` | monitor |
+//! | [`POOL_REJECTED_TOTAL`] | counter | requests | `pool` | monitor |
 //!
 //! ```
 //! use tower_hardening_core::names;
@@ -82,6 +85,14 @@ pub const RUNTIME_ALIVE_TASKS: &str = "hardening_runtime_alive_tasks";
 /// Gauge: tasks waiting in tokio's global queue.
 pub const RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "hardening_runtime_global_queue_depth";
 
+/// Gauge: a pool's units, labelled `state` (`capacity`, `in_use`,
+/// `available`).
+pub const POOL_UNITS: &str = "hardening_pool_units";
+/// Gauge: requests waiting in a pool's queue.
+pub const POOL_QUEUED: &str = "hardening_pool_queued";
+/// Counter: requests a pool refused (full queue, shedding).
+pub const POOL_REJECTED_TOTAL: &str = "hardening_pool_rejected_total";
+
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
 /// Label: the service's (or layer's) name.
@@ -94,6 +105,10 @@ pub const LABEL_RESULT: &str = "result";
 pub const LABEL_FROM: &str = "from";
 /// Label: the state after a transition.
 pub const LABEL_TO: &str = "to";
+/// Label: the pool's name.
+pub const LABEL_POOL: &str = "pool";
+/// Label: which part of a whole (`capacity`, `in_use`, `available`).
+pub const LABEL_STATE: &str = "state";
 /// Label: which statistic of a distribution (`mean`, `p99`, `max`).
 pub const LABEL_STAT: &str = "stat";
 
@@ -120,4 +135,7 @@ pub const ALL: &[&str] = &[
     RUNTIME_WORKERS,
     RUNTIME_ALIVE_TASKS,
     RUNTIME_GLOBAL_QUEUE_DEPTH,
+    POOL_UNITS,
+    POOL_QUEUED,
+    POOL_REJECTED_TOTAL,
 ];

@@ -97,6 +97,13 @@ pub(crate) struct PoolInner {
     /// Requests below this priority minus one are refused (0: nothing is
     /// shed); a `u16` so that shedding below 255 is representable.
     pub(super) shed_below: AtomicU16,
+    /// Priorities whose refusal was published this second (a bit each):
+    /// under overload every request is refused, and one event per
+    /// priority per second tells as much as thousands.
+    shed_published: [AtomicU64; 4],
+    /// The second (since `created`) the bits above belong to.
+    shed_second: AtomicU64,
+    created: std::time::Instant,
     pub(super) closed: AtomicBool,
     pub(super) granted_total: AtomicU64,
     pub(super) rejected_total: AtomicU64,
@@ -130,6 +137,9 @@ impl PoolInner {
             capacity: AtomicU64::new(capacity),
             waiting: AtomicUsize::new(0),
             shed_below: AtomicU16::new(0),
+            shed_published: Default::default(),
+            shed_second: AtomicU64::new(0),
+            created: std::time::Instant::now(),
             closed: AtomicBool::new(false),
             granted_total: AtomicU64::new(0),
             rejected_total: AtomicU64::new(0),
@@ -237,8 +247,26 @@ impl PoolInner {
         self.overloaded(priority, reason)
     }
 
+    /// Publishes a `Shed` event for `priority`, at most once per priority
+    /// per second.
     pub(super) fn publish_shed(&self, priority: Priority) {
-        if let Some(events) = &self.settings.events {
+        let Some(events) = &self.settings.events else {
+            return;
+        };
+        let second = self.created.elapsed().as_secs();
+        let seen = self.shed_second.load(Ordering::Relaxed);
+        if second != seen
+            && self
+                .shed_second
+                .compare_exchange(seen, second, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            for word in &self.shed_published {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        let (word, bit) = (usize::from(priority.0 / 64), 1u64 << (priority.0 % 64));
+        if self.shed_published[word].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
             use tower_hardening_core::{Event, EventKind};
             events.emit_with(|| Event::new(self.name().clone(), EventKind::Shed { priority }));
         }

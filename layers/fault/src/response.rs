@@ -1,0 +1,65 @@
+//! The responses a fault layer can answer with instead of calling the
+//! service.
+//!
+//! ```
+//! use tower_hardening_fault::{GrpcStatus, HttpStatus, InjectResponse};
+//!
+//! let http: Option<http::Response<String>> = HttpStatus.make(503);
+//! assert_eq!(http.unwrap().status(), 503);
+//! let grpc: Option<http::Response<String>> = GrpcStatus.make(14);
+//! assert_eq!(grpc.unwrap().headers()["grpc-status"], "14");
+//! ```
+
+/// Makes the response an injected status becomes, for responses of type
+/// `Res`.
+pub trait InjectResponse<Res>: Clone {
+    /// A response carrying `status`; `None` when this kind of response
+    /// cannot be made (the call then goes through).
+    fn make(&self, status: u16) -> Option<Res>;
+}
+
+/// No injected responses: for services whose responses the layer cannot
+/// make (use errors instead).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoResponse;
+
+impl<Res> InjectResponse<Res> for NoResponse {
+    fn make(&self, _: u16) -> Option<Res> {
+        None
+    }
+}
+
+/// An `http::Response` with the injected status and an empty body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpStatus;
+
+impl<B: Default> InjectResponse<http::Response<B>> for HttpStatus {
+    fn make(&self, status: u16) -> Option<http::Response<B>> {
+        let mut response = http::Response::new(B::default());
+        *response.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+        Some(response)
+    }
+}
+
+/// A gRPC "trailers-only" error: HTTP 200 with `grpc-status` (the injected
+/// code, 14 UNAVAILABLE by default) and `grpc-message` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatus;
+
+impl<B: Default> InjectResponse<http::Response<B>> for GrpcStatus {
+    fn make(&self, code: u16) -> Option<http::Response<B>> {
+        let mut response = http::Response::new(B::default());
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", http::HeaderValue::from(code));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("fault%20injected"),
+        );
+        Some(response)
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP surface of a running hardening: health and readiness probes,
+//! Prometheus metrics, and a live dashboard, as one tower service.
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `GET /health` | the [`HealthStatus`](crate::HealthStatus) as JSON; 200 healthy or degraded, 503 unhealthy |
+//! | `GET /health/live` | 200 while the monitor runs, 503 once it stopped |
+//! | `GET /health/ready` | the [`Readiness`](crate::health::Readiness) as JSON; 200 ready, 503 not (unhealthy, shutting down, a critical service's breaker open) |
+//! | `GET /metrics` | Prometheus text of every figure the library records |
+//! | `GET /dashboard` | a self-contained HTML page (no CDN, no script from elsewhere) polling `dashboard/data` |
+//! | `GET /dashboard/data` | the dashboard's JSON |
+//!
+//! `HEAD` is answered like `GET` without a body; any other method is 405
+//! with `Allow`, any other path 404. No endpoint reads the request body,
+//! and every answer is bounded: the collector caps its series, the
+//! dashboard sends the last 50 events. Inner error texts appear in `/health`
+//! only with `expose_details = true`.
+//!
+//! ```
+//! use axum::Router;
+//! use tower_hardening::SystemHardening;
+//! use tower_hardening::config::SystemHardeningConfig;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_hardening::BoxError> {
+//! let handle = SystemHardening::builder(SystemHardeningConfig::default()).build()?.start();
+//! let app: Router = Router::new().nest_service("/hardening", handle.endpoints());
+//! # let _ = app;
+//! # handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod dashboard;
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tower_hardening_core::HealthState;
+use tower_service::Service;
+
+use crate::HardeningHandle;
+
+/// The answer bodies' upper bound; a larger answer is cut (and says so).
+const MAX_BODY: usize = 4 << 20;
+
+/// The endpoints of a hardening, from [`HardeningHandle::endpoints`].
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    handle: HardeningHandle,
+}
+
+impl HardeningHandle {
+    /// The health, readiness, metrics and dashboard endpoints (see the
+    /// [`endpoints`](crate::endpoints) module), as a tower service to
+    /// mount (`Router::nest_service("/hardening", handle.endpoints())`) or
+    /// serve with hyper.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            handle: self.clone(),
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut body: Bytes = body.into();
+    if body.len() > MAX_BODY {
+        body = body.slice(..MAX_BODY);
+    }
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(_) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            "could not encode the answer",
+        ),
+    }
+}
+
+impl Endpoints {
+    fn answer(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        let known = matches!(
+            path,
+            "/health" | "/health/live" | "/health/ready" | "/metrics" | "/dashboard" | "/dashboard/data"
+        );
+        if !known {
+            return respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found");
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let shared = &self.handle.shared;
+        match path {
+            "/health" => {
+                let health = self.handle.health();
+                let status = if health.status == HealthState::Unhealthy {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                if shared.config.expose_details {
+                    json(status, &*health)
+                } else {
+                    json(status, &health.without_details())
+                }
+            }
+            "/health/live" => {
+                let alive = shared.monitor_started.load(Ordering::Acquire) && !*shared.stopped.borrow();
+                let (status, text) = if alive {
+                    (StatusCode::OK, "alive")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the monitor is not running")
+                };
+                respond(status, "text/plain; charset=utf-8", text)
+            }
+            "/health/ready" => {
+                let readiness = self.handle.readiness();
+                let status = if readiness.ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json(status, &readiness)
+            }
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                shared.collector.render_prometheus(),
+            ),
+            "/dashboard" => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                Bytes::from_static(dashboard::PAGE.as_bytes()),
+            ),
+            _ => json(StatusCode::OK, &dashboard::data(&self.handle)),
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Endpoints {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Answers from the path and method alone: the body is never read.
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut response = self.answer(request.method(), request.uri().path());
+        if request.method() == Method::HEAD {
+            *response.body_mut() = Full::new(Bytes::new());
+        }
+        ready(Ok(response))
+    }
+}
+
+/// A recent event, as the dashboard shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct RecentEvent {
+    #[serde(serialize_with = "crate::health::ser::time")]
+    pub(crate) at: std::time::SystemTime,
+    pub(crate) service: Arc<str>,
+    pub(crate) text: String,
+    pub(crate) level: &'static str,
+}

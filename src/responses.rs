@@ -1,0 +1,379 @@
+//! Errors into responses: what a client sees when a hardening layer turns
+//! its request away, or the service fails.
+//!
+//! | error | HTTP | gRPC (`grpc-status`) |
+//! | --- | --- | --- |
+//! | `CircuitOpen`, `Recovering` | 503 + `Retry-After` | 14 UNAVAILABLE |
+//! | `RecoveryFailed`, `PoolClosed`, `Unsatisfiable` | 503 | 14 UNAVAILABLE |
+//! | `Overloaded` | 503 + `Retry-After`, or 429 when the caller exceeded its own share | 8 RESOURCE_EXHAUSTED |
+//! | `QueueTimeout`, a timeout (tower's `Elapsed`) | 504 | 4 DEADLINE_EXCEEDED |
+//! | anything else | 500, without the inner text | 13 INTERNAL, without the inner text |
+//!
+//! `Retry-After` is in whole seconds, rounded up, when the layer gave a
+//! hint. Rejection messages are the library's own ("circuit breaker
+//! `audio` is open; retry after 2s") and name only the service; other
+//! errors' texts never reach the client (they can leak internals).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_hardening::core::CircuitOpen;
+//! use tower_hardening::{BoxError, error_response};
+//!
+//! let err: BoxError = CircuitOpen::new("audio").with_retry_after(Duration::from_millis(1_200)).into();
+//! let response = error_response(&err);
+//! assert_eq!(response.status(), 503);
+//! assert_eq!(response.headers()["retry-after"], "2");
+//!
+//! let err: BoxError = "db password is hunter2".into();
+//! assert_eq!(error_response(&err).status(), 500); // and the text stays inside
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tower_hardening_core::{BoxError, Overloaded, RejectionKind, rejection_of};
+use tower_service::Service;
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_secs(after: Duration) -> u64 {
+    (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)
+}
+
+fn is_timeout(error: &BoxError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+fn client_share_exceeded(error: &BoxError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        if let Some(overloaded) = err.downcast_ref::<Overloaded>() {
+            return overloaded.is_client_share_exceeded();
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// The HTTP response for `error` (see the module's table), with a short
+/// `text/plain` body.
+pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
+    let (status, retry_after, message) = match rejection_of(&**error) {
+        Some(rejection) => {
+            let status = match rejection.kind {
+                RejectionKind::QueueTimeout => StatusCode::GATEWAY_TIMEOUT,
+                RejectionKind::Overloaded if client_share_exceeded(error) => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let retry_after = match rejection.kind {
+                RejectionKind::CircuitOpen
+                | RejectionKind::Recovering
+                | RejectionKind::Overloaded => rejection.retry_after,
+                _ => None,
+            };
+            (status, retry_after, error.to_string())
+        }
+        None if is_timeout(error) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            None,
+            "the service did not answer in time".to_owned(),
+        ),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "internal error".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(after) = retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
+    }
+    response
+}
+
+/// gRPC status codes used here.
+const UNAVAILABLE: u16 = 14;
+const RESOURCE_EXHAUSTED: u16 = 8;
+const DEADLINE_EXCEEDED: u16 = 4;
+const INTERNAL: u16 = 13;
+
+/// The gRPC "trailers-only" response for `error` (see the module's table):
+/// HTTP 200 with `content-type: application/grpc`, `grpc-status` and a
+/// percent-encoded `grpc-message`, so a tonic client sees a proper
+/// `Status`.
+pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
+    let (code, message) = match rejection_of(&**error) {
+        Some(rejection) => {
+            let code = match rejection.kind {
+                RejectionKind::QueueTimeout => DEADLINE_EXCEEDED,
+                RejectionKind::Overloaded => RESOURCE_EXHAUSTED,
+                _ => UNAVAILABLE,
+            };
+            (code, error.to_string())
+        }
+        None if is_timeout(error) => (
+            DEADLINE_EXCEEDED,
+            "the service did not answer in time".to_owned(),
+        ),
+        None => (INTERNAL, "internal error".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`: everything outside printable
+/// ASCII, and `%` itself.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// How errors become responses: [`HttpErrorResponses`] or
+/// [`GrpcErrorResponses`].
+pub trait ErrorResponse: Clone + Send + Sync + 'static {
+    /// The response for `error`.
+    fn response(&self, error: &BoxError) -> Response<Full<Bytes>>;
+}
+
+/// HTTP statuses ([`error_response`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpErrorResponses;
+
+impl ErrorResponse for HttpErrorResponses {
+    fn response(&self, error: &BoxError) -> Response<Full<Bytes>> {
+        error_response(error)
+    }
+}
+
+/// gRPC statuses ([`grpc_error_response`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcErrorResponses;
+
+impl ErrorResponse for GrpcErrorResponses {
+    fn response(&self, error: &BoxError) -> Response<Full<Bytes>> {
+        grpc_error_response(error)
+    }
+}
+
+/// Turns a service's errors into responses, so its error type is
+/// `Infallible` (what axum and tonic require). The response body is the
+/// inner body or the error's.
+#[derive(Debug, Clone)]
+pub struct ErrorResponses<S, M> {
+    inner: S,
+    mapping: M,
+    broken: Option<std::sync::Arc<str>>,
+}
+
+impl<S, M> ErrorResponses<S, M> {
+    /// Errors of `inner` answered as `mapping` says.
+    pub fn new(inner: S, mapping: M) -> Self {
+        ErrorResponses {
+            inner,
+            mapping,
+            broken: None,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The body of an [`ErrorResponses`] answer: the inner service's, or the
+/// error response's.
+pub type ErrorResponseBody<B> = Either<B, Full<Bytes>>;
+
+impl<S, M, Req, B> Service<Req> for ErrorResponses<S, M>
+where
+    S: Service<Req, Response = Response<B>, Error = BoxError>,
+    M: ErrorResponse,
+{
+    type Response = Response<ErrorResponseBody<B>>;
+    type Error = Infallible;
+    type Future = ErrorResponsesFuture<S::Future, M>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.broken.is_none()
+            && let Err(error) = ready!(self.inner.poll_ready(cx))
+        {
+            // A service whose readiness failed is broken: every call is
+            // answered with the error, without calling it.
+            self.broken = Some(std::sync::Arc::from(error.to_string()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match &self.broken {
+            Some(error) => ErrorResponsesFuture {
+                kind: Kind::Broken {
+                    error: Some(error.to_string().into()),
+                },
+                mapping: self.mapping.clone(),
+            },
+            None => ErrorResponsesFuture {
+                kind: Kind::Called {
+                    future: self.inner.call(request),
+                },
+                mapping: self.mapping.clone(),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ErrorResponses`].
+    #[derive(Debug)]
+    pub struct ErrorResponsesFuture<F, M> {
+        #[pin]
+        kind: Kind<F>,
+        mapping: M,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Broken { error: Option<BoxError> },
+    }
+}
+
+impl<F, M, B> Future for ErrorResponsesFuture<F, M>
+where
+    F: Future<Output = Result<Response<B>, BoxError>>,
+    M: ErrorResponse,
+{
+    type Output = Result<Response<ErrorResponseBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.kind.project() {
+            KindProj::Called { future } => ready!(future.poll(cx)),
+            KindProj::Broken { error } => {
+                Err(error.take().unwrap_or_else(|| "service broken".into()))
+            }
+        };
+        Poll::Ready(Ok(match result {
+            Ok(response) => response.map(Either::Left),
+            Err(error) => this.mapping.response(&error).map(Either::Right),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_hardening_core::{CircuitOpen, QueueTimeout, Recovering};
+
+    #[test]
+    fn each_rejection_gets_its_status() {
+        let cases: Vec<(BoxError, u16, Option<&str>, u16)> = vec![
+            (
+                CircuitOpen::new("a")
+                    .with_retry_after(Duration::from_millis(1))
+                    .into(),
+                503,
+                Some("1"),
+                14,
+            ),
+            (
+                Recovering::new("a", 1)
+                    .with_retry_after(Duration::from_secs(3))
+                    .into(),
+                503,
+                Some("3"),
+                14,
+            ),
+            (Overloaded::new("a").into(), 503, None, 8),
+            (
+                Overloaded::new("a").client_share_exceeded().into(),
+                429,
+                None,
+                8,
+            ),
+            (
+                QueueTimeout::new("a", Duration::from_secs(1)).into(),
+                504,
+                None,
+                4,
+            ),
+            ("secret".into(), 500, None, 13),
+        ];
+        for (error, status, retry_after, grpc) in cases {
+            let response = error_response(&error);
+            assert_eq!(response.status(), status, "{error}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap()),
+                retry_after,
+                "{error}"
+            );
+            let grpc_response = grpc_error_response(&error);
+            assert_eq!(
+                grpc_response.headers()["grpc-status"],
+                grpc.to_string().as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("50% off: é"), "50%25 off: %C3%A9");
+    }
+}
