@@ -1,0 +1,129 @@
+//! The dashboard in a real browser: headless Chromium loads it from a
+//! running server, runs its script, and the rendered DOM shows a tile per
+//! service with its circuit state. A screenshot is saved to
+//! `target/dashboard.png`.
+//!
+//! `.ci/run` installs Debian's `chromium` when it is missing; where it
+//! cannot be installed this test says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_hardening::SystemHardening;
+use tower_hardening::config::SystemHardeningConfig;
+
+fn chromium() -> Option<PathBuf> {
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|path| path.exists())
+}
+
+async fn run_chromium(browser: &Path, profile: &Path, extra: &[String], url: &str) -> String {
+    let mut command = tokio::process::Command::new(browser);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("chromium finishes within a minute")
+        .expect("chromium runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_a_tile_per_service_in_a_browser() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: no Chromium at /usr/bin/chromium (install Debian's `chromium` package; .ci/run does)"
+        );
+        return;
+    };
+    let config = SystemHardeningConfig::from_toml_str(
+        r#"
+        performance_check_interval = "200ms"
+        [services.audio-processing]
+        [services.model-inference]
+        criticality = "critical"
+        "#,
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config).build().unwrap();
+    let audio = ServiceBuilder::new()
+        .layer(hardening.layer("audio-processing").unwrap())
+        .service(service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) }));
+    let _model = hardening.layer("model-inference").unwrap();
+    let handle = hardening.start();
+    for _ in 0..20 {
+        audio.clone().oneshot(()).await.unwrap();
+    }
+    handle.breaker("model-inference").unwrap().force_open();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let app = Router::new().nest_service("/hardening", handle.endpoints());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{address}/hardening/dashboard");
+
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let profile = target.join("chromium-profile");
+    let dom = run_chromium(&browser, &profile, &["--dump-dom".to_owned()], &url).await;
+    assert!(dom.contains("data-service=\"audio-processing\""), "{dom}");
+    assert!(dom.contains("data-service=\"model-inference\""), "{dom}");
+    let tile = |name: &str| {
+        let start = dom.find(&format!("data-service=\"{name}\"")).unwrap();
+        dom[start..].split('>').next().unwrap().to_owned()
+    };
+    assert!(
+        tile("audio-processing").contains("data-circuit=\"closed\""),
+        "{}",
+        tile("audio-processing")
+    );
+    assert!(
+        tile("model-inference").contains("data-circuit=\"forced_open\""),
+        "{}",
+        tile("model-inference")
+    );
+    assert!(
+        dom.contains("unhealthy"),
+        "the critical service is down: {dom}"
+    );
+
+    let screenshot = target.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_chromium(
+        &browser,
+        &profile,
+        &[
+            format!("--screenshot={}", screenshot.display()),
+            "--window-size=1280,900".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+        &url,
+    )
+    .await;
+    let png = std::fs::read(&screenshot).expect("a screenshot was saved");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    handle.shutdown().await;
+}
