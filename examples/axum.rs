@@ -2,7 +2,8 @@
 //! route, the health/readiness/metrics/dashboard endpoints, and a clean
 //! shutdown. Run: `cargo run --example axum`, then open
 //! <http://127.0.0.1:3000/hardening/dashboard> (`--port N` for another
-//! port; `--once` to start, answer one request and exit, as CI does).
+//! port, 0 for any; `--once` to call the route and the health endpoint
+//! once, print the answers and exit, as CI does).
 
 use axum::Router;
 use axum::body::Body;
@@ -50,16 +51,32 @@ async fn main() -> Result<(), BoxError> {
 
     // 4. Serve until Ctrl-C, then shut the hardening down (services,
     //    pools, the monitor).
-    let once = std::env::args().any(|a| a == "--once");
-    let shutdown = async move {
-        if once {
-            return;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    if std::env::args().any(|a| a == "--once") {
+        for path in ["/transcribe", "/hardening/health"] {
+            println!(
+                "GET {path}: {}",
+                fetch(&format!("http://{address}{path}")).await?
+            );
         }
+    } else {
         let _ = tokio::signal::ctrl_c().await;
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    }
+    server.abort();
     handle.shutdown().await;
     Ok(())
+}
+
+/// One GET with hyper's client: the status and the body.
+async fn fetch(url: &str) -> Result<String, BoxError> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client
+        .request(http::Request::get(url).body(http_body_util::Empty::new())?)
+        .await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(format!("{status} {}", String::from_utf8_lossy(&body)))
 }

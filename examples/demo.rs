@@ -288,8 +288,8 @@ async fn main() -> Result<(), BoxError> {
     }
 
     println!(
-        "{:>5} {:9} | {:28} | {:41} | {}",
-        "t", "phase", "audio-processing", "model-inference (ok/shed by priority)", "process"
+        "{:>5} {:9} | {:36} | {:25} | process",
+        "t", "phase", "audio-processing", "model ok/shed: low normal high"
     );
     let mut summary: Vec<(String, [u64; 3], [u64; 6])> = Vec::new();
     for (index, name) in PHASES.iter().enumerate() {

@@ -87,9 +87,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), BoxError> {
-    let rounds = arg("--rounds", 5);
-    let requests = arg("--requests", 20_000);
-    let connections = arg("--connections", 32);
+    let rounds = arg("--rounds", 5).max(1);
+    let connections = arg("--connections", 32).clamp(1, 1_000);
+    let requests = arg("--requests", 20_000).max(connections * 10);
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

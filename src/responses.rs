@@ -36,14 +36,57 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
-use tower_hardening_core::{BoxError, Overloaded, RejectionKind, rejection_of};
+use tower_hardening_core::{
+    BoxError, CircuitOpen, Overloaded, PoolClosed, QueueTimeout, Recovering, RecoveryFailed,
+    Rejection, RejectionKind, Unsatisfiable, rejection_of,
+};
 use tower_service::Service;
 
-/// `Retry-After` in whole seconds, rounded up, at least 1.
+/// The longest `Retry-After` sent: a day (a hint beyond it says "not
+/// soon", which a day says as well).
+const MAX_RETRY_AFTER: u64 = 86_400;
+
+/// `Retry-After` in whole seconds, rounded up, from 1 to a day.
 fn retry_after_secs(after: Duration) -> u64 {
-    (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)
+    after
+        .as_secs()
+        .saturating_add(u64::from(after.subsec_nanos() > 0))
+        .clamp(1, MAX_RETRY_AFTER)
+}
+
+/// The rejection in `error`'s chain, and a message for the client made
+/// from that rejection alone: never the text of an error wrapped around
+/// it, nor a rebuild's inner error.
+fn rejection_in(error: &BoxError) -> Option<(Rejection, String)> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        let message = if let Some(e) = err.downcast_ref::<CircuitOpen>() {
+            Some(e.to_string())
+        } else if let Some(e) = err.downcast_ref::<Overloaded>() {
+            Some(e.to_string())
+        } else if let Some(e) = err.downcast_ref::<QueueTimeout>() {
+            Some(e.to_string())
+        } else if let Some(e) = err.downcast_ref::<Recovering>() {
+            Some(e.to_string())
+        } else if let Some(e) = err.downcast_ref::<RecoveryFailed>() {
+            Some(format!(
+                "`{}` could not be rebuilt; try again later",
+                e.name()
+            ))
+        } else if let Some(e) = err.downcast_ref::<PoolClosed>() {
+            Some(e.to_string())
+        } else {
+            err.downcast_ref::<Unsatisfiable>().map(|e| e.to_string())
+        };
+        if let (Some(message), Some(rejection)) = (message, rejection_of(err)) {
+            return Some((rejection, message));
+        }
+        current = err.source();
+    }
+    None
 }
 
 fn is_timeout(error: &BoxError) -> bool {
@@ -71,8 +114,8 @@ fn client_share_exceeded(error: &BoxError) -> bool {
 /// The HTTP response for `error` (see the module's table), with a short
 /// `text/plain` body.
 pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
-    let (status, retry_after, message) = match rejection_of(&**error) {
-        Some(rejection) => {
+    let (status, retry_after, message) = match rejection_in(error) {
+        Some((rejection, message)) => {
             let status = match rejection.kind {
                 RejectionKind::QueueTimeout => StatusCode::GATEWAY_TIMEOUT,
                 RejectionKind::Overloaded if client_share_exceeded(error) => {
@@ -86,7 +129,7 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
                 | RejectionKind::Overloaded => rejection.retry_after,
                 _ => None,
             };
-            (status, retry_after, error.to_string())
+            (status, retry_after, message)
         }
         None if is_timeout(error) => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -126,14 +169,14 @@ const INTERNAL: u16 = 13;
 /// percent-encoded `grpc-message`, so a tonic client sees a proper
 /// `Status`.
 pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
-    let (code, message) = match rejection_of(&**error) {
-        Some(rejection) => {
+    let (code, message) = match rejection_in(error) {
+        Some((rejection, message)) => {
             let code = match rejection.kind {
                 RejectionKind::QueueTimeout => DEADLINE_EXCEEDED,
                 RejectionKind::Overloaded => RESOURCE_EXHAUSTED,
                 _ => UNAVAILABLE,
             };
-            (code, error.to_string())
+            (code, message)
         }
         None if is_timeout(error) => (
             DEADLINE_EXCEEDED,
@@ -202,7 +245,26 @@ impl ErrorResponse for GrpcErrorResponses {
 pub struct ErrorResponses<S, M> {
     inner: S,
     mapping: M,
-    broken: Option<std::sync::Arc<str>>,
+    /// The answer for every call once the inner service's readiness
+    /// failed (tower's contract: it is broken), made from that error.
+    broken: Option<std::sync::Arc<BrokenAnswer>>,
+}
+
+/// The parts of the answer a broken service gives every call.
+#[derive(Debug)]
+struct BrokenAnswer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl BrokenAnswer {
+    fn response(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
 }
 
 impl<S, M> ErrorResponses<S, M> {
@@ -249,17 +311,29 @@ where
             && let Err(error) = ready!(self.inner.poll_ready(cx))
         {
             // A service whose readiness failed is broken: every call is
-            // answered with the error, without calling it.
-            self.broken = Some(std::sync::Arc::from(error.to_string()));
+            // answered as that error says, without calling it.
+            let response = self.mapping.response(&error);
+            let (parts, mut body) = response.into_parts();
+            // A `Full` body is one frame, ready at once.
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            let body = match Pin::new(&mut body).poll_frame(&mut noop) {
+                Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+                _ => Bytes::new(),
+            };
+            self.broken = Some(std::sync::Arc::new(BrokenAnswer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }));
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
         match &self.broken {
-            Some(error) => ErrorResponsesFuture {
+            Some(answer) => ErrorResponsesFuture {
                 kind: Kind::Broken {
-                    error: Some(error.to_string().into()),
+                    answer: Some(answer.response()),
                 },
                 mapping: self.mapping.clone(),
             },
@@ -288,7 +362,7 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<F> {
         Called { #[pin] future: F },
-        Broken { error: Option<BoxError> },
+        Broken { answer: Option<Response<Full<Bytes>>> },
     }
 }
 
@@ -303,8 +377,11 @@ where
         let this = self.project();
         let result = match this.kind.project() {
             KindProj::Called { future } => ready!(future.poll(cx)),
-            KindProj::Broken { error } => {
-                Err(error.take().unwrap_or_else(|| "service broken".into()))
+            KindProj::Broken { answer } => {
+                let answer = answer
+                    .take()
+                    .expect("ErrorResponsesFuture polled after completion");
+                return Poll::Ready(Ok(answer.map(Either::Right)));
             }
         };
         Poll::Ready(Ok(match result {
@@ -317,7 +394,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower_hardening_core::{CircuitOpen, QueueTimeout, Recovering};
 
     #[test]
     fn each_rejection_gets_its_status() {
@@ -370,6 +446,35 @@ mod tests {
                 grpc.to_string().as_str()
             );
         }
+    }
+
+    #[test]
+    fn only_the_rejection_itself_reaches_the_client() {
+        #[derive(Debug)]
+        struct Wrapper(BoxError);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("GET http://10.0.0.5/admin?token=s3cret failed")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let wrapped: BoxError = Box::new(Wrapper(CircuitOpen::new("upstream").into()));
+        let failed: BoxError = RecoveryFailed::new("db", 3, "password=hunter2 refused").into();
+        for error in [wrapped, failed] {
+            for response in [error_response(&error), grpc_error_response(&error)] {
+                let text = format!("{:?} {:?}", response.headers(), response.body());
+                assert!(
+                    !text.contains("s3cret") && !text.contains("hunter2"),
+                    "{text}"
+                );
+            }
+        }
+        let huge: BoxError = CircuitOpen::new("a").with_retry_after(Duration::MAX).into();
+        assert_eq!(error_response(&huge).headers()["retry-after"], "86400");
     }
 
     #[test]

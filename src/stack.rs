@@ -50,6 +50,7 @@ pub(crate) struct StackParts {
     pub(crate) metrics: MetricsLayer<ErrorsAsFailures>,
     pub(crate) fault: FaultLayer,
     pub(crate) retry_enabled: bool,
+    pub(crate) retry_attempts: u32,
     pub(crate) timeout: Option<Duration>,
     pub(crate) default_priority: Priority,
 }
@@ -94,6 +95,11 @@ impl StackParts {
             metrics,
             fault,
             retry_enabled: config.retry.enabled,
+            retry_attempts: if config.retry.enabled {
+                config.retry.max_attempts
+            } else {
+                1
+            },
             timeout: config.timeout,
             default_priority: config.criticality,
         })
@@ -175,17 +181,25 @@ pub type HardenedService<S> = MetricsService<
 pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
     MetricsService<
         ResourceLimit<
-            BufferBodies<
-                tower::retry::Retry<
-                    RetryPolicy<<P as Protocol>::Classifier, ReplayHttp, crate::recovery::AnyRequest>,
-                    BoxErrors<
-                        CircuitBreaker<
-                            OptionalTimeout<Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>>,
+            OptionalTimeout<
+                BufferBodies<
+                    tower::retry::Retry<
+                        RetryPolicy<
                             <P as Protocol>::Classifier,
+                            ReplayHttp,
+                            crate::recovery::AnyRequest,
+                        >,
+                        BoxErrors<
+                            CircuitBreaker<
+                                OptionalTimeout<
+                                    Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>,
+                                >,
+                                <P as Protocol>::Classifier,
+                            >,
                         >,
                     >,
+                    HttpRetryEnabled,
                 >,
-                HttpRetryEnabled,
             >,
             HttpPriority,
             crate::limit::OneUnit,
@@ -396,6 +410,13 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
             .idempotent(enabled)
             .http(MAX_REPLAY_BODY)
             .layer(inner);
+        // Reading a body to replay it happens after admission: bound it,
+        // with the retries, by the attempts' deadlines, so a client that
+        // trickles its body cannot hold an admission slot for ever.
+        let whole = parts
+            .timeout
+            .map(|timeout| timeout.saturating_mul(parts.retry_attempts.max(1)));
+        let inner = OptionalTimeout::new(inner, whole);
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(HttpPriority(parts.default_priority))
             .classify(classifier.clone())

@@ -55,8 +55,8 @@ async fn hardened_app(failing: Arc<AtomicBool>) -> (SocketAddr, HardeningHandle)
         [services.model-inference.breaker]
         sliding_window = { count = 10 }
         minimum_calls = 10
-        wait_in_open = "300ms"
-        max_wait_in_open = "300ms"
+        wait_in_open = "2s"
+        max_wait_in_open = "2s"
         half_open_permits = 2
         "#,
     )
@@ -86,6 +86,22 @@ async fn hardened_app(failing: Arc<AtomicBool>) -> (SocketAddr, HardeningHandle)
     (serve(app).await, handle)
 }
 
+/// Polls `url` until it answers `status` (the monitor re-derives health
+/// on each breaker transition, a moment after it), for at most 5 s.
+async fn wait_for_health(client: &HttpClient, url: &str, status: StatusCode) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if get_text(client, url.to_owned()).await.0 == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // 1. A real client sees 200s, then 503s with Retry-After once the breaker
 // opens, then 200s after recovery; readiness follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +124,7 @@ async fn a_client_sees_the_breaker_open_and_close() {
     for _ in 0..15 {
         let (status, retry_after, body) = get_text(&client, url("/infer")).await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(retry_after.as_deref(), Some("1"), "rounded up from 300 ms");
+            assert_eq!(retry_after.as_deref(), Some("2"), "2 s, rounded up");
             assert!(
                 body.contains("circuit breaker `model-inference` is open"),
                 "{body}"
@@ -125,32 +141,28 @@ async fn a_client_sees_the_breaker_open_and_close() {
         statuses[first_503..].iter().all(|&s| s == 503),
         "{statuses:?}"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Readiness reads the breaker live; health waits for the monitor.
     let (status, _, body) = get_text(&client, url("/hardening/health/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
         body.contains("critical service `model-inference`"),
         "{body}"
     );
-    let (status, _, _) = get_text(&client, url("/hardening/health")).await;
-    assert_eq!(
-        status,
+    wait_for_health(
+        &client,
+        &url("/hardening/health"),
         StatusCode::SERVICE_UNAVAILABLE,
-        "a critical service is down"
-    );
+    )
+    .await;
 
     failing.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     for _ in 0..5 {
         assert_eq!(get_text(&client, url("/infer")).await.0, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for_health(&client, &url("/hardening/health"), StatusCode::OK).await;
     assert_eq!(
         get_text(&client, url("/hardening/health/ready")).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get_text(&client, url("/hardening/health")).await.0,
         StatusCode::OK
     );
     handle.shutdown().await;

@@ -53,7 +53,15 @@ impl ServiceConfig {
         self.breaker.validate(&format!("{prefix}.breaker"))?;
         self.retry.validate(&format!("{prefix}.retry"))?;
         self.limit.validate(&format!("{prefix}.limit"))?;
-        self.fault.validate(&format!("{prefix}.fault"))
+        self.fault.validate(&format!("{prefix}.fault"))?;
+        if self.fault.hang_rate > 0.0 && self.timeout.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.fault.hang_rate"),
+                self.fault.hang_rate,
+                "0 unless the service has a `timeout` (nothing else ends a hung call)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -408,6 +416,13 @@ impl FaultConfig {
     /// Checked by the fault layer's own builder.
     #[cfg(feature = "fault")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !(self.status <= 16 || (100..=599).contains(&self.status)) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.status"),
+                self.status,
+                "an HTTP status (100 to 599) or a gRPC code (0 to 16)",
+            ));
+        }
         self.to_builder("config-check").validate().map_err(|err| {
             let key = match err.field() {
                 "response_rate" => "status_rate",

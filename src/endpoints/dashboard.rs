@@ -96,7 +96,10 @@ pub(crate) fn data(handle: &HardeningHandle) -> Data {
     let events = tower_hardening_core::sync::lock(&shared.recent_events)
         .iter()
         .rev()
-        .cloned()
+        .map(|event| RecentEvent {
+            detail: event.detail.clone().filter(|_| details),
+            ..event.clone()
+        })
         .collect();
     Data {
         at: SystemTime::now(),

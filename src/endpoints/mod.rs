@@ -12,9 +12,10 @@
 //!
 //! `HEAD` is answered like `GET` without a body; any other method is 405
 //! with `Allow`, any other path 404. No endpoint reads the request body,
-//! and every answer is bounded: the collector caps its series, the
-//! dashboard sends the last 50 events. Inner error texts appear in `/health`
-//! only with `expose_details = true`.
+//! and every answer is bounded: the collector caps its series (1,000 by
+//! default), the dashboard sends the last 50 events, each text at most
+//! 300 bytes. Inner error texts appear in `/health`, `/health/ready` and
+//! the dashboard only with `expose_details = true`.
 //!
 //! ```
 //! use axum::Router;
@@ -47,9 +48,6 @@ use tower_service::Service;
 
 use crate::HardeningHandle;
 
-/// The answer bodies' upper bound; a larger answer is cut (and says so).
-const MAX_BODY: usize = 4 << 20;
-
 /// The endpoints of a hardening, from [`HardeningHandle::endpoints`].
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -69,10 +67,7 @@ impl HardeningHandle {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut body: Bytes = body.into();
-    if body.len() > MAX_BODY {
-        body = body.slice(..MAX_BODY);
-    }
+    let body: Bytes = body.into();
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
@@ -140,7 +135,16 @@ impl Endpoints {
                 respond(status, "text/plain; charset=utf-8", text)
             }
             "/health/ready" => {
-                let readiness = self.handle.readiness();
+                let mut readiness = self.handle.readiness();
+                if !shared.config.expose_details {
+                    // Reasons may quote inner errors: keep what precedes
+                    // the first colon (the service, the kind of cause).
+                    for reason in &mut readiness.reasons {
+                        if let Some((head, _)) = reason.split_once(':') {
+                            *reason = head.to_owned();
+                        }
+                    }
+                }
                 let status = if readiness.ready {
                     StatusCode::OK
                 } else {
@@ -176,6 +180,11 @@ impl<B> Service<Request<B>> for Endpoints {
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let mut response = self.answer(request.method(), request.uri().path());
         if request.method() == Method::HEAD {
+            // The length GET would send, then no body.
+            let length = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             *response.body_mut() = Full::new(Bytes::new());
         }
         ready(Ok(response))
@@ -189,5 +198,7 @@ pub(crate) struct RecentEvent {
     pub(crate) at: std::time::SystemTime,
     pub(crate) service: Arc<str>,
     pub(crate) text: String,
+    /// An inner error's text, sent only with `expose_details`.
+    pub(crate) detail: Option<String>,
     pub(crate) level: &'static str,
 }

@@ -438,16 +438,33 @@ const RECENT_EVENTS: usize = 50;
 /// Keeps `event` among the recent ones the dashboard shows.
 fn remember(shared: &Shared, event: &Event) {
     let (text, level) = describe(event.kind());
+    let detail = match event.kind() {
+        EventKind::RecoveryStep {
+            step: RecoveryStep::Failed { error, .. },
+            ..
+        } => Some(bounded(error)),
+        _ => None,
+    };
     let mut recent = tower_hardening_core::sync::lock(&shared.recent_events);
     if recent.len() >= RECENT_EVENTS {
         recent.pop_front();
     }
     recent.push_back(crate::endpoints::RecentEvent {
         at: event.at(),
-        service: Arc::from(event.service()),
-        text,
+        service: Arc::from(bounded(event.service())),
+        text: bounded(&text),
+        detail,
         level,
     });
+}
+
+/// At most 300 bytes of `text` (cut at a character boundary).
+fn bounded(text: &str) -> String {
+    let mut end = text.len().min(300);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// An event in words, and how loud it is (`info`, `warn`, `error`).
@@ -483,9 +500,7 @@ pub(crate) fn describe(kind: &EventKind) -> (String, &'static str) {
         EventKind::RecoveryStep { attempt, step } => match step {
             RecoveryStep::Started => (format!("recovery attempt {attempt} started"), "warn"),
             RecoveryStep::Succeeded => (format!("recovery attempt {attempt} succeeded"), "info"),
-            RecoveryStep::Failed { error, .. } => {
-                (format!("recovery attempt {attempt} failed: {error}"), "error")
-            }
+            RecoveryStep::Failed { .. } => (format!("recovery attempt {attempt} failed"), "error"),
             RecoveryStep::GaveUp => (format!("recovery gave up after {attempt} attempts"), "error"),
             _ => (format!("recovery attempt {attempt}"), "info"),
         },

@@ -176,14 +176,22 @@ impl Monitor {
             metrics::gauge!(names::RUNTIME_ALIVE_TASKS).set(runtime.alive_tasks as f64);
             metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH)
                 .set(runtime.global_queue_depth as f64);
-            let stack_pools = self
+            // A service's admission pool is labelled `{service}/admission`,
+            // apart from the resource pools, whatever their names.
+            let stack_pools = self.shared.services.values().filter_map(|entry| {
+                entry
+                    .stack
+                    .get()
+                    .map(|parts| (Arc::from(format!("{}/admission", entry.name)), &parts.pool))
+            });
+            let resource_pools = self
                 .shared
-                .services
-                .values()
-                .filter_map(|entry| entry.stack.get().map(|parts| &parts.pool));
-            for pool in self.shared.pools.values().chain(stack_pools) {
+                .pools
+                .iter()
+                .map(|(name, pool)| (name.clone(), pool));
+            for (name, pool) in resource_pools.chain(stack_pools) {
+                let name: Arc<str> = name;
                 let stats = pool.stats();
-                let name: Arc<str> = Arc::from(pool.name());
                 for (state, units) in [
                     ("capacity", stats.capacity),
                     ("in_use", stats.in_use),

@@ -43,12 +43,14 @@ impl<B: Default> InjectResponse<http::Response<B>> for HttpStatus {
 }
 
 /// A gRPC "trailers-only" error: HTTP 200 with `grpc-status` (the injected
-/// code, 14 UNAVAILABLE by default) and `grpc-message` headers.
+/// code; a status that is no gRPC code, such as HTTP's 503, becomes 14
+/// UNAVAILABLE) and `grpc-message` headers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcStatus;
 
 impl<B: Default> InjectResponse<http::Response<B>> for GrpcStatus {
     fn make(&self, code: u16) -> Option<http::Response<B>> {
+        let code = if code <= 16 { code } else { 14 };
         let mut response = http::Response::new(B::default());
         let headers = response.headers_mut();
         headers.insert(

@@ -74,7 +74,10 @@ where
             Decision::Respond => {
                 let status = self.state.status.load(Ordering::Relaxed);
                 match self.respond.make(status) {
-                    Some(response) => FaultFuture::ready(Ok(response), latency),
+                    Some(response) => {
+                        self.state.responded();
+                        FaultFuture::ready(Ok(response), latency)
+                    }
                     None => FaultFuture::called(self.inner.call(request), latency),
                 }
             }

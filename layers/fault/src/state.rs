@@ -72,6 +72,11 @@ impl FaultState {
         }
     }
 
+    /// Counts a response the layer made.
+    pub(crate) fn responded(&self) {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
@@ -91,7 +96,6 @@ impl FaultState {
             self.errors.fetch_add(1, Ordering::Relaxed);
             Decision::Error
         } else if roll < respond {
-            self.responses.fetch_add(1, Ordering::Relaxed);
             Decision::Respond
         } else {
             Decision::Call
@@ -167,7 +171,10 @@ impl FaultHandle {
         self.state.status.store(status, Ordering::Relaxed);
     }
 
-    /// Leaves this share of calls hanging.
+    /// Leaves this share of calls hanging: only a timeout above the layer
+    /// (or the caller going away) ends them, and until then they hold
+    /// whatever the layers above reserved (an admission slot, an
+    /// in-flight count). Use with a timeout.
     pub fn set_hang_rate(&self, rate: f64) {
         self.state.hang_ppm.store(to_ppm(rate), Ordering::Relaxed);
     }

@@ -255,7 +255,7 @@ impl PoolInner {
         };
         let second = self.created.elapsed().as_secs();
         let seen = self.shed_second.load(Ordering::Relaxed);
-        if second != seen
+        if second > seen
             && self
                 .shed_second
                 .compare_exchange(seen, second, Ordering::AcqRel, Ordering::Relaxed)
