@@ -510,8 +510,10 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future =
-        OptionalTimeoutFuture<tower::timeout::future::ResponseFuture<S::Future>, S::Future>;
+    type Future = OptionalTimeoutFuture<
+        Pin<Box<tower::timeout::future::ResponseFuture<S::Future>>>,
+        S::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
@@ -522,9 +524,11 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self {
+            // Boxed: the timer is large, and inline it would make the
+            // future of every layer above larger even without a timeout.
             OptionalTimeout::On(timeout) => OptionalTimeoutFuture {
                 kind: TimeoutKind::On {
-                    future: timeout.call(request),
+                    future: Box::pin(timeout.call(request)),
                 },
             },
             OptionalTimeout::Off(inner) => OptionalTimeoutFuture {

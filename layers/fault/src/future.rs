@@ -27,8 +27,9 @@ pin_project! {
     /// an injected one, or none at all, after any injected latency.
     #[derive(Debug)]
     pub struct FaultFuture<F, Res> {
-        #[pin]
-        delay: Option<Sleep>,
+        // Boxed: latency is rare, and an inline `Sleep` would make every
+        // future of every layer above larger.
+        delay: Option<Pin<Box<Sleep>>>,
         #[pin]
         kind: Kind<F, Res>,
     }
@@ -47,14 +48,14 @@ pin_project! {
 impl<F, Res> FaultFuture<F, Res> {
     pub(crate) fn called(future: F, latency: Option<Duration>) -> Self {
         FaultFuture {
-            delay: latency.map(tokio::time::sleep),
+            delay: latency.map(|d| Box::pin(tokio::time::sleep(d))),
             kind: Kind::Called { future },
         }
     }
 
     pub(crate) fn ready(result: Result<Res, BoxError>, latency: Option<Duration>) -> Self {
         FaultFuture {
-            delay: latency.map(tokio::time::sleep),
+            delay: latency.map(|d| Box::pin(tokio::time::sleep(d))),
             kind: Kind::Ready {
                 result: Some(result),
             },
@@ -77,10 +78,10 @@ where
     type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some(delay) = this.delay.as_mut().as_pin_mut() {
-            ready!(delay.poll(cx));
-            this.delay.set(None);
+        let this = self.project();
+        if let Some(delay) = this.delay.as_mut() {
+            ready!(delay.as_mut().poll(cx));
+            *this.delay = None;
         }
         match this.kind.project() {
             KindProj::Called { future } => future.poll(cx).map_err(Into::into),

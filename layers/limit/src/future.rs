@@ -113,6 +113,19 @@ impl<S: Service<Req>, Req, R, C> LimitFuture<S, Req, R, C> {
         }
     }
 
+    /// Admitted, the service ready and called already.
+    #[inline]
+    pub(crate) fn calling(future: S::Future, permit: Permit, release: R, classify: C) -> Self {
+        LimitFuture {
+            state: State::Calling {
+                future,
+                permit: Some(permit),
+            },
+            release,
+            classify,
+        }
+    }
+
     pub(crate) fn waiting(
         waiting: Waiting,
         service: S,

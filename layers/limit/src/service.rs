@@ -115,8 +115,24 @@ where
         // Fast path: free units and nobody waiting.
         if !self.pool.is_named() && self.pool.admits_now(units) && self.pool.try_take_units(units) {
             let permit = Permit::units(self.pool.clone(), units).measured(self.adaptive.as_ref());
+            // Admitted at once, so nothing waits: ask this request's own
+            // clone whether it is ready now, and call it if so (the common
+            // case, one state fewer); if not, its future drives `ready()`
+            // with the task's waker. The clone is this request's alone, so
+            // a readiness it reserves is spent by this call.
+            let mut service = self.inner.clone();
+            let mut noop = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(Ok(())) = service.poll_ready(&mut noop) {
+                let future = service.call(request);
+                return LimitFuture::calling(
+                    future,
+                    permit,
+                    self.release.clone(),
+                    self.classify.clone(),
+                );
+            }
             return LimitFuture::admitted(
-                self.inner.clone(),
+                service,
                 request,
                 permit,
                 self.release.clone(),

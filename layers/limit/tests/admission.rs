@@ -238,7 +238,18 @@ async fn a_panic_below_gives_the_units_back_where_it_happens() {
     let mut svc = ResourceLimitLayer::new(pool_a.clone())
         .priority(normal as fn(&u32) -> Priority)
         .layer(Readiness(|| panic!("inner poll_ready panics")));
+    // Admitted at once, the request's clone is asked for readiness in
+    // `call`: the panic passes there, and the unit comes back with it.
+    assert!(catch_unwind(AssertUnwindSafe(|| svc.call(1))).is_err());
+    assert_eq!(pool_a.stats().in_use, 0, "released at the panic");
+    assert_eq!(pool_a.stats().available, 1, "and not twice");
+    // Admitted after waiting, it is asked in the future: the same there.
+    let held = pool_a
+        .acquire(tower_hardening_limit::Acquire::new("t"))
+        .await
+        .unwrap();
     let mut future = Box::pin(svc.call(1));
+    drop(held);
     assert!(catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))).is_err());
     assert_eq!(
         pool_a.stats().in_use,
