@@ -93,7 +93,10 @@ pub use tower_hardening_fault as fault;
 
 pub use tower_hardening_core::{BoxError, Priority};
 
-/// The README's Rust examples, compiled and run as doc tests.
-#[cfg(all(doctest, feature = "full"))]
+/// The guide: the README, with the seed's usage section in Rust, how
+/// health is decided, the one right order for metrics, best practices,
+/// troubleshooting and what to alert on. Its examples are compiled and run
+/// as doc tests.
+#[cfg(feature = "full")]
 #[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+pub mod guide {}

@@ -211,6 +211,18 @@ async fn metrics_parse_as_prometheus_text() {
             "{expected} missing from {names:?}"
         );
     }
+    // Every name the library emits is in `names::ALL` (histograms render
+    // with `_sum` / `_count` and quantile samples).
+    for name in &names {
+        let base = name
+            .strip_suffix("_sum")
+            .or_else(|| name.strip_suffix("_count"))
+            .unwrap_or(name);
+        assert!(
+            tower_hardening::core::names::ALL.contains(&base),
+            "{name} is not in names::ALL"
+        );
+    }
     let ok = scrape
         .samples
         .iter()
