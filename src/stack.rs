@@ -21,7 +21,7 @@ use tower_hardening_core::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
+use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, EosCircuitBreaker};
 use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
 use crate::metrics::{MetricsLayer, MetricsService};
@@ -190,7 +190,7 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
                             crate::recovery::AnyRequest,
                         >,
                         BoxErrors<
-                            CircuitBreaker<
+                            EosCircuitBreaker<
                                 OptionalTimeout<
                                     Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>,
                                 >,
@@ -397,10 +397,13 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
             .responding(P::fault_response())
             .layer(inner);
         let inner = OptionalTimeout::new(inner, parts.timeout);
+        // A gRPC status may come in the trailers: the breaker waits for
+        // the end of the body when the head does not decide.
         let inner = parts
             .breaker_layer
             .clone()
             .classifier(classifier.clone())
+            .at_end_of_stream()
             .layer(inner);
         let enabled = HttpRetryEnabled(parts.retry_enabled);
         let inner = parts

@@ -333,6 +333,19 @@ impl<C> CircuitBreakerLayer<C> {
         BreakerHandle::new(self.state.clone())
     }
 
+    /// The same breaker for HTTP responses whose verdict may come at the end
+    /// of the body (gRPC statuses in trailers): see
+    /// [`EosCircuitBreakerLayer`](crate::EosCircuitBreakerLayer). The
+    /// classifier must also be a [`ClassifyEos`](tower_hardening_core::ClassifyEos)
+    /// (`GrpcErrors`, `HttpServerErrors`).
+    #[must_use]
+    pub fn at_end_of_stream(self) -> crate::EosCircuitBreakerLayer<C> {
+        crate::EosCircuitBreakerLayer {
+            state: self.state,
+            classifier: self.classifier,
+        }
+    }
+
     /// The same breaker (one state, one window) with another classifier:
     /// for one dependency reached both as plain requests and as HTTP, say.
     #[must_use]

@@ -88,6 +88,7 @@
 //! # }
 //! ```
 
+mod eos;
 mod handle;
 mod keyed;
 mod layer;
@@ -101,6 +102,7 @@ mod window;
 pub mod error;
 pub mod future;
 
+pub use eos::{EosBody, EosCircuitBreaker, EosCircuitBreakerLayer, EosFuture};
 pub use error::{CircuitOpen, ConfigError};
 pub use handle::{BreakerHandle, BreakerSnapshot};
 pub use keyed::{KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};

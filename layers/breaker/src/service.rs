@@ -26,7 +26,7 @@ pub struct CircuitBreaker<S, C> {
 /// What `poll_ready` decided for the next `call`. The rejection is boxed
 /// once here, as the error it will become.
 #[derive(Debug)]
-enum Reservation {
+pub(crate) enum Reservation {
     Empty,
     Admitted(Permit),
     Rejected(BoxError),
@@ -40,6 +40,15 @@ impl<S, C> CircuitBreaker<S, C> {
             classifier,
             reserved: Reservation::Empty,
         }
+    }
+
+    /// The decision `poll_ready` reserved for this call, taken.
+    pub(crate) fn take_reservation(&mut self) -> Reservation {
+        std::mem::replace(&mut self.reserved, Reservation::Empty)
+    }
+
+    pub(crate) fn classifier(&self) -> &C {
+        &self.classifier
     }
 
     /// The wrapped service.

@@ -288,3 +288,52 @@ async fn half_open_from_forced_open_probes_and_closes() {
     }
     assert_eq!(handle.state(), CircuitState::Closed);
 }
+
+/// gRPC statuses in trailers are classified at the end of the body: a
+/// stream ending in UNAVAILABLE is a failure, one ending in OK a success,
+/// one dropped unread nothing.
+#[tokio::test(start_paused = true)]
+async fn grpc_trailers_are_classified_at_end_of_stream() {
+    use http_body_util::{BodyExt, StreamBody};
+    use tower_hardening_core::GrpcErrors;
+
+    type Frames = StreamBody<
+        futures_util::stream::Iter<
+            std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>,
+        >,
+    >;
+    fn streamed(status: &'static str) -> http::Response<Frames> {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+        let frames = vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"chunk"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        http::Response::new(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    let layer = breaker()
+        .classifier(GrpcErrors::default())
+        .build()
+        .unwrap()
+        .at_end_of_stream();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|status: &'static str| async move {
+        Ok::<_, std::io::Error>(streamed(status))
+    }));
+    // Read to the end: the trailers decide.
+    for status in ["0", "14", "14"] {
+        let response = svc.ready().await.unwrap().call(status).await.unwrap();
+        let _ = response.into_body().collect().await.unwrap();
+    }
+    let snapshot = handle.snapshot();
+    assert_eq!((snapshot.calls, snapshot.failures), (3, 2));
+    // Dropped unread: nothing recorded.
+    let response = svc.ready().await.unwrap().call("14").await.unwrap();
+    drop(response);
+    assert_eq!(handle.snapshot().calls, 3);
+    // One more UNAVAILABLE stream makes 3 of 4: the breaker opens.
+    let response = svc.ready().await.unwrap().call("14").await.unwrap();
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open);
+}

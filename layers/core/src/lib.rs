@@ -51,7 +51,7 @@ pub mod sync;
 
 pub use circuit::CircuitState;
 pub use classify::{
-    Classify, DEFAULT_FAILING_CODES, ErrorsAsFailures, GrpcErrors, HttpServerErrors,
+    Classify, ClassifyEos, DEFAULT_FAILING_CODES, ErrorsAsFailures, GrpcErrors, HttpServerErrors,
 };
 pub use config_error::{ConfigError, ConfigErrorKind};
 pub use event::{Event, EventKind, EventSink, RecoveryStep};

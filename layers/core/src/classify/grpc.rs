@@ -1,7 +1,10 @@
 use http::Response;
-use tower_http::classify::{ClassifiedResponse, ClassifyResponse, GrpcCode, GrpcErrorsAsFailures};
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyEos as TowerClassifyEos, ClassifyResponse, GrpcCode,
+    GrpcErrorsAsFailures,
+};
 
-use super::Classify;
+use super::{Classify, ClassifyEos};
 use crate::Outcome;
 
 const ALL_CODES: [GrpcCode; 17] = [
@@ -97,6 +100,29 @@ impl<B, E> Classify<Response<B>, E> for GrpcErrors {
             ClassifiedResponse::Ready(Ok(())) => Outcome::Success,
             ClassifiedResponse::Ready(Err(_)) => Outcome::Failure,
             ClassifiedResponse::RequiresEos(_) => Outcome::Success,
+        }
+    }
+}
+
+impl<B> ClassifyEos<B> for GrpcErrors {
+    fn classify_head(&self, response: &Response<B>) -> Option<Outcome> {
+        match self.inner.clone().classify_response(response) {
+            ClassifiedResponse::Ready(Ok(())) => Some(Outcome::Success),
+            ClassifiedResponse::Ready(Err(_)) => Some(Outcome::Failure),
+            ClassifiedResponse::RequiresEos(_) => None,
+        }
+    }
+
+    fn classify_end(&self, trailers: Option<&http::HeaderMap>) -> Outcome {
+        // A head without `grpc-status` gives the end-of-stream classifier.
+        let head = Response::new(());
+        match self.inner.clone().classify_response(&head) {
+            ClassifiedResponse::RequiresEos(eos) => match eos.classify_eos(trailers) {
+                Ok(()) => Outcome::Success,
+                Err(_) => Outcome::Failure,
+            },
+            ClassifiedResponse::Ready(Ok(())) => Outcome::Success,
+            ClassifiedResponse::Ready(Err(_)) => Outcome::Failure,
         }
     }
 }

@@ -41,12 +41,8 @@ impl HttpServerErrors {
     }
 }
 
-impl<B, E> Classify<Response<B>, E> for HttpServerErrors {
-    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
-        let response = match result {
-            Ok(response) => response,
-            Err(_) => return Outcome::Failure,
-        };
+impl HttpServerErrors {
+    fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
         if self.too_many_requests_fails && response.status() == StatusCode::TOO_MANY_REQUESTS {
             return Outcome::Failure;
         }
@@ -56,5 +52,25 @@ impl<B, E> Classify<Response<B>, E> for HttpServerErrors {
             // ServerErrorsAsFailures never waits for the end of the stream.
             ClassifiedResponse::RequiresEos(_) => Outcome::Success,
         }
+    }
+}
+
+impl<B, E> Classify<Response<B>, E> for HttpServerErrors {
+    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
+        match result {
+            Ok(response) => self.classify_response(response),
+            Err(_) => Outcome::Failure,
+        }
+    }
+}
+
+impl<B> super::ClassifyEos<B> for HttpServerErrors {
+    /// Always at the head: the status line says it all.
+    fn classify_head(&self, response: &Response<B>) -> Option<Outcome> {
+        Some(self.classify_response(response))
+    }
+
+    fn classify_end(&self, _: Option<&http::HeaderMap>) -> Outcome {
+        Outcome::Success
     }
 }

@@ -8,6 +8,32 @@ pub use errors::ErrorsAsFailures;
 pub use grpc::{DEFAULT_FAILING_CODES, GrpcErrors};
 pub use http::HttpServerErrors;
 
+/// A classifier of HTTP responses that may defer its verdict to the end of
+/// the body: gRPC sends the status of a streaming (or any non-trailers-
+/// only) response in its trailers. tower-http's `ClassifyEos` is the
+/// model.
+///
+/// ```
+/// use http::{HeaderMap, Response};
+/// use tower_hardening_core::{ClassifyEos, GrpcErrors, Outcome};
+///
+/// let grpc = GrpcErrors::default();
+/// // No `grpc-status` in the head: the verdict waits for the trailers.
+/// assert_eq!(grpc.classify_head(&Response::new(())), None);
+/// let mut trailers = HeaderMap::new();
+/// trailers.insert("grpc-status", "14".parse().unwrap()); // UNAVAILABLE
+/// assert_eq!(ClassifyEos::<()>::classify_end(&grpc, Some(&trailers)), Outcome::Failure);
+/// ```
+pub trait ClassifyEos<B>: Clone + Send + Sync + 'static {
+    /// The verdict from the response head, or `None` to wait for the end
+    /// of its body.
+    fn classify_head(&self, response: &::http::Response<B>) -> Option<Outcome>;
+
+    /// The verdict at the end of the body, from its trailers (`None`: it
+    /// ended without any).
+    fn classify_end(&self, trailers: Option<&::http::HeaderMap>) -> Outcome;
+}
+
 use crate::Outcome;
 
 /// Decides whether a finished call was a success, a failure, or not
