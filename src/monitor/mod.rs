@@ -623,7 +623,7 @@ pub(crate) fn record_attempt(
 }
 
 pub(crate) fn emit(shared: &Shared, service: &Arc<str>, kind: EventKind) {
-    shared.events.emit(Event::new(service.clone(), kind));
+    tower_hardening_core::publish(Some(&shared.events), || Event::new(service.clone(), kind));
 }
 
 pub(crate) fn recovery_event(
@@ -632,8 +632,7 @@ pub(crate) fn recovery_event(
     attempt: u32,
     step: RecoveryStep,
 ) {
-    events.emit(Event::new(
-        service.clone(),
-        EventKind::RecoveryStep { attempt, step },
-    ));
+    tower_hardening_core::publish(Some(events), || {
+        Event::new(service.clone(), EventKind::RecoveryStep { attempt, step })
+    });
 }

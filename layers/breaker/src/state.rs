@@ -205,13 +205,12 @@ impl BreakerState {
     pub(crate) fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejected.increment(1);
-        if let Some(events) = &self.settings.events
-            && self
-                .last_rejection_event
-                .swap(generation, Ordering::Relaxed)
-                != generation
+        if self
+            .last_rejection_event
+            .swap(generation, Ordering::Relaxed)
+            != generation
         {
-            events.emit_with(|| {
+            tower_hardening_core::publish(self.settings.events.as_ref(), || {
                 Event::new(
                     self.settings.name.clone(),
                     EventKind::CallRejected {

@@ -143,12 +143,9 @@ impl BreakerState {
             gauge.set(f64::from(to.as_index()));
         }
         self.metrics.transition(from, to);
-        if let Some(events) = &self.settings.events {
-            events.emit(Event::new(
-                name.clone(),
-                EventKind::CircuitTransition { from, to },
-            ));
-        }
+        tower_hardening_core::publish(self.settings.events.as_ref(), || {
+            Event::new(name.clone(), EventKind::CircuitTransition { from, to })
+        });
     }
 
     /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`),

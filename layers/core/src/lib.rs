@@ -48,6 +48,7 @@ mod outcome;
 mod priority;
 mod rejection;
 pub mod sync;
+mod trace;
 
 pub use circuit::CircuitState;
 pub use classify::{
@@ -62,6 +63,7 @@ pub use rejection::{
     CircuitOpen, Overloaded, PoolClosed, QueueTimeout, Recovering, RecoveryFailed, Rejection,
     RejectionKind, Unsatisfiable, rejection_of,
 };
+pub use trace::publish;
 
 /// The error type at every tower-hardening service boundary, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

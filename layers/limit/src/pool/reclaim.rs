@@ -191,14 +191,16 @@ impl PoolInner {
         };
         self.free(state, &grant);
         self.reclaimed_total.fetch_add(1, Ordering::Relaxed);
-        if let Some(events) = &self.settings.events {
-            events.emit(Event::new(
-                self.name().clone(),
-                EventKind::LeaseReclaimed {
-                    lease_id: id,
-                    owner: record.owner,
-                },
-            ));
+        {
+            tower_hardening_core::publish(self.settings.events.as_ref(), || {
+                Event::new(
+                    self.name().clone(),
+                    EventKind::LeaseReclaimed {
+                        lease_id: id,
+                        owner: record.owner,
+                    },
+                )
+            });
         }
     }
 }

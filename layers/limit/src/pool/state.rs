@@ -250,9 +250,6 @@ impl PoolInner {
     /// Publishes a `Shed` event for `priority`, at most once per priority
     /// per second.
     pub(super) fn publish_shed(&self, priority: Priority) {
-        let Some(events) = &self.settings.events else {
-            return;
-        };
         let second = self.created.elapsed().as_secs();
         let seen = self.shed_second.load(Ordering::Relaxed);
         if second > seen
@@ -268,7 +265,9 @@ impl PoolInner {
         let (word, bit) = (usize::from(priority.0 / 64), 1u64 << (priority.0 % 64));
         if self.shed_published[word].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
             use tower_hardening_core::{Event, EventKind};
-            events.emit_with(|| Event::new(self.name().clone(), EventKind::Shed { priority }));
+            tower_hardening_core::publish(self.settings.events.as_ref(), || {
+                Event::new(self.name().clone(), EventKind::Shed { priority })
+            });
         }
     }
 

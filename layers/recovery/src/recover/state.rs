@@ -291,12 +291,12 @@ impl<S, F, C> Shared<S, F, C> {
     }
 
     fn emit(&self, attempt: u32, step: RecoveryStep) {
-        if let Some(events) = &self.settings.events {
-            events.emit(Event::new(
+        tower_hardening_core::publish(self.settings.events.as_ref(), || {
+            Event::new(
                 self.settings.name.clone(),
                 EventKind::RecoveryStep { attempt, step },
-            ));
-        }
+            )
+        });
     }
 
     fn count_failure(&self) {

@@ -34,6 +34,9 @@ pub(crate) struct RetryShared {
     gave_up_counter: metrics::Counter,
     budget_exhausted: AtomicU64,
     gave_up: AtomicU64,
+    created: std::time::Instant,
+    /// The second (since `created`, plus one) of the last `RetryExhausted`.
+    last_exhausted_event: AtomicU64,
 }
 
 impl RetryShared {
@@ -59,6 +62,8 @@ impl RetryShared {
             gave_up_counter: metrics::counter!(names::RETRY_GAVE_UP_TOTAL, names::LABEL_SERVICE => name),
             budget_exhausted: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+            last_exhausted_event: AtomicU64::new(0),
         }
     }
 
@@ -93,18 +98,29 @@ impl RetryShared {
         self.exhausted(attempts, false);
     }
 
+    /// Publishes at most one `RetryExhausted` a second: under an outage
+    /// every request exhausts its retries, and one event (one log line)
+    /// a second says as much as thousands; the counters carry the totals.
     fn exhausted(&self, attempts: u32, budget_exhausted: bool) {
-        if let Some(events) = &self.events {
-            events.emit_with(|| {
-                Event::new(
-                    self.name.clone(),
-                    EventKind::RetryExhausted {
-                        attempts,
-                        budget_exhausted,
-                    },
-                )
-            });
+        let second = self.created.elapsed().as_secs() + 1;
+        let last = self.last_exhausted_event.load(Ordering::Relaxed);
+        if second <= last
+            || self
+                .last_exhausted_event
+                .compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
         }
+        tower_hardening_core::publish(self.events.as_ref(), || {
+            Event::new(
+                self.name.clone(),
+                EventKind::RetryExhausted {
+                    attempts,
+                    budget_exhausted,
+                },
+            )
+        });
     }
 
     pub(crate) fn stats(&self) -> RetryStats {
