@@ -48,6 +48,7 @@ macro_rules! with_every_layer {
 }
 
 with_every_layer! {
+    mod builder_ext;
     pub mod endpoints;
     mod handle;
     mod hardening;
@@ -58,6 +59,7 @@ with_every_layer! {
     mod shared;
     pub mod stack;
 
+    pub use builder_ext::{NormalPriority, ServiceBuilderExt};
     pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
     pub use hardening::{SystemHardening, SystemHardeningBuilder};
     pub use health::{HealthStatus, ServiceHealth};

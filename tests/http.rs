@@ -343,3 +343,45 @@ async fn the_dashboard_is_one_self_contained_page() {
     assert!(data["services"].is_array() && data["process"].is_object());
     handle.shutdown().await;
 }
+
+/// Every snapshot serializes with stable snake_case names, durations in
+/// seconds.
+#[tokio::test(start_paused = true)]
+async fn snapshots_serialize() {
+    let hardening = SystemHardening::builder(SystemHardeningConfig::default())
+        .service("audio", NoOp)
+        .build()
+        .unwrap();
+    let _layer = hardening.layer("audio").unwrap();
+    let handle = hardening.start();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let breaker = handle.breaker("audio").unwrap();
+    breaker.force_open();
+    let json = |value: serde_json::Value| value;
+    let snapshot = json(serde_json::to_value(breaker.snapshot()).unwrap());
+    assert_eq!(snapshot["state"], "forced_open");
+    assert!(snapshot.get("failure_rate").is_some() && snapshot.get("until_probe").is_some());
+    let stats =
+        json(serde_json::to_value(handle.resource_stats().pools["memory"].clone()).unwrap());
+    assert!(stats["capacity"].as_u64().unwrap() > 0);
+    let health = json(serde_json::to_value(&*handle.health()).unwrap());
+    assert_eq!(health["services"]["audio"]["critical"], false);
+    let performance = json(serde_json::to_value(&*handle.performance()).unwrap());
+    assert!(performance["event_loop"]["p99"].is_number());
+    let mut events = handle.subscribe();
+    breaker.reset();
+    let event = json(serde_json::to_value(events.recv().await.unwrap()).unwrap());
+    assert_eq!(event["service"], "audio");
+    assert_eq!(event["kind"]["circuit_transition"]["from"], "forced_open");
+    handle.shutdown().await;
+}
+
+struct NoOp;
+
+impl tower_hardening::ManagedService for NoOp {
+    fn initialize(
+        &self,
+    ) -> tower_hardening::managed::BoxFuture<'_, Result<(), tower_hardening::BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

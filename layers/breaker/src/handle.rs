@@ -81,7 +81,13 @@ impl BreakerHandle {
 }
 
 /// One reading of a breaker, from [`BreakerHandle::snapshot`].
+///
+/// With the `serde` feature it serializes with these field names (snake
+/// case), `until_probe` in seconds as a float, and without
+/// `last_transition` (a monotonic instant means nothing outside this
+/// process).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct BreakerSnapshot {
     /// The state.
@@ -104,7 +110,17 @@ pub struct BreakerSnapshot {
     /// Calls rejected since the breaker was built.
     pub rejected_total: u64,
     /// When the state last changed (when it was built, if never).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub last_transition: Instant,
     /// While open: how long until the next call is let through as a probe.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "seconds"))]
     pub until_probe: Option<Duration>,
+}
+
+#[cfg(feature = "serde")]
+fn seconds<S: serde::Serializer>(d: &Option<Duration>, ser: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser.serialize_f64(d.as_secs_f64()),
+        None => ser.serialize_none(),
+    }
 }

@@ -47,6 +47,8 @@ pub mod names;
 mod outcome;
 mod priority;
 mod rejection;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod sync;
 mod trace;
 

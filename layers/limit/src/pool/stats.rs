@@ -22,7 +22,11 @@ use tower_hardening_core::Priority;
 use super::state::PoolInner;
 
 /// A read of a pool's counters, from [`ResourcePool::stats`](crate::ResourcePool::stats).
+///
+/// With the `serde` feature it serializes with these field names (snake
+/// case), the per-priority maps keyed by priority name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Units (or resources) the pool has.
