@@ -1,31 +1,43 @@
 //! Hardening for any `tower::Service`: circuit breaking, retries and
-//! recovery, priority-based resource limits and metrics, tied to the
-//! health of the whole process.
+//! recovery, priority-based resource limits, fault injection and metrics,
+//! tied to the health of the whole process.
 //!
-//! This is the facade crate. It re-exports each layer crate behind a cargo
-//! feature of the same name (all on by default):
+//! ```
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_hardening::{SystemHardening, SystemHardeningConfig};
 //!
-//! | module | feature | crate | status |
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower_hardening::BoxError> {
+//! let config = SystemHardeningConfig::from_toml_str("[services.model-inference]\ntimeout = \"2s\"")?;
+//! let hardening = SystemHardening::builder(config).build()?;
+//! let model = ServiceBuilder::new()
+//!     .layer(hardening.layer("model-inference")?) // metrics, admission, retry, breaker, timeout
+//!     .service(service_fn(|prompt: String| async move { Ok::<_, std::io::Error>(prompt.len()) }));
+//! let handle = hardening.start(); // the monitor: health, performance, recovery
+//! assert_eq!(model.oneshot("a cat".into()).await?, 5);
+//! println!("{:?}", handle.health().status);
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The [`guide`] is the README: the whole API in the seed's order, how
+//! health is decided, the right order for metrics, axum and tonic,
+//! operations. This crate re-exports each layer crate behind a cargo
+//! feature of the same name (all on by default, with `serde`):
+//!
+//! | module | feature | crate | what |
 //! | --- | --- | --- | --- |
-//! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events |
-//! | `breaker` | `breaker` | `tower-hardening-breaker` | built: the circuit breaker layer |
-//! | `recovery` | `recovery` | `tower-hardening-recovery` | built: retry and recover layers |
-//! | `limit` | `limit` | `tower-hardening-limit` | built: resource pools and admission |
-//! | `metrics` | `metrics` | `tower-hardening-metrics` | built: metrics layer and in-process collector |
-//! | [`config`] | always | this crate | the seed's `SystemHardeningConfig`, TOML/JSON, validation |
+//! | [`core`] | always | `tower-hardening-core` | outcomes, classifiers, priorities, rejection errors, events, tracing |
+//! | `breaker` | `breaker` | `tower-hardening-breaker` | the circuit breaker layer |
+//! | `recovery` | `recovery` | `tower-hardening-recovery` | retry and recover |
+//! | `limit` | `limit` | `tower-hardening-limit` | resource pools and admission |
+//! | `metrics` | `metrics` | `tower-hardening-metrics` | metrics layer and in-process collector |
+//! | `fault` | `fault` | `tower-hardening-fault` | fault injection |
+//! | [`config`] | always | this crate | `SystemHardeningConfig`: TOML, JSON, environment, validation |
 //!
-//! ```
-//! use tower_hardening::config::SystemHardeningConfig;
-//! use tower_hardening::core::Priority;
-//!
-//! let config = SystemHardeningConfig::from_toml_str(r#"
-//!     performance_check_interval = "1s"
-//!     [services.model-inference]
-//!     criticality = "high"
-//! "#)?;
-//! assert_eq!(config.service("model-inference").criticality, Priority::HIGH);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! `SystemHardening`, its handle, endpoints, monitor and stacks need all
+//! five layer features.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 pub mod managed;
