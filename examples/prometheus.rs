@@ -37,7 +37,7 @@ async fn main() -> Result<(), BoxError> {
     let text = scrape.render();
     let line = text
         .lines()
-        .find(|l| l.starts_with("hardening_requests_total"))
+        .find(|l| l.starts_with("hardening_requests_total") && l.contains("outcome=\"success\""))
         .unwrap_or("(none)");
     println!("metrics-exporter-prometheus: {line}");
     let ours = handle
