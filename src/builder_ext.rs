@@ -17,6 +17,16 @@
 //!     .circuit_breaker(CircuitBreakerLayer::builder().build()?)
 //!     .service(service_fn(|x: u64| async move { Ok::<_, std::io::Error>(x) }));
 //! assert_eq!(svc.oneshot(7).await?, 7);
+//!
+//! // The whole stack of a configured service, from a hardening.
+//! use tower_hardening::{SystemHardening, SystemHardeningConfig};
+//! let config = SystemHardeningConfig::from_toml_str("[services.audio]")?;
+//! let handle = SystemHardening::builder(config).build()?.handle();
+//! let audio = ServiceBuilder::new()
+//!     .hardening(&handle, "audio")?
+//!     .service(service_fn(|x: u64| async move { Ok::<_, std::io::Error>(x) }));
+//! assert_eq!(audio.oneshot(8).await?, 8);
+//! assert!(ServiceBuilder::new().hardening(&handle, "nope").is_err());
 //! # Ok(())
 //! # }
 //! ```
