@@ -16,7 +16,9 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_hardening::config::SystemHardeningConfig;
 use tower_hardening::{BoxError, SystemHardening};
 
-#[tokio::main(flavor = "current_thread")]
+// Multi-threaded: the SDK's blocking shutdown needs another thread to run
+// the exporter on (see opentelemetry-rust#2583).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
@@ -52,7 +54,7 @@ async fn main() -> Result<(), BoxError> {
         .sum();
     println!("in-process collector: hardening_requests_total = {ours}");
     handle.shutdown().await;
-    match provider.shutdown() {
+    match tokio::task::spawn_blocking(move || provider.shutdown()).await? {
         Ok(()) => println!("OpenTelemetry: exported"),
         Err(error) => println!("OpenTelemetry: nothing listens at 127.0.0.1:4317 ({error})"),
     }

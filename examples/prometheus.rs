@@ -34,6 +34,10 @@ async fn main() -> Result<(), BoxError> {
         svc.clone().oneshot(i).await?;
     }
 
+    // The exporter keeps histogram samples until upkeep folds them: in a
+    // server, call this every few seconds (or let PrometheusBuilder's
+    // `install` do it).
+    scrape.run_upkeep();
     let text = scrape.render();
     let line = text
         .lines()

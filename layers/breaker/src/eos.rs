@@ -114,7 +114,7 @@ impl<S, C> EosCircuitBreaker<S, C> {
     }
 }
 
-impl<S, C, Req, B> Service<Req> for EosCircuitBreaker<S, C>
+impl<S, C, Req, B: Body> Service<Req> for EosCircuitBreaker<S, C>
 where
     S: Service<Req, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
@@ -181,7 +181,7 @@ pin_project! {
     }
 }
 
-impl<F, C, B, E> Future for EosFuture<F, C>
+impl<F, C, B: Body, E> Future for EosFuture<F, C>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
@@ -214,9 +214,23 @@ where
                     }
                     Ok(response) => {
                         let mut waiting = None;
-                        if let Some(permit) = permit.take() {
+                        if let Some(mut permit) = permit.take() {
+                            permit.head_arrived();
                             match ClassifyEos::<B>::classify_head(&*classifier, &response) {
                                 Some(outcome) => permit.finish(verdict(outcome)),
+                                // A body that already says it has ended is
+                                // dropped unpolled by hyper: decide now.
+                                None if response.body().is_end_stream() => {
+                                    permit.finish(verdict(ClassifyEos::<B>::classify_end(
+                                        &*classifier,
+                                        None,
+                                    )));
+                                }
+                                // A half-open probe is not held for a whole
+                                // stream (it would keep the breaker
+                                // half-open as long as it lasts): the head
+                                // decides, a success so far.
+                                None if permit.is_probe() => permit.finish(Some(false)),
                                 None => waiting = Some((permit, classifier.clone())),
                             }
                         }
@@ -226,6 +240,10 @@ where
             }
         }
     }
+}
+
+fn inner_is_end<B: Body>(inner: Pin<&B>) -> bool {
+    inner.get_ref().is_end_stream()
 }
 
 pin_project! {
@@ -262,21 +280,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        let inner = this.inner;
+        let mut inner = this.inner;
         let mut permit_slot = this.waiting.take().map(|(permit, c)| (Some(permit), c));
         // A panic in the body's own code is the dependency's failure.
         let polled = match &mut permit_slot {
-            Some((permit, _)) => on_unwind(permit, Permit::panicked, || inner.poll_frame(cx)),
-            None => inner.poll_frame(cx),
+            Some((permit, _)) => {
+                on_unwind(permit, Permit::panicked, || inner.as_mut().poll_frame(cx))
+            }
+            None => inner.as_mut().poll_frame(cx),
         };
         if let Some((Some(permit), classifier)) = permit_slot {
             *this.waiting = Some((permit, classifier));
         }
         let frame = ready!(polled);
+        let inner_ended = inner_is_end(inner.as_ref());
         match &frame {
             Some(Ok(frame)) if frame.is_trailers() => {
                 let trailers = frame.trailers_ref();
                 Self::finish(this.waiting, |c| verdict(c.classify_end(trailers)));
+            }
+            // hyper stops polling a body that says it has ended.
+            Some(Ok(_)) if inner_ended => {
+                Self::finish(this.waiting, |c| verdict(c.classify_end(None)));
             }
             Some(Ok(_)) => {}
             Some(Err(_)) => Self::finish(this.waiting, |_| Some(true)),

@@ -29,6 +29,8 @@ pub(crate) struct Permit {
 }
 
 const FINISHED: u64 = 1 << 8;
+/// Set by [`Permit::head_arrived`] when the call was slow to its head.
+const SLOW_AT_HEAD: u64 = 1 << 9;
 
 impl Permit {
     pub(crate) fn new(state: &Arc<BreakerState>, generation: u64, kind: PermitKind) -> Self {
@@ -63,10 +65,27 @@ impl Permit {
             None => CallEnd::Ignored,
             Some(failure) => CallEnd::Finished {
                 failure,
-                slow: self.started != 0 && self.is_slow(),
+                slow: self.flags & SLOW_AT_HEAD != 0 || (self.started != 0 && self.is_slow()),
             },
         };
         self.state.complete(self.generation, self.kind(), end);
+    }
+
+    /// The response head arrived: the call's duration (for slow-call
+    /// detection) ends here, not when its body has been read, which also
+    /// measures the client.
+    pub(crate) fn head_arrived(&mut self) {
+        if self.started != 0 {
+            if self.is_slow() {
+                self.flags |= SLOW_AT_HEAD;
+            }
+            self.started = 0;
+        }
+    }
+
+    /// Whether this is a half-open probe permit.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.kind() == PermitKind::Probe
     }
 
     /// Records a panic in the inner service: a failure.

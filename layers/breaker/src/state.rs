@@ -205,10 +205,11 @@ impl BreakerState {
     pub(crate) fn reject(&self, generation: u64, retry_after: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         self.metrics.rejected.increment(1);
-        if self
-            .last_rejection_event
-            .swap(generation, Ordering::Relaxed)
-            != generation
+        if self.last_rejection_event.load(Ordering::Relaxed) != generation
+            && self
+                .last_rejection_event
+                .swap(generation, Ordering::Relaxed)
+                != generation
         {
             tower_hardening_core::publish(self.settings.events.as_ref(), || {
                 Event::new(

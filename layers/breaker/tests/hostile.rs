@@ -337,3 +337,32 @@ async fn grpc_trailers_are_classified_at_end_of_stream() {
     let _ = response.into_body().collect().await.unwrap();
     assert_eq!(handle.state(), CircuitState::Open);
 }
+
+/// A body that already says it has ended (hyper drops it unpolled) is
+/// decided at once; a 5xx that is not gRPC at all is a failure.
+#[tokio::test(start_paused = true)]
+async fn ended_bodies_and_plain_server_errors_are_decided_at_the_head() {
+    use tower_hardening_core::GrpcErrors;
+
+    let layer = breaker()
+        .classifier(GrpcErrors::default())
+        .build()
+        .unwrap()
+        .at_end_of_stream();
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(|status: u16| async move {
+        let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        Ok::<_, std::io::Error>(response)
+    }));
+    let response = svc.ready().await.unwrap().call(200).await.unwrap();
+    assert_eq!(
+        handle.snapshot().calls,
+        1,
+        "decided before anyone reads the body"
+    );
+    drop(response);
+    let _ = svc.ready().await.unwrap().call(503).await.unwrap();
+    let snapshot = handle.snapshot();
+    assert_eq!((snapshot.calls, snapshot.failures), (2, 1));
+}

@@ -106,6 +106,11 @@ impl<B, E> Classify<Response<B>, E> for GrpcErrors {
 
 impl<B> ClassifyEos<B> for GrpcErrors {
     fn classify_head(&self, response: &Response<B>) -> Option<Outcome> {
+        // Not gRPC at all (a proxy's 503, a fallback's 500): the HTTP
+        // status decides.
+        if response.status().is_server_error() && !response.headers().contains_key("grpc-status") {
+            return Some(Outcome::Failure);
+        }
         match self.inner.clone().classify_response(response) {
             ClassifiedResponse::Ready(Ok(())) => Some(Outcome::Success),
             ClassifiedResponse::Ready(Err(_)) => Some(Outcome::Failure),

@@ -36,7 +36,7 @@ pub(crate) struct RetryShared {
     gave_up: AtomicU64,
     created: std::time::Instant,
     /// The second (since `created`, plus one) of the last `RetryExhausted`.
-    last_exhausted_event: AtomicU64,
+    last_exhausted_event: [AtomicU64; 2],
 }
 
 impl RetryShared {
@@ -63,7 +63,7 @@ impl RetryShared {
             budget_exhausted: AtomicU64::new(0),
             gave_up: AtomicU64::new(0),
             created: std::time::Instant::now(),
-            last_exhausted_event: AtomicU64::new(0),
+            last_exhausted_event: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -102,11 +102,12 @@ impl RetryShared {
     /// every request exhausts its retries, and one event (one log line)
     /// a second says as much as thousands; the counters carry the totals.
     fn exhausted(&self, attempts: u32, budget_exhausted: bool) {
+        // One gate per kind: a flood of one never hides the other.
+        let gate = &self.last_exhausted_event[usize::from(budget_exhausted)];
         let second = self.created.elapsed().as_secs() + 1;
-        let last = self.last_exhausted_event.load(Ordering::Relaxed);
+        let last = gate.load(Ordering::Relaxed);
         if second <= last
-            || self
-                .last_exhausted_event
+            || gate
                 .compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
