@@ -776,3 +776,32 @@ async fn a_panicking_health_check_is_a_failed_check() {
     assert!(health.reason.unwrap().contains("health check panicked"));
     handle.shutdown().await;
 }
+
+/// The issue's own call: `require("core", "0")` against resources whose
+/// `core` attribute is the number 0.
+#[tokio::test(start_paused = true)]
+async fn a_requirement_written_as_text_matches_a_number() {
+    let cpu = ResourcePool::builder("cpu")
+        .resources((0..8).map(|i| Resource::new(format!("core-{i}")).attr("core", i)))
+        .build()
+        .unwrap();
+    let handle = SystemHardening::builder(SystemHardeningConfig::default())
+        .pool(cpu)
+        .readings(quiet_readings())
+        .build()
+        .unwrap()
+        .start();
+    let lease = handle
+        .request_resource(
+            "cpu",
+            "task-123",
+            Priority(2),
+            Requirements::new().require("core", "0"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(lease.resources()[0].name(), "core-0");
+    let id = lease.detach();
+    handle.release_resource("cpu", id, "task-123").unwrap();
+    handle.shutdown().await;
+}

@@ -68,6 +68,32 @@ impl From<String> for AttrValue {
     }
 }
 
+impl AttrValue {
+    /// Whether a resource holding `self` meets a requirement of `wanted`:
+    /// equal values, or text that spells the other value (`"0"` meets
+    /// `0`, `"true"` meets `true`), as the seed's `{ core: 0 }` and
+    /// configuration files write them either way.
+    ///
+    /// ```
+    /// use tower_hardening_limit::AttrValue;
+    ///
+    /// assert!(AttrValue::from(0).matches(&AttrValue::from("0")));
+    /// assert!(AttrValue::from("a100").matches(&AttrValue::from("a100")));
+    /// assert!(!AttrValue::from(1).matches(&AttrValue::from("01x")));
+    /// ```
+    pub fn matches(&self, wanted: &AttrValue) -> bool {
+        match (self, wanted) {
+            (AttrValue::Int(n), AttrValue::Text(t)) | (AttrValue::Text(t), AttrValue::Int(n)) => {
+                t.trim().parse::<i64>() == Ok(*n)
+            }
+            (AttrValue::Bool(b), AttrValue::Text(t)) | (AttrValue::Text(t), AttrValue::Bool(b)) => {
+                t.trim().parse::<bool>() == Ok(*b)
+            }
+            _ => self == wanted,
+        }
+    }
+}
+
 impl fmt::Display for AttrValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -122,7 +148,7 @@ impl Resource {
     pub(crate) fn matches(&self, requirements: &[(Arc<str>, AttrValue)]) -> bool {
         requirements
             .iter()
-            .all(|(key, value)| self.attrs.get(key) == Some(value))
+            .all(|(key, value)| self.attrs.get(key).is_some_and(|held| held.matches(value)))
     }
 }
 
