@@ -306,6 +306,21 @@ impl SystemHardeningBuilder {
             recent_events: Mutex::new(std::collections::VecDeque::new()),
             config,
         });
+        // The recovery figures of every registered service exist from the
+        // start (at zero), so a dashboard or an alert finds them before the
+        // first recovery.
+        metrics::with_local_recorder(&*shared.recorder, || {
+            for entry in shared.services.values().filter(|e| e.managed.is_some()) {
+                for result in ["success", "failure"] {
+                    metrics::counter!(
+                        tower_hardening_core::names::RECOVERY_ATTEMPTS_TOTAL,
+                        tower_hardening_core::names::LABEL_SERVICE => entry.name.clone(),
+                        tower_hardening_core::names::LABEL_RESULT => result
+                    )
+                    .absolute(0);
+                }
+            }
+        });
         let readings = self
             .readings
             .unwrap_or_else(|| Box::new(SysinfoReadings::new()));

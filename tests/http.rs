@@ -61,7 +61,10 @@ async fn hardened_app(failing: Arc<AtomicBool>) -> (SocketAddr, HardeningHandle)
         "#,
     )
     .unwrap();
-    let hardening = SystemHardening::builder(config).build().unwrap();
+    let hardening = SystemHardening::builder(config)
+        .service("model-inference", NoOp)
+        .build()
+        .unwrap();
     let layer = hardening
         .http_layer("model-inference")
         .unwrap()
@@ -200,6 +203,7 @@ async fn metrics_parse_as_prometheus_text() {
         "hardening_circuit_transitions_total",
         "hardening_pool_units",
         "hardening_retries_total",
+        "hardening_recovery_attempts_total",
         "hardening_process_cpu_percent",
         "hardening_process_resident_memory_bytes",
         "hardening_event_loop_latency_seconds",
