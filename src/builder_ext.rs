@@ -21,12 +21,12 @@
 //! // The whole stack of a configured service, from a hardening.
 //! use tower_hardening::{SystemHardening, SystemHardeningConfig};
 //! let config = SystemHardeningConfig::from_toml_str("[services.audio]")?;
-//! let handle = SystemHardening::builder(config).build()?.handle();
+//! let hardening = SystemHardening::builder(config).build()?;
 //! let audio = ServiceBuilder::new()
-//!     .hardening(&handle, "audio")?
+//!     .hardening(&hardening, "audio")?
 //!     .service(service_fn(|x: u64| async move { Ok::<_, std::io::Error>(x) }));
 //! assert_eq!(audio.oneshot(8).await?, 8);
-//! assert!(ServiceBuilder::new().hardening(&handle, "nope").is_err());
+//! assert!(ServiceBuilder::new().hardening(&hardening.handle(), "nope").is_err());
 //! # Ok(())
 //! # }
 //! ```
@@ -71,15 +71,34 @@ pub trait ServiceBuilderExt<L>: Sized {
     /// Adds fault injection.
     fn fault<R>(self, layer: FaultLayer<R>) -> ServiceBuilder<Stack<FaultLayer<R>, L>>;
 
-    /// Adds the whole stack of `service` from a hardening (its handle, or
-    /// `SystemHardening::handle()`): metrics, admission, retry, breaker,
-    /// timeout and fault injection, from its configuration section. An
-    /// unknown service is an error naming it.
-    fn hardening(
+    /// Adds the whole stack of `service` from a hardening (a
+    /// `SystemHardening` or its `HardeningHandle`): metrics, admission,
+    /// retry, breaker, timeout and fault injection, from its configuration
+    /// section. An unknown service is an error naming it.
+    fn hardening<H: StackSource>(
         self,
-        hardening: &crate::HardeningHandle,
+        hardening: &H,
         service: &str,
     ) -> Result<ServiceBuilder<Stack<ServiceLayer, L>>, crate::BoxError>;
+}
+
+/// What can give a service's stack: a [`SystemHardening`](crate::SystemHardening)
+/// or a [`HardeningHandle`](crate::HardeningHandle).
+pub trait StackSource {
+    /// The stack of `service` (see `SystemHardening::layer`).
+    fn stack(&self, service: &str) -> Result<ServiceLayer, crate::BoxError>;
+}
+
+impl StackSource for crate::SystemHardening {
+    fn stack(&self, service: &str) -> Result<ServiceLayer, crate::BoxError> {
+        self.layer(service)
+    }
+}
+
+impl StackSource for crate::HardeningHandle {
+    fn stack(&self, service: &str) -> Result<ServiceLayer, crate::BoxError> {
+        self.layer(service)
+    }
 }
 
 /// Every request at NORMAL priority (see
@@ -119,11 +138,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn hardening(
+    fn hardening<H: StackSource>(
         self,
-        hardening: &crate::HardeningHandle,
+        hardening: &H,
         service: &str,
     ) -> Result<ServiceBuilder<Stack<ServiceLayer, L>>, crate::BoxError> {
-        Ok(self.layer(hardening.layer(service)?))
+        Ok(self.layer(hardening.stack(service)?))
     }
 }

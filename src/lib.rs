@@ -71,7 +71,7 @@ with_every_layer! {
     mod shared;
     pub mod stack;
 
-    pub use builder_ext::{NormalPriority, ServiceBuilderExt};
+    pub use builder_ext::{NormalPriority, ServiceBuilderExt, StackSource};
     pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
     pub use hardening::{SystemHardening, SystemHardeningBuilder};
     pub use health::{HealthStatus, ServiceHealth};
