@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, EosCircuitBreaker};
 use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
-use crate::metrics::{MetricsLayer, MetricsService};
+use crate::metrics::{EosMetricsService, MetricsLayer, MetricsService};
 use crate::fault::{FaultHandle, FaultLayer, Fault, GrpcStatus, HttpStatus, NoResponse};
 use crate::recovery::{
     BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, ReplayBody, ReplayHttp, RetryHandle,
@@ -179,7 +179,7 @@ pub type HardenedService<S> = MetricsService<
 /// says), and `S` receives the request with its body as `F` makes it
 /// (`ReplayBody<B>` unless [`HttpServiceLayer::map_body`] says otherwise).
 pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
-    MetricsService<
+    EosMetricsService<
         ResourceLimit<
             OptionalTimeout<
                 BufferBodies<
@@ -424,7 +424,13 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
             .priority(HttpPriority(parts.default_priority))
             .classify(classifier.clone())
             .layer(inner);
-        let inner = parts.metrics.clone().classifier(classifier).layer(inner);
+        // Counted when the body ends if the head does not decide (gRPC).
+        let inner = parts
+            .metrics
+            .clone()
+            .classifier(classifier)
+            .at_end_of_stream()
+            .layer(inner);
         ErrorResponses::new(inner, P::errors())
     }
 }

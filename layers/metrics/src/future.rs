@@ -45,7 +45,10 @@ impl InFlight {
         }
     }
 
-    fn finish(mut self, outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram)) {
+    pub(crate) fn finish(
+        mut self,
+        outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram),
+    ) {
         self.finished = true;
         let handles = &self.handles;
         let (count, duration) = outcome(handles);

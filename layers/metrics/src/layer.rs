@@ -133,6 +133,10 @@ impl MetricsLayer {
 }
 
 impl<C> MetricsLayer<C> {
+    pub(crate) fn into_parts(self) -> (Arc<Handles>, C) {
+        (self.handles, self.classifier)
+    }
+
     /// What counts as a failure: any
     /// [`Classify`](tower_hardening_core::Classify) over the response and a
     /// boxed error. `Ignored` results count as successes here; rejections

@@ -61,12 +61,14 @@
 //! ```
 
 mod collector;
+mod eos;
 mod layer;
 mod service;
 
 pub mod future;
 
 pub use collector::{CollectorBuilder, EXPORTED_QUANTILES, MetricsCollector, Query, SeriesKind};
+pub use eos::{EosMetricsFuture, EosMetricsLayer, EosMetricsService, MetricsBody};
 pub use layer::{MetricsBuilder, MetricsLayer};
 pub use service::MetricsService;
 pub use tower_hardening_core::{Rejection, RejectionKind, names, rejection_of};

@@ -467,3 +467,47 @@ async fn panics_under_catch_unwind_count_as_failures() {
     );
     assert_eq!(total("success"), 0.0);
 }
+
+/// A gRPC stream whose trailers say UNAVAILABLE is a failure, counted when
+/// its body ends; in flight until then.
+#[tokio::test(start_paused = true)]
+async fn grpc_trailers_are_counted_at_end_of_stream() {
+    use http_body_util::{BodyExt, StreamBody};
+    use tower_hardening_core::GrpcErrors;
+
+    let collector = MetricsCollector::builder().build().unwrap();
+    let layer = metrics::with_local_recorder(&collector, || {
+        MetricsLayer::new("streams")
+            .classifier(GrpcErrors::default())
+            .at_end_of_stream()
+    });
+    let mut svc = layer.layer(service_fn(|status: &'static str| async move {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+        let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::io::Error>> = vec![
+            Ok(http_body::Frame::data(bytes::Bytes::from_static(b"chunk"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        Ok::<_, std::io::Error>(http::Response::new(StreamBody::new(
+            futures_util::stream::iter(frames),
+        )))
+    }));
+    let total = |outcome: &str| {
+        collector
+            .query("hardening_requests_total")
+            .label("service", "streams")
+            .label("outcome", outcome)
+            .sum()
+    };
+    let response = svc.ready().await.unwrap().call("14").await.unwrap();
+    assert_eq!(
+        total("failure") + total("success"),
+        0.0,
+        "not counted at the head"
+    );
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(total("failure"), 1.0);
+    let response = svc.ready().await.unwrap().call("0").await.unwrap();
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(total("success"), 1.0);
+}
