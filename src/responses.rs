@@ -57,58 +57,46 @@ fn retry_after_secs(after: Duration) -> u64 {
         .clamp(1, MAX_RETRY_AFTER)
 }
 
+/// `error` and its sources, outermost first.
+fn chain(error: &BoxError) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(
+        Some(&**error as &(dyn std::error::Error + 'static)),
+        |err| err.source(),
+    )
+}
+
 /// The rejection in `error`'s chain, and a message for the client made
 /// from that rejection alone: never the text of an error wrapped around
 /// it, nor a rebuild's inner error.
 fn rejection_in(error: &BoxError) -> Option<(Rejection, String)> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(err) = current {
-        let message = if let Some(e) = err.downcast_ref::<CircuitOpen>() {
-            Some(e.to_string())
-        } else if let Some(e) = err.downcast_ref::<Overloaded>() {
-            Some(e.to_string())
-        } else if let Some(e) = err.downcast_ref::<QueueTimeout>() {
-            Some(e.to_string())
-        } else if let Some(e) = err.downcast_ref::<Recovering>() {
-            Some(e.to_string())
-        } else if let Some(e) = err.downcast_ref::<RecoveryFailed>() {
-            Some(format!(
-                "`{}` could not be rebuilt; try again later",
-                e.name()
-            ))
-        } else if let Some(e) = err.downcast_ref::<PoolClosed>() {
-            Some(e.to_string())
+    chain(error).find_map(|err| {
+        let message = if let Some(failed) = err.downcast_ref::<RecoveryFailed>() {
+            format!("`{}` could not be rebuilt; try again later", failed.name())
+        } else if err.is::<CircuitOpen>()
+            || err.is::<Overloaded>()
+            || err.is::<QueueTimeout>()
+            || err.is::<Recovering>()
+            || err.is::<PoolClosed>()
+            || err.is::<Unsatisfiable>()
+        {
+            err.to_string()
         } else {
-            err.downcast_ref::<Unsatisfiable>().map(|e| e.to_string())
+            return None;
         };
-        if let (Some(message), Some(rejection)) = (message, rejection_of(err)) {
-            return Some((rejection, message));
-        }
-        current = err.source();
-    }
-    None
+        Some((rejection_of(err)?, message))
+    })
 }
 
 fn is_timeout(error: &BoxError) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(err) = current {
-        if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
-            return true;
-        }
-        current = err.source();
-    }
-    false
+    chain(error).any(|err| {
+        err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>()
+    })
 }
 
 fn client_share_exceeded(error: &BoxError) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
-    while let Some(err) = current {
-        if let Some(overloaded) = err.downcast_ref::<Overloaded>() {
-            return overloaded.is_client_share_exceeded();
-        }
-        current = err.source();
-    }
-    false
+    chain(error)
+        .find_map(|err| err.downcast_ref::<Overloaded>())
+        .is_some_and(Overloaded::is_client_share_exceeded)
 }
 
 /// The HTTP response for `error` (see the module's table), with a short

@@ -14,38 +14,10 @@ use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_hardening_core::{BoxError, CircuitOpen};
-use tower_hardening_limit::{Priority, ResourceLimitLayer, ResourcePool};
+use tower_hardening_limit::{Priority, ResourceLimitLayer};
 
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn pool(capacity: u64) -> ResourcePool {
-    ResourcePool::builder("slots")
-        .capacity(capacity)
-        .queue_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn normal(_: &u32) -> Priority {
-    Priority::NORMAL
-}
-
-/// A service whose calls each wait for one permit of `gate`.
-fn gated(
-    gate: Arc<Semaphore>,
-) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone {
-    service_fn(move |x: u32| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            Ok::<_, BoxError>(x)
-        }
-    })
-}
+mod common;
+use common::{gated, normal, pool, settle};
 
 // Item 2: the queued future carried the inner service after `poll_ready`
 // had reserved its permit, so queued requests held permits of the layers

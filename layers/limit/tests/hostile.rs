@@ -14,36 +14,8 @@ use tower_hardening_limit::{
     ResourcePool, Unsatisfiable,
 };
 
-async fn settle() {
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn pool(capacity: u64) -> ResourcePool {
-    ResourcePool::builder("slots")
-        .capacity(capacity)
-        .queue_timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-fn normal(_: &u32) -> Priority {
-    Priority::NORMAL
-}
-
-/// A service whose calls each wait for one permit of `gate`.
-fn gated(
-    gate: Arc<Semaphore>,
-) -> impl tower::Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone {
-    service_fn(move |x: u32| {
-        let gate = gate.clone();
-        async move {
-            gate.acquire().await.unwrap().forget();
-            Ok::<_, BoxError>(x)
-        }
-    })
-}
+mod common;
+use common::{gated, normal, pool, settle};
 // Item 4: "255" in a priority header outranked CRITICAL.
 #[tokio::test(start_paused = true)]
 async fn a_priority_header_cannot_outrank_the_applications_critical_work() {
