@@ -49,6 +49,7 @@ mod priority;
 mod rejection;
 #[cfg(feature = "serde")]
 mod serde_impls;
+pub mod stripe;
 pub mod sync;
 mod trace;
 

@@ -250,6 +250,86 @@ async fn memory_stays_within_the_stated_bound() {
     );
 }
 
+// 4b. Issue #12: the worst case with the default settings is under
+// 64 MiB. A few series are driven to their worst (every interval of two
+// retention periods, every sketch full across a huge range) and measured;
+// the bound is what 1,000 of them take.
+#[tokio::test(start_paused = true)]
+async fn worst_case_memory_with_the_defaults_is_under_64_mib() {
+    let defaults = MetricsCollector::builder().build().unwrap();
+    let bound = defaults.memory_bound_bytes();
+    assert!(bound < 64 << 20, "bound {bound} bytes");
+
+    let series = 3;
+    let collector = MetricsCollector::builder()
+        .max_series(series)
+        .build()
+        .unwrap();
+    let histograms: Vec<_> = metrics::with_local_recorder(&collector, || {
+        (0..series)
+            .map(|i| metrics::histogram!("worst_seconds", "i" => i.to_string()))
+            .collect()
+    });
+    // 600 magnitudes from 1e-9 to 1e9: more than any sketch may hold.
+    let values: Vec<f64> = (0..600)
+        .map(|i| 1e-9 * 10f64.powf(f64::from(i) * 0.03))
+        .collect();
+    let mut peak = 0;
+    for _interval in 0..720 {
+        for histogram in &histograms {
+            for v in &values {
+                histogram.record(*v);
+            }
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+        let used = collector.memory_bytes();
+        peak = peak.max(used);
+    }
+    let per_series_bound = bound / 1_000;
+    assert!(
+        peak <= series * per_series_bound,
+        "{peak} bytes for {series} series, bound {per_series_bound} each"
+    );
+    eprintln!(
+        "worst case: {} bytes per series measured, {per_series_bound} bound; 1,000 series: {:.1} MiB bound",
+        peak / series,
+        bound as f64 / f64::from(1 << 20)
+    );
+}
+
+// 4c. Quantiles stay within 1% over windows that reach into older
+// (coarser) sketch tiers, when the distribution is the same throughout.
+#[tokio::test(start_paused = true)]
+async fn quantiles_over_long_windows_are_within_one_percent() {
+    let collector = MetricsCollector::builder().build().unwrap();
+    let histogram =
+        metrics::with_local_recorder(&collector, || metrics::histogram!("long_seconds"));
+    let mut all = Vec::new();
+    for interval in 0..300u32 {
+        for i in 0..200u32 {
+            let v = 0.001 * f64::from((i * 7919 + interval * 31) % 5_000 + 1);
+            histogram.record(v);
+            all.push(v);
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+    }
+    all.sort_by(f64::total_cmp);
+    for minutes in [1u64, 5, 20, 49] {
+        let q = collector
+            .query("long_seconds")
+            .window(Duration::from_secs(minutes * 60));
+        for p in [0.5, 0.9, 0.99] {
+            let estimate = q.quantile(p).unwrap();
+            let exact = all[(p * (all.len() - 1) as f64) as usize];
+            let error = (estimate - exact).abs() / exact;
+            assert!(error < 0.015, "{minutes} min p{p}: {estimate} vs {exact}");
+        }
+    }
+    assert_eq!(collector.query("long_seconds").count(), 60_000);
+}
+
 // 5.
 #[tokio::test(start_paused = true)]
 async fn prometheus_text_parses_and_carries_the_request_metrics() {

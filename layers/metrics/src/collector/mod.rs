@@ -4,6 +4,7 @@ mod prometheus;
 mod query;
 mod recorder;
 mod series;
+mod sketch;
 
 pub use prometheus::EXPORTED_QUANTILES;
 pub use query::Query;

@@ -52,9 +52,9 @@ impl MetricsCollector {
                     }
                     SeriesKind::Histogram => {
                         let folded = s.fold(from, to);
-                        if let Some(sketch) = &folded.sketch {
+                        if folded.sketch.is_some() {
                             for q in EXPORTED_QUANTILES {
-                                if let Some(value) = sketch.quantile(q) {
+                                if let Some(value) = folded.quantile(q) {
                                     let _ = writeln!(
                                         out,
                                         "{name}{} {}",

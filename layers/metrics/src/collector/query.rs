@@ -116,9 +116,7 @@ impl<'a> Query<'a> {
             if let Some(sketch) = part.sketch {
                 match &mut folded.sketch {
                     None => folded.sketch = Some(sketch),
-                    Some(merged) => {
-                        let _ = merged.merge(&sketch);
-                    }
+                    Some(merged) => merged.merge(&sketch),
                 }
             }
         }
@@ -159,11 +157,14 @@ impl<'a> Query<'a> {
     }
 
     /// The `q` quantile (0 to 1) of a histogram's samples in the window,
-    /// from merged DDSketches (within 0.5% relative error); `None` for
-    /// other metrics or with no sample.
+    /// from merged logarithmic sketches: within 1% of the true value, and
+    /// never outside the window's exact minimum and maximum; `None` for
+    /// other metrics or with no sample. A window reaching back more than
+    /// 6 intervals rounds its far edge out to the sketch tier holding it
+    /// (see [`MetricsCollector`](crate::MetricsCollector)).
     pub fn quantile(&self, q: f64) -> Option<f64> {
         match self.fold() {
-            (folded, Some(SeriesKind::Histogram)) => folded.sketch?.quantile(q),
+            (folded, Some(SeriesKind::Histogram)) => folded.quantile(q),
             _ => None,
         }
     }

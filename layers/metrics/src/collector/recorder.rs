@@ -10,7 +10,7 @@ use metrics::{
 use tower_hardening_core::ConfigError;
 
 use super::query::Query;
-use super::series::{BUCKET_MAX_BYTES, Epoch, Series, SeriesKind};
+use super::series::{Epoch, Series, SeriesKind};
 
 /// Builds a [`MetricsCollector`].
 ///
@@ -138,7 +138,7 @@ impl CollectorBuilder {
                 inner.epoch.set(u64::try_from(elapsed).unwrap_or(u64::MAX));
                 let series = inner.series.read().unwrap_or_else(|p| p.into_inner());
                 for s in series.values() {
-                    s.sample_gauge();
+                    s.tick();
                 }
             }
         };
@@ -220,12 +220,14 @@ impl MetricsCollector {
     }
 
     /// The most bytes the series can take with these settings (excluding
-    /// label text): `max_series * (series overhead + buckets * bucket
-    /// size with a full sketch)`. Memory stays under it however long the
-    /// process runs and however many samples arrive.
+    /// label text): `max_series` times one series' worst case (its
+    /// stripes, one bucket per interval, and every sketch tier full).
+    /// Memory stays under it however long the process runs and however
+    /// many samples arrive. With the defaults it is under 64 MiB.
     pub fn memory_bound_bytes(&self) -> usize {
-        let per_series = std::mem::size_of::<Series>() + std::mem::size_of::<Key>() + 256;
-        self.inner.max_series * (per_series + self.inner.buckets * BUCKET_MAX_BYTES)
+        let per_series =
+            Series::memory_bound_bytes(&self.inner.epoch) + std::mem::size_of::<Key>() + 256;
+        self.inner.max_series * per_series
     }
 
     fn register(&self, key: &Key, kind: SeriesKind) -> Option<Arc<Series>> {

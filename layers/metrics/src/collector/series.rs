@@ -1,27 +1,38 @@
-//! One stored series: a ring of time buckets, each holding the samples
-//! recorded in one `resolution`-wide interval, folded as they arrive
-//! (count, sum, min, max, last, and for histograms a DDSketch).
+//! One stored series.
+//!
+//! - **Recording** touches only the calling thread's stripe: a lock no
+//!   other core takes (unless threads outnumber stripes), folding the
+//!   sample into the stripe's pending totals and, for a histogram, a
+//!   buffer of 8 samples. The stripe is flushed into the shared ring
+//!   when its interval ends, when its buffer fills, and before every
+//!   read, so reads see every sample recorded before them.
+//! - **The ring** keeps exact totals (count, sum, min, max) per
+//!   `resolution`-wide interval for the whole retention period, and
+//!   quantile sketches in tiers: one per interval for the last 6
+//!   intervals, then one per 6 intervals, per 36, per 216, ... (each
+//!   tier covers 6 times the span of the one before), older sketches
+//!   being merged into the next tier as they age. A series thus keeps
+//!   about `6 * log6(intervals)` sketches, not one per interval.
+//!
+//! Counts, sums, minimums and maximums over any window are exact. A
+//! quantile over a window is within the sketch's 1% of the true value
+//! for the samples it covers, and the window's far edge rounds outward
+//! to the tier holding it (the last minute by 10 s, the last 6 minutes by
+//! minute, the last 36 by 6 minutes, with the default resolution).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use metrics_util::storage::Summary;
+use tower_hardening_core::stripe::{CachePadded, Striped, stripes};
+use tower_hardening_core::sync::lock;
 
-/// The sketch's relative error: quantiles are within 0.5% of the true
-/// value (DDSketch's guarantee, while fewer than `SKETCH_MAX_BINS` bins
-/// are needed).
-pub(crate) const SKETCH_ALPHA: f64 = 0.005;
-/// The most bins one bucket's sketch keeps (8 bytes each); with alpha
-/// 0.005 that covers a range of about 2^14 between the smallest and the
-/// largest sample before the smallest ones are merged.
-pub(crate) const SKETCH_MAX_BINS: u32 = 1_024;
-/// The smallest value the sketch tells apart from zero.
-const SKETCH_MIN_VALUE: f64 = 1.0e-9;
+use super::sketch::{self, Sketch};
 
-/// Bytes one time bucket can take at most: its fixed fields plus a full
-/// sketch.
-pub(crate) const BUCKET_MAX_BYTES: usize =
-    std::mem::size_of::<Bucket>() + SKETCH_MAX_BINS as usize * 8 + 256;
+/// Each sketch tier spans this many times the intervals of the one
+/// before it.
+const TIER_FACTOR: u64 = 6;
+/// Histogram samples a stripe holds before it flushes them.
+const BUFFER: usize = 8;
 
 /// What kind of metric a series holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,61 +40,123 @@ pub enum SeriesKind {
     /// A counter: each sample is an increment.
     Counter,
     /// A gauge: its value is sampled once per resolution interval (so
-    /// changing it costs one atomic operation), and each sample is the
-    /// value at the start of an interval.
+    /// changing it costs one atomic operation on the thread's stripe),
+    /// and each sample is the value at the start of an interval.
     Gauge,
     /// A histogram: each sample is one observation.
     Histogram,
 }
 
 /// The epoch (interval number) now, shared by the collector and every
-/// series; advanced by the collector's ticker. Stored with its ring slot
-/// (`epoch % buckets`, at most 2^20) in one word, so recording a sample
-/// needs no division.
+/// series; advanced by the collector's ticker.
 #[derive(Debug)]
 pub(crate) struct Epoch {
-    packed: AtomicU64,
+    now: AtomicU64,
+    /// Intervals kept.
     buckets: u64,
+    /// The coarsest sketch tier: its groups never age into another.
+    top: u32,
 }
-
-const SLOT_BITS: u32 = 20;
 
 impl Epoch {
     pub(crate) fn new(buckets: usize) -> Self {
+        let buckets = buckets.max(1) as u64;
+        let mut top = 0;
+        while TIER_FACTOR.saturating_pow(top + 1) < buckets {
+            top += 1;
+        }
         Epoch {
-            packed: AtomicU64::new(0),
-            buckets: buckets as u64,
+            now: AtomicU64::new(0),
+            buckets,
+            top,
         }
     }
 
-    /// The current epoch and its slot in a ring of `buckets`.
-    fn now_with_slot(&self) -> (u64, usize) {
-        let packed = self.packed.load(Ordering::Acquire);
-        (
-            packed >> SLOT_BITS,
-            (packed & ((1 << SLOT_BITS) - 1)) as usize,
-        )
-    }
-
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
-        self.now_with_slot().0
+        self.now.load(Ordering::Acquire)
     }
 
     pub(crate) fn set(&self, epoch: u64) {
-        let packed = (epoch << SLOT_BITS) | (epoch % self.buckets);
-        self.packed.fetch_max(packed, Ordering::AcqRel);
+        self.now.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The oldest epoch kept when it is `now`.
+    fn oldest(&self, now: u64) -> u64 {
+        now.saturating_sub(self.buckets - 1)
+    }
+
+    /// Intervals one group of `tier` spans.
+    fn span(tier: u32) -> u64 {
+        TIER_FACTOR.saturating_pow(tier)
+    }
+
+    /// The tier holding the samples of `epoch` when it is `now`: the
+    /// finest whose group of `epoch` started less than the next tier's
+    /// span ago.
+    fn tier_of(&self, epoch: u64, now: u64) -> u32 {
+        (0..self.top)
+            .find(|&tier| {
+                let start = epoch - epoch % Self::span(tier);
+                start.saturating_add(Self::span(tier + 1)) > now
+            })
+            .unwrap_or(self.top)
+    }
+
+    /// The most sketches a series keeps: `TIER_FACTOR` per tier below the
+    /// top, and the top's groups that can meet the retention period.
+    pub(crate) fn max_sketches(&self) -> usize {
+        let lower = self.top as usize * TIER_FACTOR as usize;
+        let top = self.buckets.div_ceil(Self::span(self.top)) as usize + 1;
+        lower + top
+    }
+
+    pub(crate) fn buckets(&self) -> usize {
+        self.buckets as usize
+    }
+}
+
+/// A stripe's samples not yet in the ring, all of one epoch.
+#[derive(Debug)]
+struct Pending {
+    epoch: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    len: usize,
+    samples: [f64; BUFFER],
+}
+
+impl Pending {
+    fn empty(epoch: u64) -> Self {
+        Pending {
+            epoch,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            len: 0,
+            samples: [0.0; BUFFER],
+        }
     }
 }
 
 #[derive(Debug)]
+struct Stripe {
+    pending: Mutex<Pending>,
+    /// This stripe's share of a gauge (f64 bits): the gauge is the base
+    /// plus every stripe's share.
+    gauge: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     epoch: u64,
     count: u64,
     sum: f64,
     min: f64,
     max: f64,
-    last: f64,
-    sketch: Option<Summary>,
 }
 
 impl Bucket {
@@ -94,28 +167,105 @@ impl Bucket {
             sum: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            last: 0.0,
-            sketch: None,
         }
+    }
+}
+
+#[derive(Debug)]
+struct TierSketch {
+    tier: u32,
+    group: u64,
+    sketch: Sketch,
+}
+
+impl TierSketch {
+    /// The epochs the group spans.
+    fn range(&self) -> (u64, u64) {
+        let span = Epoch::span(self.tier);
+        let start = self.group.saturating_mul(span);
+        (start, start.saturating_add(span - 1))
     }
 }
 
 #[derive(Debug)]
 struct Ring {
     buckets: Vec<Bucket>,
-    /// Counter: the running total. Gauge: the current value.
+    sketches: Vec<TierSketch>,
+    /// The epoch the sketches were last aged at.
+    aged_at: u64,
+    /// Counter: the running total.
     value: f64,
     /// Every sample ever recorded (for Prometheus `_count` / `_sum`).
     total_count: u64,
     total_sum: f64,
 }
 
+impl Ring {
+    /// Moves sketches that have aged out of their tier into the next one,
+    /// and drops those past the retention period.
+    fn age(&mut self, epoch: &Epoch, now: u64) {
+        if self.aged_at == now {
+            return;
+        }
+        self.aged_at = now;
+        let oldest = epoch.oldest(now);
+        let mut i = 0;
+        while i < self.sketches.len() {
+            let entry = &self.sketches[i];
+            let (start, end) = entry.range();
+            if end < oldest {
+                self.sketches.swap_remove(i);
+            } else if entry.tier < epoch.top
+                && start.saturating_add(Epoch::span(entry.tier + 1)) <= now
+            {
+                let mut moved = self.sketches.swap_remove(i);
+                moved.tier += 1;
+                moved.group = start / Epoch::span(moved.tier);
+                match self
+                    .sketches
+                    .iter_mut()
+                    .find(|s| s.tier == moved.tier && s.group == moved.group)
+                {
+                    Some(target) => target.sketch.merge(&moved.sketch),
+                    // Looked at again when the loop reaches it: it may
+                    // have to move further.
+                    None => self.sketches.push(moved),
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn sketch_for(&mut self, epoch: &Epoch, sample_epoch: u64, now: u64) -> &mut Sketch {
+        let tier = epoch.tier_of(sample_epoch, now);
+        let group = sample_epoch / Epoch::span(tier);
+        let index = match self
+            .sketches
+            .iter()
+            .position(|s| s.tier == tier && s.group == group)
+        {
+            Some(index) => index,
+            None => {
+                self.sketches.push(TierSketch {
+                    tier,
+                    group,
+                    sketch: Sketch::new(),
+                });
+                self.sketches.len() - 1
+            }
+        };
+        &mut self.sketches[index].sketch
+    }
+}
+
 /// A series' samples over the retention period.
 #[derive(Debug)]
 pub(crate) struct Series {
     pub(crate) kind: SeriesKind,
-    /// A gauge's current value (f64 bits), changed without the lock.
-    gauge: AtomicU64,
+    stripes: Striped<Stripe>,
+    /// A gauge's value apart from the stripes' shares (f64 bits).
+    gauge_base: AtomicU64,
     ring: Mutex<Ring>,
     epoch: Arc<Epoch>,
 }
@@ -127,17 +277,34 @@ pub(crate) struct Folded {
     pub(crate) sum: f64,
     pub(crate) min: Option<f64>,
     pub(crate) max: Option<f64>,
-    pub(crate) last: Option<(u64, f64)>,
-    pub(crate) sketch: Option<Summary>,
+    pub(crate) sketch: Option<Sketch>,
+}
+
+impl Folded {
+    /// The `q` quantile of the folded histogram samples, within the
+    /// exact minimum and maximum.
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
+        let estimate = self.sketch.as_ref()?.quantile(q)?;
+        match (self.min, self.max) {
+            (Some(min), Some(max)) if min <= max => Some(estimate.clamp(min, max)),
+            _ => Some(estimate),
+        }
+    }
 }
 
 impl Series {
     pub(crate) fn new(kind: SeriesKind, epoch: Arc<Epoch>) -> Self {
         Series {
             kind,
-            gauge: AtomicU64::new(0f64.to_bits()),
+            stripes: Striped::new_with(|| Stripe {
+                pending: Mutex::new(Pending::empty(0)),
+                gauge: AtomicU64::new(0f64.to_bits()),
+            }),
+            gauge_base: AtomicU64::new(0f64.to_bits()),
             ring: Mutex::new(Ring {
                 buckets: Vec::new(),
+                sketches: Vec::new(),
+                aged_at: u64::MAX,
                 value: 0.0,
                 total_count: 0,
                 total_sum: 0.0,
@@ -146,117 +313,194 @@ impl Series {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ring> {
-        self.ring
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Adds to a counter.
+    #[inline]
     pub(crate) fn increment(&self, delta: f64) {
-        let mut ring = self.lock();
-        ring.value += delta;
-        self.record(&mut ring, delta);
+        self.record(delta, false);
     }
 
     /// Sets a counter's absolute value (`Counter::absolute`).
     pub(crate) fn absolute(&self, value: f64) {
-        let mut ring = self.lock();
+        self.flush_all();
+        let now = self.epoch.now();
+        let mut ring = lock(&self.ring);
         let delta = (value - ring.value).max(0.0);
+        let mut pending = Pending::empty(now);
+        pending.count = 1;
+        pending.sum = delta;
+        pending.min = delta;
+        pending.max = delta;
+        self.flush_into(&mut ring, &pending, now);
         ring.value = ring.value.max(value);
-        self.record(&mut ring, delta);
     }
 
     /// Changes a gauge by `delta`, or sets it when `set` is given.
     #[inline]
     pub(crate) fn gauge(&self, delta: f64, set: Option<f64>) {
         match set {
-            Some(value) => self.gauge.store(value.to_bits(), Ordering::Release),
+            Some(value) => {
+                // The base becomes what makes the sum `value` now; a
+                // change landing on a stripe meanwhile still counts, after
+                // the set.
+                let shares: f64 = self
+                    .stripes
+                    .iter()
+                    .map(|s| f64::from_bits(s.gauge.load(Ordering::Acquire)))
+                    .sum();
+                self.gauge_base
+                    .store((value - shares).to_bits(), Ordering::Release);
+            }
             None => {
                 // `fetch_update` only fails when the closure returns None.
-                let _ = self
-                    .gauge
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
-                        Some((f64::from_bits(bits) + delta).to_bits())
-                    });
+                let _ = self.stripes.local().gauge.fetch_update(
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    |bits| Some((f64::from_bits(bits) + delta).to_bits()),
+                );
             }
         }
     }
 
-    /// Records a gauge's current value as a sample of the current interval
-    /// (the collector's ticker calls this once per interval).
-    pub(crate) fn sample_gauge(&self) {
+    fn gauge_value(&self) -> f64 {
+        f64::from_bits(self.gauge_base.load(Ordering::Acquire))
+            + self
+                .stripes
+                .iter()
+                .map(|s| f64::from_bits(s.gauge.load(Ordering::Acquire)))
+                .sum::<f64>()
+    }
+
+    /// The ticker's work, once per interval: flushes every stripe, so
+    /// that a quiet stripe's samples do not wait for a read, and records
+    /// a gauge's current value as a sample of the new interval.
+    pub(crate) fn tick(&self) {
+        self.flush_all();
         if self.kind == SeriesKind::Gauge {
-            let value = f64::from_bits(self.gauge.load(Ordering::Acquire));
-            let mut ring = self.lock();
+            let value = self.gauge_value();
+            let now = self.epoch.now();
+            let mut ring = lock(&self.ring);
+            let mut pending = Pending::empty(now);
+            pending.count = 1;
+            pending.sum = value;
+            pending.min = value;
+            pending.max = value;
+            self.flush_into(&mut ring, &pending, now);
             ring.value = value;
-            self.record(&mut ring, value);
         }
     }
 
     /// Records one histogram observation.
+    #[inline]
     pub(crate) fn observe(&self, value: f64) {
         if value.is_finite() {
-            let mut ring = self.lock();
-            self.record(&mut ring, value);
+            self.record(value, true);
         }
     }
 
     #[inline]
-    fn record(&self, ring: &mut Ring, value: f64) {
-        let (epoch, slot) = self.epoch.now_with_slot();
-        ring.total_count += 1;
-        ring.total_sum += value;
+    fn record(&self, value: f64, keep_sample: bool) {
+        let now = self.epoch.now();
+        let mut pending = lock(&self.stripes.local().pending);
+        if pending.epoch != now {
+            self.flush(&mut pending, now);
+        }
+        pending.count += 1;
+        pending.sum += value;
+        pending.min = pending.min.min(value);
+        pending.max = pending.max.max(value);
+        if keep_sample {
+            let len = pending.len;
+            pending.samples[len] = value;
+            pending.len = len + 1;
+            if pending.len == BUFFER {
+                self.flush(&mut pending, now);
+            }
+        }
+    }
+
+    /// Moves a stripe's pending samples into the ring and starts it over
+    /// at `now`. Lock order: a stripe, then the ring.
+    fn flush(&self, pending: &mut Pending, now: u64) {
+        if pending.count > 0 {
+            let mut ring = lock(&self.ring);
+            self.flush_into(&mut ring, pending, self.epoch.now().max(now));
+        }
+        *pending = Pending::empty(now);
+    }
+
+    fn flush_all(&self) {
+        for stripe in self.stripes.iter() {
+            let mut pending = lock(&stripe.pending);
+            let epoch = pending.epoch;
+            self.flush(&mut pending, epoch);
+        }
+    }
+
+    fn flush_into(&self, ring: &mut Ring, pending: &Pending, now: u64) {
+        let epoch = &*self.epoch;
+        ring.total_count += pending.count;
+        ring.total_sum += pending.sum;
+        if self.kind == SeriesKind::Counter {
+            ring.value += pending.sum;
+        }
+        if pending.epoch < epoch.oldest(now) {
+            // Held back past the retention period (a stripe quiet for an
+            // hour): in the totals only.
+            return;
+        }
+        ring.age(epoch, now);
+        // Buckets are made as time reaches them, so a quiet series stays
+        // small; exactly as many as needed, never more than `buckets`.
+        let slot = (pending.epoch % epoch.buckets) as usize;
         if ring.buckets.len() <= slot {
-            // Buckets are made as time reaches them, so a quiet series
-            // stays small.
-            let start = ring.buckets.len() as u64;
+            let missing = slot + 1 - ring.buckets.len();
+            ring.buckets.reserve_exact(missing);
             ring.buckets
-                .extend((start..=slot as u64).map(|_| Bucket::empty(u64::MAX)));
+                .extend(std::iter::repeat_n(Bucket::empty(u64::MAX), missing));
         }
         let bucket = &mut ring.buckets[slot];
-        if bucket.epoch != epoch {
-            // The interval this slot held has left the retention period.
-            *bucket = Bucket::empty(epoch);
+        if bucket.epoch != pending.epoch {
+            if bucket.epoch != u64::MAX && bucket.epoch > pending.epoch {
+                // The slot already holds a later interval.
+                return;
+            }
+            *bucket = Bucket::empty(pending.epoch);
         }
-        bucket.count += 1;
-        bucket.sum += value;
-        bucket.min = bucket.min.min(value);
-        bucket.max = bucket.max.max(value);
-        bucket.last = value;
-        if self.kind == SeriesKind::Histogram {
-            bucket.sketch.get_or_insert_with(new_sketch).add(value);
+        bucket.count += pending.count;
+        bucket.sum += pending.sum;
+        bucket.min = bucket.min.min(pending.min);
+        bucket.max = bucket.max.max(pending.max);
+        if pending.len > 0 {
+            let sketch = ring.sketch_for(epoch, pending.epoch, now);
+            for &sample in &pending.samples[..pending.len] {
+                sketch.add(sample);
+            }
         }
     }
 
     /// Folds the buckets of epochs `from..=to`.
     pub(crate) fn fold(&self, from: u64, to: u64) -> Folded {
-        let ring = self.lock();
+        self.flush_all();
+        let mut ring = lock(&self.ring);
+        ring.age(&self.epoch, self.epoch.now());
         let mut folded = Folded::default();
         for bucket in ring
             .buckets
             .iter()
-            .filter(|b| b.epoch >= from && b.epoch <= to)
+            .filter(|b| b.epoch >= from && b.epoch <= to && b.count > 0)
         {
-            if bucket.count == 0 {
-                continue;
-            }
             folded.count += bucket.count;
             folded.sum += bucket.sum;
             folded.min = Some(folded.min.map_or(bucket.min, |m| m.min(bucket.min)));
             folded.max = Some(folded.max.map_or(bucket.max, |m| m.max(bucket.max)));
-            if folded.last.is_none_or(|(epoch, _)| bucket.epoch > epoch) {
-                folded.last = Some((bucket.epoch, bucket.last));
-            }
-            if let Some(sketch) = &bucket.sketch {
-                match &mut folded.sketch {
-                    None => folded.sketch = Some(sketch.clone()),
-                    Some(merged) => {
-                        // Every sketch here is made by `new_sketch`, so
-                        // they always merge.
-                        let _ = merged.merge(sketch);
-                    }
-                }
+        }
+        for entry in &ring.sketches {
+            let (start, end) = entry.range();
+            if start <= to && end >= from {
+                folded
+                    .sketch
+                    .get_or_insert_with(Sketch::new)
+                    .merge(&entry.sketch);
             }
         }
         folded
@@ -265,31 +509,107 @@ impl Series {
     /// The counter's total or the gauge's current value.
     pub(crate) fn value(&self) -> f64 {
         match self.kind {
-            SeriesKind::Gauge => f64::from_bits(self.gauge.load(Ordering::Acquire)),
-            _ => self.lock().value,
+            SeriesKind::Gauge => self.gauge_value(),
+            _ => {
+                self.flush_all();
+                lock(&self.ring).value
+            }
         }
     }
 
     /// Every sample ever recorded: (count, sum).
     pub(crate) fn totals(&self) -> (u64, f64) {
-        let ring = self.lock();
+        self.flush_all();
+        let ring = lock(&self.ring);
         (ring.total_count, ring.total_sum)
     }
 
     /// Bytes this series takes now (its own accounting).
     pub(crate) fn memory_bytes(&self) -> usize {
-        let ring = self.lock();
+        let ring = lock(&self.ring);
         std::mem::size_of::<Self>()
+            + self.stripes.len() * std::mem::size_of::<CachePadded<Stripe>>()
             + ring.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + ring.sketches.capacity() * std::mem::size_of::<TierSketch>()
             + ring
-                .buckets
+                .sketches
                 .iter()
-                .filter_map(|b| b.sketch.as_ref())
-                .map(Summary::estimated_size)
+                .map(|s| s.sketch.memory_bytes() - std::mem::size_of::<Sketch>())
                 .sum::<usize>()
+    }
+
+    /// The most bytes one series can take with `epoch`'s settings on
+    /// this machine.
+    pub(crate) fn memory_bound_bytes(epoch: &Epoch) -> usize {
+        Self::memory_bound_with_stripes(epoch, stripes())
+    }
+
+    fn memory_bound_with_stripes(epoch: &Epoch, stripes: usize) -> usize {
+        let sketches = epoch.max_sketches();
+        std::mem::size_of::<Self>()
+            + stripes * std::mem::size_of::<CachePadded<Stripe>>()
+            + epoch.buckets() * std::mem::size_of::<Bucket>()
+            // The vector of sketches may have grown to twice what it holds.
+            + 2 * sketches * std::mem::size_of::<TierSketch>()
+            + sketches * (sketch::MAX_BYTES - std::mem::size_of::<Sketch>())
     }
 }
 
-fn new_sketch() -> Summary {
-    Summary::new(SKETCH_ALPHA, SKETCH_MAX_BINS, SKETCH_MIN_VALUE)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_for_an_hour_by_ten_seconds() {
+        let epoch = Epoch::new(360);
+        assert_eq!(epoch.top, 3);
+        assert_eq!(epoch.max_sketches(), 3 * 6 + 3);
+        // The last 6 intervals have sketches of their own.
+        assert_eq!(epoch.tier_of(100, 100), 0);
+        assert_eq!(epoch.tier_of(95, 100), 0);
+        assert_eq!(epoch.tier_of(90, 100), 1);
+        assert_eq!(epoch.tier_of(0, 359), 3);
+        assert_eq!(Epoch::new(1).top, 0);
+    }
+
+    #[test]
+    fn the_default_bound_is_under_64_mib_on_any_machine() {
+        // One stripe is two cache lines and no more.
+        assert_eq!(std::mem::size_of::<CachePadded<Stripe>>(), 128);
+        let epoch = Epoch::new(360);
+        let most = tower_hardening_core::stripe::MAX_STRIPES;
+        // 1,000 series, plus the key overhead the collector adds (256
+        // bytes of label text and the key itself).
+        let per_series = Series::memory_bound_with_stripes(&epoch, most)
+            + std::mem::size_of::<metrics::Key>()
+            + 256;
+        assert!(1_000 * per_series < 64 << 20, "{per_series} bytes a series");
+    }
+
+    #[test]
+    fn sketches_stay_few_and_samples_are_kept_once() {
+        let epoch = Arc::new(Epoch::new(360));
+        let series = Series::new(SeriesKind::Histogram, epoch.clone());
+        let mut most = 0;
+        for now in 0..2_000u64 {
+            epoch.set(now);
+            for i in 0..20 {
+                series.observe(f64::from(i) + 1.0);
+            }
+            let folded = series.fold(0, now);
+            let ring = lock(&series.ring);
+            most = most.max(ring.sketches.len());
+            let kept: u64 = ring.sketches.iter().map(|s| s.sketch.count()).sum();
+            let in_buckets: u64 = ring.buckets.iter().map(|b| b.count).sum();
+            // The top tier's oldest group may reach past the retention.
+            assert!(
+                kept >= in_buckets && kept <= in_buckets + 216 * 20,
+                "at {now}"
+            );
+            assert_eq!(folded.count, in_buckets);
+            assert_eq!(folded.sketch.map_or(0, |s| s.count()), kept);
+        }
+        assert!(most <= epoch.max_sketches(), "{most} sketches");
+        assert!(series.memory_bytes() <= Series::memory_bound_bytes(&epoch));
+    }
 }
