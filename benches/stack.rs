@@ -7,9 +7,14 @@
 //! - `bare`: the service alone.
 //! - `tower`: tower's built-ins, `ConcurrencyLimit` + `Retry` (a policy
 //!   that never retries) + `Timeout`.
+//! - `tower_resilience`: tower-resilience's bulkhead + retry + circuit
+//!   breaker + tower `Timeout`.
 //! - `hardening`: metrics + admission + retry + breaker + tower `Timeout`,
 //!   no recorder.
 //! - `hardening_collector`: the same, recording into a `MetricsCollector`.
+//!
+//! "Four tasks" runs four tasks on the same two workers (oversubscribed):
+//! it must never be worse than two.
 //!
 //! Run: `cargo bench -p tower-hardening --bench stack`
 
@@ -23,7 +28,7 @@ use tower_hardening::metrics::{MetricsCollector, MetricsLayer};
 use tower_hardening::recovery::RetryLayer;
 use tower_hardening::{BoxError, Priority};
 use tower_hardening_bench_support::{
-    bare, criterion, current_thread, one_task, two_tasks, two_workers,
+    bare, criterion, current_thread, n_tasks, one_task, two_tasks, two_workers,
 };
 
 /// A policy that never retries (but clones the request, as any does).
@@ -47,6 +52,35 @@ fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError, Future: 
     ServiceBuilder::new()
         .concurrency_limit(1_000)
         .layer(tower::retry::RetryLayer::new(Never))
+        .timeout(Duration::from_secs(2))
+        .service(bare())
+}
+
+fn resilience_stack()
+-> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send {
+    use tower_resilience::{bulkhead, circuitbreaker, retry};
+    ServiceBuilder::new()
+        .map_err(BoxError::from)
+        .layer(
+            bulkhead::BulkheadLayer::builder()
+                .max_concurrent_calls(1_000)
+                .build()
+                .unwrap(),
+        )
+        .map_err(BoxError::from)
+        .layer(
+            retry::RetryLayer::<u64, u64, BoxError>::builder()
+                .max_attempts(3)
+                .build(),
+        )
+        .map_err(BoxError::from)
+        .layer(
+            circuitbreaker::CircuitBreakerLayer::builder()
+                .failure_rate_threshold(0.5)
+                .sliding_window_size(100)
+                .build()
+                .unwrap(),
+        )
         .timeout(Duration::from_secs(2))
         .service(bare())
 }
@@ -81,6 +115,10 @@ fn stack(c: &mut Criterion) {
     group.bench_function("bare", |b| b.iter_custom(|n| one_task(&one, &mut svc, n)));
     let mut svc = tower_stack();
     group.bench_function("tower", |b| b.iter_custom(|n| one_task(&one, &mut svc, n)));
+    let mut svc = one.block_on(async { resilience_stack() });
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|n| one_task(&one, &mut svc, n))
+    });
     let mut svc = our_stack();
     group.bench_function("hardening", |b| {
         b.iter_custom(|n| one_task(&one, &mut svc, n))
@@ -96,11 +134,28 @@ fn stack(c: &mut Criterion) {
     group.bench_function("bare", |b| b.iter_custom(|n| two_tasks(&two, &svc, n)));
     let svc = tower_stack();
     group.bench_function("tower", |b| b.iter_custom(|n| two_tasks(&two, &svc, n)));
+    let svc = two.block_on(async { resilience_stack() });
+    group.bench_function("tower_resilience", |b| {
+        b.iter_custom(|n| two_tasks(&two, &svc, n))
+    });
     let svc = our_stack();
     group.bench_function("hardening", |b| b.iter_custom(|n| two_tasks(&two, &svc, n)));
     let svc = metrics::with_local_recorder(&collector, our_stack);
     group.bench_function("hardening_collector", |b| {
         b.iter_custom(|n| two_tasks(&two, &svc, n))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("stack_four_tasks");
+    let svc = tower_stack();
+    group.bench_function("tower", |b| b.iter_custom(|n| n_tasks(&two, &svc, 4, n)));
+    let svc = our_stack();
+    group.bench_function("hardening", |b| {
+        b.iter_custom(|n| n_tasks(&two, &svc, 4, n))
+    });
+    let svc = metrics::with_local_recorder(&collector, our_stack);
+    group.bench_function("hardening_collector", |b| {
+        b.iter_custom(|n| n_tasks(&two, &svc, 4, n))
     });
     group.finish();
 }

@@ -71,20 +71,32 @@ where
     S::Error: std::fmt::Debug + Send,
     S::Future: Send,
 {
+    n_tasks(rt, svc, 2, iters)
+}
+
+/// Times `iters` rounds split between `tasks` tasks, each with its own
+/// clone of `svc`, on `rt` (four tasks on [`two_workers`] oversubscribe
+/// them).
+pub fn n_tasks<S>(rt: &tokio::runtime::Runtime, svc: &S, tasks: u64, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+{
     rt.block_on(async {
         let start = Instant::now();
-        let tasks: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..tasks)
             .map(|_| {
                 let mut svc = svc.clone();
                 tokio::spawn(async move {
-                    for i in 0..iters / 2 {
+                    for i in 0..iters / tasks {
                         black_box(svc.ready().await.unwrap().call(i).await.unwrap());
                     }
                 })
             })
             .collect();
-        for task in tasks {
-            task.await.unwrap();
+        for handle in handles {
+            handle.await.unwrap();
         }
         start.elapsed()
     })

@@ -13,7 +13,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::{Layer, service_fn};
-use tower_hardening_bench_support::{bare, criterion, current_thread, one_task};
+use tower_hardening_bench_support::{
+    bare, criterion, current_thread, one_task, two_tasks, two_workers,
+};
 use tower_hardening_metrics::{MetricsCollector, MetricsLayer};
 
 fn per_call(c: &mut Criterion) {
@@ -65,6 +67,28 @@ fn per_call(c: &mut Criterion) {
     });
     group.bench_function("prometheus_exporter_macros_per_call", |b| {
         b.iter_custom(|n| metrics::with_local_recorder(&prometheus, || one_task(&rt, &mut svc, n)))
+    });
+    group.finish();
+
+    // Two tasks on two workers sharing one layer (and one series each).
+    let two = two_workers();
+    let mut group = c.benchmark_group("metrics_layer_two_tasks");
+    let svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| two_tasks(&two, &svc, n))
+    });
+    let svc = MetricsLayer::new("bench").layer(bare());
+    group.bench_function("no_recorder", |b| {
+        b.iter_custom(|n| two_tasks(&two, &svc, n))
+    });
+    let layer = metrics::with_local_recorder(&collector, || MetricsLayer::new("bench2"));
+    let svc = layer.layer(bare());
+    group.bench_function("collector", |b| b.iter_custom(|n| two_tasks(&two, &svc, n)));
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let layer = metrics::with_local_recorder(&prometheus, || MetricsLayer::new("bench"));
+    let svc = layer.layer(bare());
+    group.bench_function("prometheus_exporter", |b| {
+        b.iter_custom(|n| two_tasks(&two, &svc, n))
     });
     group.finish();
 }

@@ -13,7 +13,9 @@ use std::future::Ready;
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
 use tower::retry::{Policy, Retry};
-use tower_hardening_bench_support::{bare, criterion, current_thread, one_task};
+use tower_hardening_bench_support::{
+    bare, criterion, current_thread, one_task, two_tasks, two_workers,
+};
 use tower_hardening_recovery::RetryLayer;
 
 #[derive(Clone)]
@@ -57,6 +59,23 @@ fn success_path(c: &mut Criterion) {
         .layer(bare());
     group.bench_function("tower_hardening_no_budget", |b| {
         b.iter_custom(|n| one_task(&rt, &mut svc, n))
+    });
+    group.finish();
+
+    // Two tasks on two workers sharing one layer (one budget).
+    let rt = two_workers();
+    let mut group = c.benchmark_group("retry_success_two_tasks");
+    let svc = bare();
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = Retry::new(NeverRetry, bare());
+    group.bench_function("tower_retry_never", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
+    });
+    let svc = rt.block_on(async { RetryLayer::builder().build().unwrap().layer(bare()) });
+    group.bench_function("tower_hardening", |b| {
+        b.iter_custom(|n| two_tasks(&rt, &svc, n))
     });
     group.finish();
 }

@@ -126,7 +126,7 @@ impl PoolInner {
             if !self.take_free(units) {
                 break;
             }
-            self.granted_total.fetch_add(1, Ordering::Relaxed);
+            self.granted_total.add(1);
             let request = state.queue.get(id).expect("still queued").request.clone();
             let grant = self.record_grant(state, &request, Vec::new(), tracked);
             state.queue.answer(id, Ok(grant));
@@ -146,7 +146,7 @@ impl PoolInner {
             };
             let (request, tracked) = (waiter.request.clone(), waiter.tracked);
             free = free.saturating_sub(resources.len());
-            self.granted_total.fetch_add(1, Ordering::Relaxed);
+            self.granted_total.add(1);
             let grant = self.record_grant(state, &request, resources, tracked);
             state.queue.answer(id, Ok(grant));
         }

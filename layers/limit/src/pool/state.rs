@@ -105,7 +105,7 @@ pub(crate) struct PoolInner {
     shed_second: AtomicU64,
     created: std::time::Instant,
     pub(super) closed: AtomicBool,
-    pub(super) granted_total: AtomicU64,
+    pub(super) granted_total: tower_hardening_core::stripe::StripedCounter,
     pub(super) rejected_total: AtomicU64,
     pub(super) timed_out_total: AtomicU64,
     pub(super) reclaimed_total: AtomicU64,
@@ -141,7 +141,7 @@ impl PoolInner {
             shed_second: AtomicU64::new(0),
             created: std::time::Instant::now(),
             closed: AtomicBool::new(false),
-            granted_total: AtomicU64::new(0),
+            granted_total: tower_hardening_core::stripe::StripedCounter::new(),
             rejected_total: AtomicU64::new(0),
             timed_out_total: AtomicU64::new(0),
             reclaimed_total: AtomicU64::new(0),
@@ -286,7 +286,7 @@ impl PoolInner {
             return None;
         }
         let resources = state.pick(request)?;
-        self.granted_total.fetch_add(1, Ordering::Relaxed);
+        self.granted_total.add(1);
         Some(self.record_grant(&mut state, request, resources, tracked))
     }
 }

@@ -82,7 +82,7 @@ impl PoolInner {
             active_leases: state.leases.len(),
             queued: state.queue.waiting(),
             queued_by_priority,
-            granted_total: self.granted_total.load(Ordering::Relaxed),
+            granted_total: self.granted_total.sum(),
             rejected_total: self.rejected_total.load(Ordering::Relaxed),
             rejected_by_priority: state.rejected.clone(),
             timed_out_total: self.timed_out_total.load(Ordering::Relaxed),

@@ -60,7 +60,7 @@ impl PoolInner {
                 Ordering::SeqCst,
             ) {
                 Ok(_) => {
-                    self.granted_total.fetch_add(1, Ordering::Relaxed);
+                    self.granted_total.add(1);
                     return true;
                 }
                 Err(actual) => free = actual,

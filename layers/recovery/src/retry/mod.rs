@@ -12,6 +12,7 @@
 //! assert_eq!(retry.handle().stats().attempts, 0);
 //! ```
 
+mod budget;
 mod layer;
 mod policy;
 mod replay;

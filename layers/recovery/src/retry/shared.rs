@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tower::retry::budget::{Budget, TpsBudget};
+use tower_hardening_core::stripe::StripedCounter;
 use tower_hardening_core::{Event, EventKind, EventSink, names};
 
+use super::budget::StripedBudget;
 use crate::backoff::{Backoff, Jitter};
 
 #[derive(Debug)]
@@ -24,9 +25,10 @@ pub(crate) struct RetryShared {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) jitter: Jitter,
-    budget: Option<TpsBudget>,
+    budget: Option<StripedBudget>,
     events: Option<EventSink>,
-    attempts: AtomicU64,
+    /// Bumped by every attempt: striped, so cores do not share its line.
+    attempts: StripedCounter,
     retries: AtomicU64,
     /// Registered once, with the recorder in force when the layer is built.
     retries_counter: metrics::Counter,
@@ -45,7 +47,7 @@ impl RetryShared {
         max_attempts: u32,
         backoff: Backoff,
         jitter: Jitter,
-        budget: Option<TpsBudget>,
+        budget: Option<StripedBudget>,
         events: Option<EventSink>,
     ) -> Self {
         RetryShared {
@@ -55,7 +57,7 @@ impl RetryShared {
             jitter,
             budget,
             events,
-            attempts: AtomicU64::new(0),
+            attempts: StripedCounter::new(),
             retries: AtomicU64::new(0),
             retries_counter: metrics::counter!(names::RETRIES_TOTAL, names::LABEL_SERVICE => name.clone()),
             budget_exhausted_counter: metrics::counter!(names::RETRY_BUDGET_EXHAUSTED_TOTAL, names::LABEL_SERVICE => name.clone()),
@@ -75,12 +77,12 @@ impl RetryShared {
     }
 
     pub(crate) fn attempted(&self) {
-        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.attempts.add(1);
     }
 
     /// Takes a retry from the budget; counts and reports when it is empty.
     pub(crate) fn withdraw(&self, attempts: u32) -> bool {
-        let allowed = self.budget.as_ref().is_none_or(Budget::withdraw);
+        let allowed = self.budget.as_ref().is_none_or(StripedBudget::withdraw);
         if allowed {
             self.retries.fetch_add(1, Ordering::Relaxed);
             self.retries_counter.increment(1);
@@ -126,7 +128,7 @@ impl RetryShared {
 
     pub(crate) fn stats(&self) -> RetryStats {
         RetryStats {
-            attempts: self.attempts.load(Ordering::Relaxed),
+            attempts: self.attempts.sum(),
             retries: self.retries.load(Ordering::Relaxed),
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
             gave_up: self.gave_up.load(Ordering::Relaxed),

@@ -1,0 +1,147 @@
+//! Runs one layer's success path `N` times on a current-thread runtime:
+//! `instructions <row> <N>`. `.ci/instructions` runs it under valgrind's
+//! callgrind with two values of `N` and divides the difference of the
+//! instruction counts by the difference of the calls, which leaves the
+//! instructions of one call: a figure that does not move with the
+//! machine's load, unlike the criterion benches.
+//!
+//! Every row wraps the same trivial service as the criterion benches.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_hardening_breaker::{CircuitBreakerLayer, SlidingWindow};
+use tower_hardening_core::{BoxError, Priority};
+use tower_hardening_limit::{ResourceLimitLayer, ResourcePool};
+use tower_hardening_metrics::{MetricsCollector, MetricsLayer};
+use tower_hardening_recovery::RetryLayer;
+
+/// The rows, in the order `.ci/instructions` reports them.
+const ROWS: &[&str] = &[
+    "bare",
+    "breaker",
+    "breaker_time_window",
+    "retry",
+    "metrics",
+    "metrics_collector",
+    "admission",
+    "tower_concurrency_limit",
+    "stack",
+    "stack_collector",
+];
+
+fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
+    service_fn(|x: u64| async move { Ok::<_, Infallible>(black_box(x)) })
+}
+
+/// The measured loop: callgrind counts only what runs inside this
+/// function (`--toggle-collect='*drive*'`), so it is never inlined.
+#[inline(never)]
+fn drive<S>(runtime: &tokio::runtime::Runtime, mut svc: S, calls: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    runtime.block_on(async {
+        for i in 0..calls {
+            let ready = svc.ready().await.expect("ready");
+            black_box(ready.call(i).await.expect("a success"));
+        }
+    });
+}
+
+fn breaker(window: SlidingWindow) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
+        .name("bench")
+        .sliding_window(window)
+        .build()
+        .expect("valid settings")
+}
+
+fn pool() -> ResourcePool {
+    ResourcePool::builder("bench")
+        .capacity(1_000)
+        .build()
+        .expect("valid settings")
+}
+
+fn stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new("bench"))
+        .layer(ResourceLimitLayer::new(pool()).priority(|_: &u64| Priority::NORMAL))
+        .layer(RetryLayer::builder().name("bench").build().expect("valid"))
+        .layer(breaker(SlidingWindow::count(100)))
+        .timeout(Duration::from_secs(2))
+        .service(bare())
+}
+
+fn run(rt: &tokio::runtime::Runtime, row: &str, calls: u64) -> Result<(), String> {
+    // Layers that spawn a task (the collector's ticker) need the runtime.
+    let _entered = rt.enter();
+    let collector = || MetricsCollector::builder().build().expect("valid settings");
+    match row {
+        "bare" => drive(rt, bare(), calls),
+        "breaker" => drive(rt, breaker(SlidingWindow::count(100)).layer(bare()), calls),
+        "breaker_time_window" => {
+            let layer = breaker(SlidingWindow::time(Duration::from_secs(60)));
+            drive(rt, layer.layer(bare()), calls);
+        }
+        "retry" => {
+            let layer = RetryLayer::builder().name("bench").build().expect("valid");
+            drive(rt, layer.layer(bare()), calls);
+        }
+        "metrics" => drive(rt, MetricsLayer::new("bench").layer(bare()), calls),
+        "metrics_collector" => {
+            let collector = collector();
+            let layer = metrics::with_local_recorder(&collector, || MetricsLayer::new("bench"));
+            drive(rt, layer.layer(bare()), calls);
+        }
+        "admission" => {
+            let layer = ResourceLimitLayer::new(pool()).priority(|_: &u64| Priority::NORMAL);
+            drive(rt, layer.layer(bare()), calls);
+        }
+        "tower_concurrency_limit" => {
+            drive(
+                rt,
+                tower::limit::ConcurrencyLimit::new(bare(), 1_000),
+                calls,
+            );
+        }
+        "stack" => drive(rt, stack(), calls),
+        "stack_collector" => {
+            let collector = collector();
+            drive(rt, metrics::with_local_recorder(&collector, stack), calls);
+        }
+        "rows" => println!("{}", ROWS.join(" ")),
+        other => {
+            return Err(format!(
+                "unknown row `{other}`; one of: {}",
+                ROWS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let row = args.next().unwrap_or_else(|| "rows".to_owned());
+    let calls = match args.next().map(|n| n.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(error)) => {
+            eprintln!("the number of calls: {error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    if let Err(error) = run(&runtime, &row, calls) {
+        eprintln!("{error}");
+        std::process::exit(2);
+    }
+}

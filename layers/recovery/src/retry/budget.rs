@@ -1,0 +1,259 @@
+//! The retry budget: tower's `TpsBudget` arithmetic (deposits expire
+//! after `ttl`, in ten windows; a retry withdraws `1 / ratio` deposits;
+//! `min_per_second * ttl` retries are always in reserve) without its
+//! mutex and clock on every deposit.
+//!
+//! A deposit is one uncontended atomic add on the calling thread's
+//! stripe. A stripe reads the clock on its 1st, 2nd, 4th and 8th deposit
+//! of a window and then every 16th; when the window has moved on, the
+//! stripe's earlier deposits are committed to the window it last saw (one
+//! short lock per stripe per window). A withdraw
+//! (a retry: rare) takes the lock, reads the clock and adds up the
+//! windows and the stripes.
+//!
+//! The approximation, on the safe side: deposits made since a stripe's
+//! last clock reading (at most 15 per stripe, and none on a quiet one)
+//! count as made in the window of that reading, so they expire early,
+//! never late.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_hardening_core::stripe::Striped;
+use tower_hardening_core::sync::lock;
+
+/// Windows a `ttl` is divided into (as tower's `TpsBudget`).
+const WINDOWS: usize = 10;
+/// Deposits on a stripe between two readings of the clock.
+const CHECK_EVERY: u64 = 16;
+
+#[derive(Debug, Default)]
+struct Stripe {
+    /// Deposits since the stripe last committed.
+    deposits: AtomicU64,
+    /// The window of the stripe's last clock reading.
+    window: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Ring {
+    /// `(window, amount)`: `amount` deposited (withdrawals negative) in
+    /// `window`, kept in slot `window % WINDOWS`.
+    slots: [(u64, i64); WINDOWS],
+}
+
+impl Ring {
+    fn add(&mut self, window: u64, amount: i64) {
+        let slot = &mut self.slots[(window % WINDOWS as u64) as usize];
+        if slot.0 == window {
+            slot.1 = slot.1.saturating_add(amount);
+        } else if slot.0 < window || slot.0 == u64::MAX {
+            *slot = (window, amount);
+        }
+        // Older than what the slot holds: already expired.
+    }
+}
+
+/// A retry budget shared by every clone of a retry layer.
+#[derive(Debug)]
+pub(crate) struct StripedBudget {
+    start: Instant,
+    window_nanos: u128,
+    stripes: Striped<Stripe>,
+    ring: Mutex<Ring>,
+    reserve: i64,
+    deposit_amount: i64,
+    withdraw_amount: i64,
+}
+
+impl StripedBudget {
+    /// `ttl` from 1 s to 60 s, `ratio` from 0 to 1000 (checked by the
+    /// builder).
+    pub(crate) fn new(ttl: Duration, min_per_second: u32, ratio: f32) -> Self {
+        // The amounts of tower's `TpsBudget`, so the two allow the same.
+        let (deposit_amount, withdraw_amount) = if ratio == 0.0 {
+            (0, 1)
+        } else if ratio <= 1.0 {
+            (1, (1.0 / ratio) as i64)
+        } else {
+            (1_000, (1_000.0 / ratio) as i64)
+        };
+        let reserve = i64::from(min_per_second)
+            .saturating_mul(ttl.as_secs() as i64)
+            .saturating_mul(withdraw_amount);
+        StripedBudget {
+            start: Instant::now(),
+            window_nanos: (ttl / WINDOWS as u32).as_nanos().max(1),
+            stripes: Striped::default(),
+            ring: Mutex::new(Ring {
+                slots: [(u64::MAX, 0); WINDOWS],
+            }),
+            reserve,
+            deposit_amount,
+            withdraw_amount,
+        }
+    }
+
+    fn window_now(&self) -> u64 {
+        let window = self.start.elapsed().as_nanos() / self.window_nanos;
+        u64::try_from(window).unwrap_or(u64::MAX - 1)
+    }
+
+    /// A first attempt earns its share.
+    #[inline]
+    pub(crate) fn deposit(&self) {
+        if self.deposit_amount == 0 {
+            return;
+        }
+        let stripe = self.stripes.local();
+        let deposits = stripe.deposits.fetch_add(1, Ordering::Relaxed) + 1;
+        // The clock is read on a stripe's 1st, 2nd, 4th and 8th deposit
+        // of a window, then every 16th: a quiet stripe is exact, a busy
+        // one reads the clock once per 16 deposits.
+        if deposits.is_power_of_two() || deposits.is_multiple_of(CHECK_EVERY) {
+            self.check(stripe);
+        }
+    }
+
+    #[cold]
+    fn check(&self, stripe: &Stripe) {
+        let now = self.window_now();
+        let seen = stripe.window.load(Ordering::Relaxed);
+        if now != seen {
+            // The deposit just made belongs to `now`; the earlier ones to
+            // the window the stripe saw last.
+            let earlier = stripe.deposits.swap(1, Ordering::Relaxed).saturating_sub(1);
+            stripe.window.store(now, Ordering::Relaxed);
+            self.commit(&mut lock(&self.ring), seen, earlier);
+        }
+    }
+
+    fn commit(&self, ring: &mut Ring, window: u64, deposits: u64) {
+        let amount = i64::try_from(deposits)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.deposit_amount);
+        ring.add(window, amount);
+    }
+
+    /// Whether a retry may be made now; takes it from the budget if so.
+    pub(crate) fn withdraw(&self) -> bool {
+        let mut ring = lock(&self.ring);
+        let now = self.window_now();
+        let live =
+            |window: u64| window != u64::MAX && window <= now && now - window < WINDOWS as u64;
+        let mut balance = self.reserve;
+        for &(window, amount) in &ring.slots {
+            if live(window) {
+                balance = balance.saturating_add(amount);
+            }
+        }
+        for stripe in self.stripes.iter() {
+            if live(stripe.window.load(Ordering::Relaxed)) {
+                let deposits =
+                    i64::try_from(stripe.deposits.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+                balance = balance.saturating_add(deposits.saturating_mul(self.deposit_amount));
+            }
+        }
+        if balance >= self.withdraw_amount {
+            ring.add(now, -self.withdraw_amount);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl tower::retry::budget::Budget for StripedBudget {
+    fn deposit(&self) {
+        StripedBudget::deposit(self);
+    }
+
+    fn withdraw(&self) -> bool {
+        StripedBudget::withdraw(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_allows_nothing() {
+        let budget = StripedBudget::new(SECOND, 0, 1.0);
+        assert!(!budget.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_allow_their_ratio() {
+        let budget = StripedBudget::new(Duration::from_secs(10), 0, 0.5);
+        for _ in 0..100 {
+            budget.deposit();
+        }
+        for i in 0..50 {
+            assert!(budget.withdraw(), "retry {i}");
+        }
+        assert!(!budget.withdraw(), "100 deposits at 50% allow 50 retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_expire_after_the_ttl() {
+        let budget = StripedBudget::new(SECOND, 0, 1.0);
+        for _ in 0..100 {
+            budget.deposit();
+        }
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(budget.withdraw(), "still within the ttl");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!budget.withdraw(), "expired");
+        // Deposits keep flowing after a quiet spell: they count again.
+        for _ in 0..32 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reserve_refills_by_itself() {
+        let budget = StripedBudget::new(SECOND, 5, 0.2);
+        for _ in 0..5 {
+            assert!(budget.withdraw());
+        }
+        assert!(!budget.withdraw(), "5 a second, and no deposit");
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        assert!(budget.withdraw(), "the withdrawals expired");
+    }
+
+    #[test]
+    fn threads_deposit_without_losing_any() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let budget = StripedBudget::new(Duration::from_secs(60), 0, 1.0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..10_000).for_each(|_| budget.deposit()));
+            }
+        });
+        let mut allowed = 0;
+        while budget.withdraw() {
+            allowed += 1;
+        }
+        assert_eq!(allowed, 40_000);
+    }
+
+    #[test]
+    fn matches_towers_amounts() {
+        let ours = StripedBudget::new(Duration::from_secs(10), 10, 0.2);
+        assert_eq!((ours.deposit_amount, ours.withdraw_amount), (1, 5));
+        assert_eq!(ours.reserve, 10 * 10 * 5);
+        let ours = StripedBudget::new(Duration::from_secs(10), 0, 10.0);
+        assert_eq!((ours.deposit_amount, ours.withdraw_amount), (1_000, 100));
+    }
+}
