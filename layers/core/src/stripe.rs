@@ -54,7 +54,9 @@ pub fn stripes() -> usize {
 
 /// The stripe of the calling thread, among `stripes()` (a mask of a
 /// power of two). Threads take numbers in the order they first ask, so
-/// a runtime's worker threads land on different stripes.
+/// threads started together (a runtime's workers, say) usually land on
+/// different stripes; nothing guarantees it, and two threads on one
+/// stripe are still correct, only slower.
 #[inline]
 pub fn index() -> usize {
     thread_local! {
@@ -119,8 +121,8 @@ impl<T: Default> Default for Striped<T> {
 /// A counter that threads add to without sharing a cache line
 /// (`LongAdder`): `add` is one uncontended atomic add on the calling
 /// thread's stripe; `sum` reads every stripe. A sum taken while others
-/// add is some value the counter passed through or will pass through
-/// once they finish; it is exact once they have.
+/// add lies between the total before those adds and the total after
+/// them; it is exact once they have finished.
 #[derive(Debug, Default)]
 pub struct StripedCounter {
     stripes: Striped<AtomicU64>,

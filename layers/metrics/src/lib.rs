@@ -10,8 +10,12 @@
 //!   `Overloaded`, `QueueTimeout` or `Recovering` from an inner layer).
 //! - [`MetricsCollector`] is a `metrics::Recorder` that keeps each series
 //!   as a ring of time buckets over a bounded retention period, answers
-//!   window queries (count, sum, rate, mean, min, max, quantiles from
-//!   DDSketches), caps the number of series, and renders Prometheus text.
+//!   window queries (count, sum, rate, mean, min, max, quantiles within
+//!   1% from logarithmic sketches kept in coarser tiers as they age),
+//!   caps the number of series, and renders Prometheus text. Recording
+//!   touches only the calling thread's stripe of a series, so many cores
+//!   record without sharing a cache line; the worst case with the default
+//!   settings is under 64 MiB ([`MetricsCollector::memory_bound_bytes`]).
 //!
 //! # Every metric the library emits
 //!

@@ -298,6 +298,38 @@ async fn worst_case_memory_with_the_defaults_is_under_64_mib() {
     );
 }
 
+// 4d. A short window sees only its own intervals, not the older part of
+// a coarser sketch group.
+#[tokio::test(start_paused = true)]
+async fn a_one_minute_window_forgets_a_spike_just_before_it() {
+    let collector = MetricsCollector::builder().build().unwrap();
+    let histogram =
+        metrics::with_local_recorder(&collector, || metrics::histogram!("spike_seconds"));
+    // Intervals 0-14: everything at 0.9 s. Intervals 15-19 (the last
+    // minute): 0.01 to 1.00 s, evenly.
+    for interval in 0..20 {
+        for k in 0..100 {
+            let value = if interval < 15 {
+                0.9
+            } else {
+                0.01 * f64::from(k + 1)
+            };
+            histogram.record(value);
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+    }
+    let q = collector
+        .query("spike_seconds")
+        .window(Duration::from_secs(60));
+    assert_eq!(q.count(), 500);
+    let p50 = q.quantile(0.5).unwrap();
+    assert!(
+        (p50 - 0.5).abs() <= 0.01,
+        "p50 {p50}: only the last minute counts"
+    );
+}
+
 // 4c. Quantiles stay within 1% over windows that reach into older
 // (coarser) sketch tiers, when the distribution is the same throughout.
 #[tokio::test(start_paused = true)]

@@ -16,9 +16,11 @@
 //!
 //! Counts, sums, minimums and maximums over any window are exact. A
 //! quantile over a window is within the sketch's 1% of the true value
-//! for the samples it covers, and the window's far edge rounds outward
-//! to the tier holding it (the last minute by 10 s, the last 6 minutes by
-//! minute, the last 36 by 6 minutes, with the default resolution).
+//! for the samples it covers (while the largest is less than about 2.8e4
+//! times the smallest; see `sketch.rs`), and the window's far edge rounds
+//! outward to the tier holding it (the last minute by 10 s, the last 6
+//! minutes by minute, the last 36 by 6 minutes, with the default
+//! resolution).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -334,9 +336,16 @@ impl Series {
         ring.value = ring.value.max(value);
     }
 
-    /// Changes a gauge by `delta`, or sets it when `set` is given.
+    /// Changes a gauge by `delta`, or sets it when `set` is given. A
+    /// non-finite value is ignored (one NaN would poison the gauge for
+    /// good). A set racing another set and a change may land as either
+    /// order of the two sets; a read adds the stripes one by one, so it
+    /// may see a change on one stripe and not its undo on another.
     #[inline]
     pub(crate) fn gauge(&self, delta: f64, set: Option<f64>) {
+        if !delta.is_finite() || set.is_some_and(|v| !v.is_finite()) {
+            return;
+        }
         match set {
             Some(value) => {
                 // The base becomes what makes the sum `value` now; a
@@ -494,9 +503,17 @@ impl Series {
             folded.min = Some(folded.min.map_or(bucket.min, |m| m.min(bucket.min)));
             folded.max = Some(folded.max.map_or(bucket.max, |m| m.max(bucket.max)));
         }
+        let now = self.epoch.now();
         for entry in &ring.sketches {
             let (start, end) = entry.range();
-            if start <= to && end >= from {
+            // A coarse group holds only its intervals that have aged into
+            // its tier: it counts when the window's oldest interval in
+            // the group is one of those, not merely when the group's
+            // range meets the window.
+            if start <= to
+                && end >= from
+                && self.epoch.tier_of(start.max(from).min(now), now) == entry.tier
+            {
                 folded
                     .sketch
                     .get_or_insert_with(Sketch::new)

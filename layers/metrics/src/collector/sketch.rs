@@ -19,8 +19,9 @@ pub(crate) const ALPHA: f64 = 0.01;
 pub(crate) const MAX_BINS: usize = 512;
 /// Magnitudes below this count as zero.
 const MIN_VALUE: f64 = 1.0e-9;
-/// The most bytes one sketch takes.
-pub(crate) const MAX_BYTES: usize = std::mem::size_of::<Sketch>() + MAX_BINS * 4;
+/// The most bytes one sketch takes (a store keeps at least one bin, so
+/// the two may hold one bin more than `MAX_BINS` between them).
+pub(crate) const MAX_BYTES: usize = std::mem::size_of::<Sketch>() + (MAX_BINS + 1) * 4;
 
 /// `gamma = (1 + ALPHA) / (1 - ALPHA)`: a bin spans `[gamma^(k-1), gamma^k)`.
 fn gamma() -> f64 {
@@ -29,7 +30,7 @@ fn gamma() -> f64 {
 
 fn key_of(magnitude: f64) -> i32 {
     // Magnitudes are at least MIN_VALUE and finite: the key is within
-    // about +-1800 and the cast cannot saturate.
+    // about -1,040 and +35,500, far inside `i32`.
     (magnitude.ln() / gamma().ln()).ceil() as i32
 }
 
@@ -154,14 +155,17 @@ impl Sketch {
         self.add_n(value, 1);
     }
 
-    fn add_n(&mut self, value: f64, mut n: u32) {
+    fn add_n(&mut self, value: f64, n: u32) {
         if value.abs() < MIN_VALUE || !value.is_finite() {
             self.zero = self.zero.saturating_add(u64::from(n));
             return;
         }
-        let key = key_of(value.abs());
+        self.add_key(key_of(value.abs()), value > 0.0, n);
+    }
+
+    fn add_key(&mut self, key: i32, positive: bool, mut n: u32) {
         loop {
-            let added = if value > 0.0 {
+            let added = if positive {
                 let cap = MAX_BINS - self.negative.len();
                 self.positive.add(key, n, cap)
             } else {
@@ -173,20 +177,41 @@ impl Sketch {
             }
             // A bin would pass 2^32: halve everything, this addition
             // included, so the proportions hold.
-            self.positive.halve();
-            self.negative.halve();
-            self.zero = self.zero.div_ceil(2);
+            self.halve();
             n = n.div_ceil(2);
         }
     }
 
-    /// Adds every sample of `other`.
+    fn largest_bin(&self) -> u64 {
+        let largest = |store: &Store| store.bins.iter().copied().max().unwrap_or(0);
+        u64::from(largest(&self.positive).max(largest(&self.negative)))
+    }
+
+    fn halve(&mut self) {
+        self.positive.halve();
+        self.negative.halve();
+        self.zero = self.zero.div_ceil(2);
+    }
+
+    /// Adds every sample of `other`, key by key (no logarithm). When a
+    /// bin could pass 2^32, both sides are halved first, so the whole
+    /// merge keeps one scale.
     pub(crate) fn merge(&mut self, other: &Sketch) {
+        let mut scaled: Option<Sketch> = None;
+        while self.largest_bin() + scaled.as_ref().unwrap_or(other).largest_bin()
+            > u64::from(u32::MAX)
+        {
+            self.halve();
+            let mut next = scaled.take().unwrap_or_else(|| other.clone());
+            next.halve();
+            scaled = Some(next);
+        }
+        let other = scaled.as_ref().unwrap_or(other);
         self.zero = self.zero.saturating_add(other.zero);
-        for (store, sign) in [(&other.positive, 1.0), (&other.negative, -1.0)] {
+        for (store, positive) in [(&other.positive, true), (&other.negative, false)] {
             for (i, &count) in store.bins.iter().enumerate() {
                 if count > 0 {
-                    self.add_n(sign * value_of(store.offset + i as i32), count);
+                    self.add_key(store.offset + i as i32, positive, count);
                 }
             }
         }
@@ -301,6 +326,21 @@ mod tests {
         let top = sketch.quantile(1.0).unwrap();
         assert!((top - values[values.len() - 1]).abs() <= ALPHA * top);
         assert_eq!(sketch.count(), 2 * values.len() as u64);
+    }
+
+    #[test]
+    fn merging_near_full_bins_keeps_one_scale() {
+        let mut a = Sketch::new();
+        a.add_n(1.0, 3_000_000_000);
+        let mut b = Sketch::new();
+        b.add_n(1.0, 3_000_000_000);
+        b.add_n(100.0, 3_000_000_000);
+        a.merge(&b);
+        // 6e9 at 1.0 and 3e9 at 100.0: the 60th percentile is 1.0.
+        let p60 = a.quantile(0.6).unwrap();
+        assert!((p60 - 1.0).abs() <= 0.02, "{p60}");
+        let p80 = a.quantile(0.8).unwrap();
+        assert!((p80 - 100.0).abs() <= 1.0, "{p80}");
     }
 
     #[test]

@@ -11,10 +11,11 @@
 //! (a retry: rare) takes the lock, reads the clock and adds up the
 //! windows and the stripes.
 //!
-//! The approximation, on the safe side: deposits made since a stripe's
-//! last clock reading (at most 15 per stripe, and none on a quiet one)
-//! count as made in the window of that reading, so they expire early,
-//! never late.
+//! The approximations are on the safe side. Deposits made since a
+//! stripe's last clock reading (at most 15 per stripe) count as made in
+//! the window of that reading, so they expire early (or are never
+//! counted, when that window has already passed), never late. A
+//! withdrawal counts for 11 windows, so at least a whole `ttl`.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,22 +38,39 @@ struct Stripe {
     window: AtomicU64,
 }
 
+/// One slot more than the windows: a withdrawal counts for 11 windows (at
+/// least the whole `ttl`, however late in its window it was made), a
+/// deposit for 10 (at most `ttl`).
+const SLOTS: usize = WINDOWS + 1;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    window: u64,
+    deposited: i64,
+    withdrawn: i64,
+}
+
 #[derive(Debug)]
 struct Ring {
-    /// `(window, amount)`: `amount` deposited (withdrawals negative) in
-    /// `window`, kept in slot `window % WINDOWS`.
-    slots: [(u64, i64); WINDOWS],
+    /// The amounts of `window`, kept in slot `window % SLOTS`.
+    slots: [Slot; SLOTS],
 }
 
 impl Ring {
-    fn add(&mut self, window: u64, amount: i64) {
-        let slot = &mut self.slots[(window % WINDOWS as u64) as usize];
-        if slot.0 == window {
-            slot.1 = slot.1.saturating_add(amount);
-        } else if slot.0 < window || slot.0 == u64::MAX {
-            *slot = (window, amount);
+    fn slot(&mut self, window: u64) -> Option<&mut Slot> {
+        let slot = &mut self.slots[(window % SLOTS as u64) as usize];
+        if slot.window != window {
+            if slot.window != u64::MAX && slot.window > window {
+                // Older than what the slot holds: already expired.
+                return None;
+            }
+            *slot = Slot {
+                window,
+                deposited: 0,
+                withdrawn: 0,
+            };
         }
-        // Older than what the slot holds: already expired.
+        Some(slot)
     }
 }
 
@@ -88,7 +106,11 @@ impl StripedBudget {
             window_nanos: (ttl / WINDOWS as u32).as_nanos().max(1),
             stripes: Striped::default(),
             ring: Mutex::new(Ring {
-                slots: [(u64::MAX, 0); WINDOWS],
+                slots: [Slot {
+                    window: u64::MAX,
+                    deposited: 0,
+                    withdrawn: 0,
+                }; SLOTS],
             }),
             reserve,
             deposit_amount,
@@ -134,30 +156,38 @@ impl StripedBudget {
         let amount = i64::try_from(deposits)
             .unwrap_or(i64::MAX)
             .saturating_mul(self.deposit_amount);
-        ring.add(window, amount);
+        if let Some(slot) = ring.slot(window) {
+            slot.deposited = slot.deposited.saturating_add(amount);
+        }
     }
 
     /// Whether a retry may be made now; takes it from the budget if so.
     pub(crate) fn withdraw(&self) -> bool {
         let mut ring = lock(&self.ring);
         let now = self.window_now();
-        let live =
-            |window: u64| window != u64::MAX && window <= now && now - window < WINDOWS as u64;
+        let age = |window: u64| (window != u64::MAX && window <= now).then(|| now - window);
+        let deposit_counts = |window| age(window).is_some_and(|age| age < WINDOWS as u64);
+        let withdrawal_counts = |window| age(window).is_some_and(|age| age <= WINDOWS as u64);
         let mut balance = self.reserve;
-        for &(window, amount) in &ring.slots {
-            if live(window) {
-                balance = balance.saturating_add(amount);
+        for slot in &ring.slots {
+            if deposit_counts(slot.window) {
+                balance = balance.saturating_add(slot.deposited);
+            }
+            if withdrawal_counts(slot.window) {
+                balance = balance.saturating_sub(slot.withdrawn);
             }
         }
         for stripe in self.stripes.iter() {
-            if live(stripe.window.load(Ordering::Relaxed)) {
+            if deposit_counts(stripe.window.load(Ordering::Relaxed)) {
                 let deposits =
                     i64::try_from(stripe.deposits.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
                 balance = balance.saturating_add(deposits.saturating_mul(self.deposit_amount));
             }
         }
         if balance >= self.withdraw_amount {
-            ring.add(now, -self.withdraw_amount);
+            if let Some(slot) = ring.slot(now) {
+                slot.withdrawn = slot.withdrawn.saturating_add(self.withdraw_amount);
+            }
             true
         } else {
             false
@@ -225,6 +255,21 @@ mod tests {
         assert!(!budget.withdraw(), "5 a second, and no deposit");
         tokio::time::advance(Duration::from_millis(1_100)).await;
         assert!(budget.withdraw(), "the withdrawals expired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_withdrawal_counts_for_a_whole_ttl() {
+        let budget = StripedBudget::new(SECOND, 10, 1.0);
+        // Late in the first window (windows are 100 ms).
+        tokio::time::advance(Duration::from_millis(99)).await;
+        for _ in 0..10 {
+            assert!(budget.withdraw());
+        }
+        // 901 ms later: less than a ttl since those withdrawals.
+        tokio::time::advance(Duration::from_millis(901)).await;
+        assert!(!budget.withdraw(), "10 a second means 10 in any second");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(budget.withdraw());
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::error::{ConfigError, invalid_retry};
 /// own stripe, with no lock and, on a busy thread, a clock reading only
 /// every 16th time, so the success path stays cheap on many cores.
 /// Deposits made since a thread last read the clock (at most 15) may
-/// expire up to one tenth of `ttl` early, never late.
+/// expire early, never late; a withdrawal counts for at least `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {
     ttl: Duration,
