@@ -142,6 +142,17 @@ impl Pending {
             samples: [0.0; BUFFER],
         }
     }
+
+    /// One sample of `value` (not kept for the sketch).
+    fn one(epoch: u64, value: f64) -> Self {
+        Pending {
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+            ..Pending::empty(epoch)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -327,12 +338,7 @@ impl Series {
         let now = self.epoch.now();
         let mut ring = lock(&self.ring);
         let delta = (value - ring.value).max(0.0);
-        let mut pending = Pending::empty(now);
-        pending.count = 1;
-        pending.sum = delta;
-        pending.min = delta;
-        pending.max = delta;
-        self.flush_into(&mut ring, &pending, now);
+        self.flush_into(&mut ring, &Pending::one(now, delta), now);
         ring.value = ring.value.max(value);
     }
 
@@ -388,12 +394,7 @@ impl Series {
             let value = self.gauge_value();
             let now = self.epoch.now();
             let mut ring = lock(&self.ring);
-            let mut pending = Pending::empty(now);
-            pending.count = 1;
-            pending.sum = value;
-            pending.min = value;
-            pending.max = value;
-            self.flush_into(&mut ring, &pending, now);
+            self.flush_into(&mut ring, &Pending::one(now, value), now);
             ring.value = value;
         }
     }
