@@ -162,7 +162,7 @@ impl<B> PriorityOf<http::Request<B>> for HttpPriority {
 /// The service a [`ServiceLayer`] builds around `S`.
 pub type HardenedService<S> = MetricsService<
     ResourceLimit<
-        tower::retry::Retry<
+        crate::recovery::RetryService<
             RetryPolicy<ErrorsAsFailures, CloneRequests, RetryEnabled>,
             BoxErrors<CircuitBreaker<OptionalTimeout<Fault<S, NoResponse>>, ErrorsAsFailures>>,
         >,
@@ -183,7 +183,7 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
         ResourceLimit<
             OptionalTimeout<
                 BufferBodies<
-                    tower::retry::Retry<
+                    crate::recovery::RetryService<
                         RetryPolicy<
                             <P as Protocol>::Classifier,
                             ReplayHttp,

@@ -43,6 +43,8 @@ use tower_service::Service;
 use crate::handle::BreakerHandle;
 use crate::permit::Permit;
 use crate::service::{CircuitBreaker, Reservation};
+use tower_hardening_core::stripe::PerStripe;
+
 use crate::state::BreakerState;
 
 fn verdict(outcome: Outcome) -> Option<bool> {
@@ -78,7 +80,11 @@ impl<S, C: Clone> Layer<S> for EosCircuitBreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         EosCircuitBreaker {
-            inner: CircuitBreaker::new(inner, self.state.clone(), self.classifier.clone()),
+            inner: CircuitBreaker::new(
+                inner,
+                Arc::new(PerStripe::new(self.state.clone())),
+                self.classifier.clone(),
+            ),
         }
     }
 }

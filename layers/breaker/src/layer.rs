@@ -8,6 +8,8 @@ use crate::error::{ConfigError, invalid};
 use crate::handle::BreakerHandle;
 use crate::keyed::KeyedCircuitBreakerLayer;
 use crate::service::CircuitBreaker;
+use tower_hardening_core::stripe::PerStripe;
+
 use crate::state::{BreakerMetrics, BreakerState, Settings};
 use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 
@@ -361,6 +363,10 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(inner, self.state.clone(), self.classifier.clone())
+        CircuitBreaker::new(
+            inner,
+            Arc::new(PerStripe::new(self.state.clone())),
+            self.classifier.clone(),
+        )
     }
 }

@@ -1,8 +1,8 @@
 //! A call the breaker let through, and how it ended.
 
-use std::sync::Arc;
-
 use tokio::time::Instant;
+
+use tower_hardening_core::stripe::Held;
 
 use crate::state::BreakerState;
 
@@ -17,7 +17,9 @@ use crate::state::BreakerState;
 /// `poll_ready`, `call` and the response future on every request.
 #[derive(Debug)]
 pub(crate) struct Permit {
-    state: Arc<BreakerState>,
+    /// Through the admitting thread's stripe when the service has one, so
+    /// its reference count is not one line every core writes.
+    state: Held<BreakerState>,
     generation: u64,
     /// Nanoseconds after the breaker's base instant, plus one, when the
     /// call started; 0 when calls are not timed.
@@ -33,9 +35,9 @@ const FINISHED: u64 = 1 << 8;
 const SLOW_AT_HEAD: u64 = 1 << 9;
 
 impl Permit {
-    pub(crate) fn new(state: &Arc<BreakerState>, generation: u64, kind: PermitKind) -> Self {
+    pub(crate) fn new(state: Held<BreakerState>, generation: u64, kind: PermitKind) -> Self {
         Permit {
-            state: Arc::clone(state),
+            state,
             generation,
             started: 0,
             flags: kind as u64,

@@ -7,6 +7,8 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::permit::Permit;
+use tower_hardening_core::stripe::PerStripe;
+
 use crate::state::BreakerState;
 
 /// The service [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) builds.
@@ -18,7 +20,8 @@ use crate::state::BreakerState;
 #[derive(Debug)]
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    state: Arc<BreakerState>,
+    /// The breaker, reached through the calling thread's stripe.
+    state: Arc<PerStripe<Arc<BreakerState>>>,
     classifier: C,
     reserved: Reservation,
 }
@@ -33,7 +36,7 @@ pub(crate) enum Reservation {
 }
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn new(inner: S, state: Arc<BreakerState>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, state: Arc<PerStripe<Arc<BreakerState>>>, classifier: C) -> Self {
         CircuitBreaker {
             inner,
             state,
@@ -94,7 +97,8 @@ where
         // A rejection kept from an earlier poll may be stale (the breaker
         // closed since, under a ReadyCache that polls ahead): ask again.
         if let Reservation::Empty | Reservation::Rejected(_) = self.reserved {
-            self.reserved = match self.state.try_acquire() {
+            let stripes = &self.state;
+            self.reserved = match stripes.local().try_acquire_via(|| stripes.held()) {
                 Ok(permit) => Reservation::Admitted(permit),
                 Err(rejection) => Reservation::Rejected(rejection.into()),
             };

@@ -11,7 +11,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tower_hardening_core::stripe::Held;
 
 use tokio::time::Instant;
 use tower_hardening_core::sync::lock;
@@ -155,19 +157,32 @@ impl BreakerState {
         unpack(self.word.load(Ordering::Acquire)).1
     }
 
-    /// Admits or rejects one call.
+    /// Admits or rejects one call; its permit holds this state's own `Arc`.
     #[inline]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
+        self.try_acquire_via(|| Held::Direct(Arc::clone(self)))
+    }
+
+    /// Admits or rejects one call; its permit holds what `hold` gives (a
+    /// stripe's reference, from a service).
+    #[inline]
+    pub(crate) fn try_acquire_via(
+        &self,
+        hold: impl Fn() -> Held<BreakerState>,
+    ) -> Result<Permit, CircuitOpen> {
         let word = self.word.load(Ordering::Acquire);
         if word & 0xff == u64::from(CircuitState::Closed.as_index()) {
-            return Ok(Permit::new(self, word >> 8, PermitKind::Windowed));
+            return Ok(Permit::new(hold(), word >> 8, PermitKind::Windowed));
         }
-        self.try_acquire_slow()
+        self.try_acquire_slow(&hold)
     }
 
     #[cold]
-    fn try_acquire_slow(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
-        let permit = |generation, kind| Permit::new(self, generation, kind);
+    fn try_acquire_slow(
+        &self,
+        hold: &dyn Fn() -> Held<BreakerState>,
+    ) -> Result<Permit, CircuitOpen> {
+        let permit = |generation, kind| Permit::new(hold(), generation, kind);
         loop {
             let word = self.word.load(Ordering::Acquire);
             let (generation, state) = unpack(word);

@@ -118,6 +118,102 @@ impl<T: Default> Default for Striped<T> {
     }
 }
 
+/// A value each thread reaches through a reference count of its own
+/// stripe: [`get`](Self::get) clones the `Arc` of the calling thread's
+/// stripe, so a response future can hold the layer's shared parts
+/// without every call, on every core, writing the one reference count
+/// they would otherwise share. Each stripe holds a clone of the value
+/// (for handles: a few more `Arc`s, cloned once, here).
+///
+/// ```
+/// use tower_hardening_core::stripe::PerStripe;
+///
+/// let name = PerStripe::new(String::from("audio"));
+/// let held = name.get(); // what a response future keeps
+/// assert_eq!(held.as_str(), "audio");
+/// ```
+#[derive(Debug)]
+pub struct PerStripe<T> {
+    stripes: Box<[std::sync::Arc<CachePadded<T>>]>,
+}
+
+impl<T: Clone> PerStripe<T> {
+    /// `stripes()` clones of `value`, each in an allocation of its own
+    /// (its reference counts on lines of their own).
+    pub fn new(value: T) -> Self {
+        PerStripe {
+            stripes: (0..stripes())
+                .map(|_| std::sync::Arc::new(CachePadded(value.clone())))
+                .collect(),
+        }
+    }
+}
+
+impl<T> PerStripe<T> {
+    /// `stripes()` values made by `make`, each in an allocation of its
+    /// own.
+    pub fn new_with(mut make: impl FnMut() -> T) -> Self {
+        PerStripe {
+            stripes: (0..stripes())
+                .map(|_| std::sync::Arc::new(CachePadded(make())))
+                .collect(),
+        }
+    }
+
+    /// A counted reference through the calling thread's stripe.
+    #[inline]
+    pub fn get(&self) -> std::sync::Arc<CachePadded<T>> {
+        let i = index() & (self.stripes.len() - 1);
+        std::sync::Arc::clone(&self.stripes[i])
+    }
+
+    /// The value, read through the calling thread's stripe without
+    /// counting a reference.
+    #[inline]
+    pub fn local(&self) -> &T {
+        let i = index() & (self.stripes.len() - 1);
+        &self.stripes[i].0
+    }
+}
+
+impl<T> PerStripe<std::sync::Arc<T>> {
+    /// A counted reference to the shared value through the calling
+    /// thread's stripe.
+    #[inline]
+    pub fn held(&self) -> Held<T> {
+        Held::Striped(self.get())
+    }
+}
+
+/// A counted reference to a shared value: its own `Arc`, or a stripe's
+/// (from [`PerStripe::held`]), whose count only that stripe's threads
+/// write.
+#[derive(Debug)]
+pub enum Held<T> {
+    /// The value's own `Arc`.
+    Direct(std::sync::Arc<T>),
+    /// A stripe's `Arc` of the value's `Arc`.
+    Striped(std::sync::Arc<CachePadded<std::sync::Arc<T>>>),
+}
+
+impl<T> std::ops::Deref for Held<T> {
+    type Target = std::sync::Arc<T>;
+
+    #[inline]
+    fn deref(&self) -> &std::sync::Arc<T> {
+        match self {
+            Held::Direct(value) => value,
+            Held::Striped(stripe) => &stripe.0,
+        }
+    }
+}
+
+impl<T> From<std::sync::Arc<T>> for Held<T> {
+    fn from(value: std::sync::Arc<T>) -> Self {
+        Held::Direct(value)
+    }
+}
+
 /// A counter that threads add to without sharing a cache line
 /// (`LongAdder`): `add` is one uncontended atomic add on the calling
 /// thread's stripe; `sum` reads every stripe. A sum taken while others

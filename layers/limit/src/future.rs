@@ -182,8 +182,8 @@ where
                             return Poll::Ready(Err(error));
                         }
                     };
-                    let permit =
-                        Permit::grant(waiting.pool().clone(), grant).measured(adaptive.as_ref());
+                    let permit = Permit::grant(waiting.pool().clone().into(), grant)
+                        .measured(adaptive.as_ref());
                     let next = State::Readying {
                         service: service.take().expect("admitted once"),
                         request: request.take(),

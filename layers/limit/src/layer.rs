@@ -182,7 +182,9 @@ impl<S: Clone, P: Clone, K: Clone, R: Clone, C: Clone> Layer<S> for ResourceLimi
     fn layer(&self, inner: S) -> Self::Service {
         ResourceLimit::new(
             inner,
-            self.pool.inner.clone(),
+            Arc::new(tower_hardening_core::stripe::PerStripe::new(
+                self.pool.inner.clone(),
+            )),
             self.priority.clone(),
             self.cost.clone(),
             self.release.clone(),

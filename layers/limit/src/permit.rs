@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tower_hardening_core::Outcome;
+use tower_hardening_core::stripe;
 
 use crate::adaptive::Controller;
 use crate::pool::{Grant, PoolInner};
@@ -30,7 +31,9 @@ use crate::pool::{Grant, PoolInner};
 /// cancellation or panic).
 #[derive(Debug)]
 pub(crate) struct Permit {
-    pool: Arc<PoolInner>,
+    /// Through the admitting thread's stripe on the fast path, so the
+    /// reference count is not one line every core writes.
+    pool: stripe::Held<PoolInner>,
     held: Held,
     adaptive: Option<(Arc<Controller>, Instant)>,
 }
@@ -46,7 +49,7 @@ enum Held {
 
 impl Permit {
     #[inline]
-    pub(crate) fn units(pool: Arc<PoolInner>, units: u64) -> Self {
+    pub(crate) fn units(pool: stripe::Held<PoolInner>, units: u64) -> Self {
         Permit {
             pool,
             held: Held::Units(units),
@@ -54,7 +57,7 @@ impl Permit {
         }
     }
 
-    pub(crate) fn grant(pool: Arc<PoolInner>, grant: Grant) -> Self {
+    pub(crate) fn grant(pool: stripe::Held<PoolInner>, grant: Grant) -> Self {
         let held = if pool.is_named() {
             Held::Grant(grant)
         } else {

@@ -27,6 +27,7 @@ use crate::permit::Permit;
 use crate::pool::{Acquire, PoolInner, Waiting};
 use crate::priority::{CostOf, PriorityOf};
 use crate::release::ReleaseOn;
+use tower_hardening_core::stripe::PerStripe;
 
 /// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
 ///
@@ -41,7 +42,8 @@ use crate::release::ReleaseOn;
 #[derive(Debug, Clone)]
 pub struct ResourceLimit<S, P, K, R, C> {
     inner: S,
-    pool: Arc<PoolInner>,
+    /// The pool, reached through the calling thread's stripe.
+    pool: Arc<PerStripe<Arc<PoolInner>>>,
     priority: P,
     cost: K,
     release: R,
@@ -54,7 +56,7 @@ pub struct ResourceLimit<S, P, K, R, C> {
 impl<S, P, K, R, C> ResourceLimit<S, P, K, R, C> {
     pub(crate) fn new(
         inner: S,
-        pool: Arc<PoolInner>,
+        pool: Arc<PerStripe<Arc<PoolInner>>>,
         priority: P,
         cost: K,
         release: R,
@@ -111,19 +113,22 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let units = self.cost.bounded_cost(&request, self.pool.capacity());
+        let pool = self.pool.local();
+        let units = self.cost.bounded_cost(&request, pool.capacity());
         // Fast path: free units and nobody waiting.
-        if !self.pool.is_named() && self.pool.admits_now(units) && self.pool.try_take_units(units) {
-            let permit = Permit::units(self.pool.clone(), units).measured(self.adaptive.as_ref());
-            // Admitted at once, so nothing waits: ask this request's own
-            // clone whether it is ready now, and call it if so (the common
-            // case, one state fewer); if not, its future drives `ready()`
-            // with the task's waker. The clone is this request's alone, so
-            // a readiness it reserves is spent by this call.
-            let mut service = self.inner.clone();
+        if !pool.is_named() && pool.admits_now(units) && pool.try_take_units(units) {
+            let permit = Permit::units(self.pool.held(), units).measured(self.adaptive.as_ref());
+            // Admitted at once, so nothing waits: ask the inner service
+            // whether it is ready now, and call it if so (the common case:
+            // no clone of the stack below, whose reference counts would
+            // otherwise be written on every call). If not, the service
+            // that was asked (and may have reserved something, or kept a
+            // waker) goes with this request, whose future drives `ready()`
+            // with the task's waker, and a fresh clone takes its place:
+            // a readiness it reserves is spent by this request alone.
             let mut noop = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(Ok(())) = service.poll_ready(&mut noop) {
-                let future = service.call(request);
+            if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut noop) {
+                let future = self.inner.call(request);
                 return LimitFuture::calling(
                     future,
                     permit,
@@ -131,8 +136,10 @@ where
                     self.classify.clone(),
                 );
             }
+            let fresh = self.inner.clone();
+            let asked = std::mem::replace(&mut self.inner, fresh);
             return LimitFuture::admitted(
-                service,
+                asked,
                 request,
                 permit,
                 self.release.clone(),
@@ -143,11 +150,12 @@ where
         let ask = Acquire::new(self.owner.clone())
             .priority(priority)
             .units(units);
-        if let Err(error) = self.pool.precheck(&ask) {
+        let pool = self.pool.local();
+        if let Err(error) = pool.precheck(&ask) {
             return LimitFuture::failed(error, self.release.clone(), self.classify.clone());
         }
-        if let Some(grant) = self.pool.try_grant_now(&ask, false) {
-            let permit = Permit::grant(self.pool.clone(), grant).measured(self.adaptive.as_ref());
+        if let Some(grant) = pool.try_grant_now(&ask, false) {
+            let permit = Permit::grant(self.pool.held(), grant).measured(self.adaptive.as_ref());
             return LimitFuture::admitted(
                 self.inner.clone(),
                 request,
@@ -156,7 +164,7 @@ where
                 self.classify.clone(),
             );
         }
-        match Waiting::enqueue(self.pool.clone(), ask, false) {
+        match Waiting::enqueue(pool.clone(), ask, false) {
             // The clone is never polled until admitted: it holds nothing.
             Ok(waiting) => LimitFuture::waiting(
                 waiting,

@@ -22,7 +22,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
@@ -33,7 +32,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::InFlight;
-use crate::layer::{Handles, MetricsLayer};
+use crate::layer::{Handles, MetricsLayer, SharedHandles};
 
 type Outcomes = fn(&Handles) -> &(metrics::Counter, metrics::Histogram);
 
@@ -52,7 +51,7 @@ fn outcome_of(outcome: Outcome) -> Outcomes {
 /// dropped unread). Durations then run to the end of the body.
 #[derive(Debug, Clone)]
 pub struct EosMetricsLayer<C> {
-    pub(crate) handles: Arc<Handles>,
+    pub(crate) handles: SharedHandles,
     pub(crate) classifier: C,
 }
 
@@ -86,7 +85,7 @@ impl<S, C: Clone> Layer<S> for EosMetricsLayer<C> {
 #[derive(Debug, Clone)]
 pub struct EosMetricsService<S, C> {
     inner: S,
-    handles: Arc<Handles>,
+    handles: SharedHandles,
     classifier: C,
 }
 
@@ -123,9 +122,10 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        self.handles.in_flight.increment(1.0);
-        let started = self.handles.clock.raw();
-        let mut in_flight = Some(InFlight::new(self.handles.clone(), started));
+        let handles = self.handles.get();
+        handles.in_flight.increment(1.0);
+        let started = handles.clock.raw();
+        let mut in_flight = Some(InFlight::new(handles, started));
         let inner = &mut self.inner;
         let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
         EosMetricsFuture {

@@ -16,28 +16,27 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
-use crate::layer::Handles;
+use crate::layer::{Handles, HeldHandles};
 
 /// Keeps the in-flight gauge honest: decremented however the request ends
 /// (finished, cancelled, or unwound by a panic, which counts as a failure
 /// where the unwind passes; see `tower_hardening_core::sync::on_unwind`).
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    handles: Arc<Handles>,
+    handles: HeldHandles,
     /// The clock's raw reading at the start.
     started: u64,
     finished: bool,
 }
 
 impl InFlight {
-    pub(crate) fn new(handles: Arc<Handles>, started: u64) -> Self {
+    pub(crate) fn new(handles: HeldHandles, started: u64) -> Self {
         InFlight {
             handles,
             started,

@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use tower_hardening_core::stripe::{CachePadded, PerStripe};
+
 use metrics::{Counter, Gauge, Histogram, Unit};
 use tower_hardening_core::{ConfigError, ErrorsAsFailures, names};
 use tower_layer::Layer;
@@ -15,12 +17,19 @@ use crate::service::MetricsService;
 /// allocated per request.
 #[derive(Debug, Clone)]
 pub struct MetricsLayer<C = ErrorsAsFailures> {
-    handles: Arc<Handles>,
+    handles: SharedHandles,
     classifier: C,
 }
 
+/// The handles, one copy per stripe: a request's future counts a
+/// reference on its thread's copy, not on one every core shares.
+pub(crate) type SharedHandles = Arc<PerStripe<Handles>>;
+
+/// A request's reference to the handles (its thread's copy).
+pub(crate) type HeldHandles = Arc<CachePadded<Handles>>;
+
 /// The registered handles, shared by every clone and every request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Handles {
     /// quanta's TSC clock: a fraction of the cost of `Instant::now` where
     /// the CPU has a usable TSC (it falls back to the OS clock otherwise).
@@ -120,20 +129,20 @@ impl MetricsLayer {
             )
         };
         MetricsLayer {
-            handles: Arc::new(Handles {
+            handles: Arc::new(PerStripe::new(Handles {
                 clock: quanta::Clock::new(),
                 in_flight: metrics::gauge!(names::REQUESTS_IN_FLIGHT, names::LABEL_SERVICE => name.clone()),
                 success: pair("success"),
                 failure: pair("failure"),
                 rejected: pair("rejected"),
-            }),
+            })),
             classifier: ErrorsAsFailures,
         }
     }
 }
 
 impl<C> MetricsLayer<C> {
-    pub(crate) fn into_parts(self) -> (Arc<Handles>, C) {
+    pub(crate) fn into_parts(self) -> (SharedHandles, C) {
         (self.handles, self.classifier)
     }
 

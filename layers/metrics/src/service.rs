@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_hardening_core::sync::on_unwind;
@@ -6,18 +5,18 @@ use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
 use crate::future::{InFlight, MetricsFuture};
-use crate::layer::Handles;
+use crate::layer::SharedHandles;
 
 /// The service [`MetricsLayer`](crate::MetricsLayer) builds.
 #[derive(Debug, Clone)]
 pub struct MetricsService<S, C> {
     inner: S,
-    handles: Arc<Handles>,
+    handles: SharedHandles,
     classifier: C,
 }
 
 impl<S, C> MetricsService<S, C> {
-    pub(crate) fn new(inner: S, handles: Arc<Handles>, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, handles: SharedHandles, classifier: C) -> Self {
         MetricsService {
             inner,
             handles,
@@ -58,11 +57,12 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        self.handles.in_flight.increment(1.0);
-        let started = self.handles.clock.raw();
+        let handles = self.handles.get();
+        handles.in_flight.increment(1.0);
+        let started = handles.clock.raw();
         // In flight from here: a panic in the inner `call` itself (not its
         // future) is a failure, and leaves the gauge as it found it.
-        let mut in_flight = Some(InFlight::new(self.handles.clone(), started));
+        let mut in_flight = Some(InFlight::new(handles, started));
         let inner = &mut self.inner;
         let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
         MetricsFuture::new(future, in_flight, self.classifier.clone())

@@ -7,7 +7,9 @@
 //!   error `tower_hardening_core::rejection_of` recognises: `CircuitOpen`,
 //!   `Overloaded`, `QueueTimeout`, `Recovering`, `RecoveryFailed`, ...),
 //!   nor a result the classifier marks `Ignored`, nor a request the
-//!   `idempotent` predicate refuses. It is tower's own `Retry` driven by a
+//!   `idempotent` predicate refuses. It is a [`RetryService`] (tower's
+//!   `Retry` algorithm and `Policy` trait, but the service below is
+//!   cloned only for a retry, not on every call) driven by a
 //!   [`RetryPolicy`]. Its counters (`hardening_retries_total`,
 //!   `hardening_retry_budget_exhausted_total`,
 //!   `hardening_retry_gave_up_total`) are registered when the layer is
@@ -111,6 +113,6 @@ pub use recover::{
 };
 pub use retry::{
     AnyRequest, BufferBodies, BufferBodiesFuture, CloneRequests, HttpRetryLayer, IdempotentHttp,
-    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryBuilder, RetryHandle, RetryLayer,
-    RetryPolicy, RetryPredicate, RetryStats,
+    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryBuilder, RetryFuture, RetryHandle,
+    RetryLayer, RetryPolicy, RetryPredicate, RetryService, RetryStats,
 };

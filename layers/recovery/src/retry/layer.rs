@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower::retry::Retry;
 use tower_hardening_core::{ErrorsAsFailures, EventSink};
 use tower_layer::Layer;
 
@@ -27,10 +26,12 @@ use super::policy::{AnyRequest, RetryPolicy};
 #[cfg(doc)]
 use super::policy::{IdempotentHttp, RetryPredicate};
 use super::replay::{BufferBodies, CloneRequests, ReplayHttp};
+use super::service::RetryService;
 use super::shared::{RetryHandle, RetryShared};
 use crate::backoff::{Backoff, Jitter};
 use crate::boxed::BoxErrors;
 use crate::error::{ConfigError, invalid_retry};
+use tower_hardening_core::stripe::Held;
 
 /// Caps retries to a fraction of the traffic, shared by every clone of a
 /// layer: a dependency that is down costs at most `ratio` extra load (plus
@@ -282,9 +283,11 @@ impl<C, P> RetryBuilder<C, P> {
 /// retries a rejection from another hardening layer (any error core's
 /// `rejection_of` recognises).
 ///
-/// The service it builds is tower's own [`Retry`] driven by a
-/// [`RetryPolicy`], over the inner service with its errors boxed. Requests
-/// must be `Clone`; for `http::Request`s use [`RetryLayer::http`].
+/// The service it builds is a [`RetryService`] driven by a
+/// [`RetryPolicy`] (tower's `Retry` algorithm, without cloning the stack
+/// below on every call), over the inner service with its errors boxed.
+/// Requests must be `Clone`; for `http::Request`s use
+/// [`RetryLayer::http`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -378,7 +381,7 @@ impl<C, P> RetryLayer<C, P> {
         C: Clone,
     {
         RetryPolicy {
-            shared: self.shared.clone(),
+            shared: Held::Direct(self.shared.clone()),
             classifier: self.classifier.clone(),
             replay,
             predicate,
@@ -388,14 +391,12 @@ impl<C, P> RetryLayer<C, P> {
     }
 }
 
-impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
-    type Service = Retry<RetryPolicy<C, CloneRequests, P>, BoxErrors<S>>;
+impl<S: Clone, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
+    type Service = RetryService<RetryPolicy<C, CloneRequests, P>, BoxErrors<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(
-            self.policy(CloneRequests, self.predicate.clone()),
-            BoxErrors::new(inner),
-        )
+        let policy = self.policy(CloneRequests, self.predicate.clone());
+        RetryService::new(BoxErrors::new(inner), || policy.for_stripe())
     }
 }
 
@@ -414,15 +415,19 @@ impl<C, P> HttpRetryLayer<C, P> {
     }
 }
 
-impl<S, C: Clone, P: Clone> Layer<S> for HttpRetryLayer<C, P> {
-    type Service = BufferBodies<Retry<RetryPolicy<C, ReplayHttp, AnyRequest>, BoxErrors<S>>, P>;
+impl<S: Clone, C: Clone, P: Clone> Layer<S> for HttpRetryLayer<C, P> {
+    type Service =
+        BufferBodies<RetryService<RetryPolicy<C, ReplayHttp, AnyRequest>, BoxErrors<S>>, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         // The predicate is applied where the request arrives, before its
         // body is buffered: a request that may not be retried is never
         // buffered, and the policy can replay every buffered one.
         BufferBodies::new(
-            Retry::new(self.retry.policy(ReplayHttp, None), BoxErrors::new(inner)),
+            {
+                let policy = self.retry.policy(ReplayHttp, None);
+                RetryService::new(BoxErrors::new(inner), || policy.for_stripe())
+            },
             self.max_body_bytes,
             self.retry.predicate.clone(),
         )

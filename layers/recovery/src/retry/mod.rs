@@ -16,6 +16,7 @@ mod budget;
 mod layer;
 mod policy;
 mod replay;
+mod service;
 mod shared;
 
 pub use layer::{HttpRetryLayer, RetryBudget, RetryBuilder, RetryLayer};
@@ -23,4 +24,5 @@ pub use policy::{AnyRequest, IdempotentHttp, RetryPolicy, RetryPredicate};
 pub use replay::{
     BufferBodies, BufferBodiesFuture, CloneRequests, ReplayBody, ReplayHttp, ReplayRequest,
 };
+pub use service::{RetryFuture, RetryService};
 pub use shared::{RetryHandle, RetryStats};

@@ -17,6 +17,7 @@ use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
 use super::replay::ReplayRequest;
 use super::shared::RetryShared;
+use tower_hardening_core::stripe::{CachePadded, Held};
 
 /// Which requests may be sent more than once.
 ///
@@ -111,7 +112,10 @@ impl<B> RetryPredicate<Request<B>> for IdempotentHttp {
 /// one classifier value serves breaker, retry, metrics and recover alike.
 #[derive(Debug)]
 pub struct RetryPolicy<C, K, P> {
-    pub(crate) shared: Arc<RetryShared>,
+    /// Reached through a stripe in the policies [`RetryLayer`](crate::RetryLayer)
+    /// keeps per stripe, so cloning a policy per call writes no
+    /// reference count other cores write.
+    pub(crate) shared: Held<RetryShared>,
     pub(crate) classifier: C,
     pub(crate) replay: K,
     /// `None`: every request may be retried.
@@ -122,11 +126,26 @@ pub struct RetryPolicy<C, K, P> {
     pub(crate) rng: Option<HasherRng>,
 }
 
+impl<C: Clone, K: Clone, P: Clone> RetryPolicy<C, K, P> {
+    /// The same policy, reaching its shared state through a reference
+    /// count of its own (one per stripe).
+    pub(crate) fn for_stripe(&self) -> Self {
+        let shared = Arc::clone(&self.shared);
+        RetryPolicy {
+            shared: Held::Striped(Arc::new(CachePadded(shared))),
+            ..self.clone()
+        }
+    }
+}
+
 impl<C: Clone, K: Clone, P: Clone> Clone for RetryPolicy<C, K, P> {
     fn clone(&self) -> Self {
         // Each request starts from zero attempts.
         RetryPolicy {
-            shared: self.shared.clone(),
+            shared: match &self.shared {
+                Held::Direct(shared) => Held::Direct(Arc::clone(shared)),
+                Held::Striped(stripe) => Held::Striped(Arc::clone(stripe)),
+            },
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             predicate: self.predicate.clone(),
