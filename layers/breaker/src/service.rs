@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::permit::Permit;
-use tower_hardening_core::stripe::PerStripe;
+use tower_hardening_core::stripe::{Held, PerStripe};
 
 use crate::state::BreakerState;
 
@@ -97,8 +97,9 @@ where
         // A rejection kept from an earlier poll may be stale (the breaker
         // closed since, under a ReadyCache that polls ahead): ask again.
         if let Reservation::Empty | Reservation::Rejected(_) = self.reserved {
-            let stripes = &self.state;
-            self.reserved = match stripes.local().try_acquire_via(|| stripes.held()) {
+            let stripe = self.state.stripe();
+            let held = || Held::Striped(Arc::clone(stripe));
+            self.reserved = match stripe.0.try_acquire_via(held) {
                 Ok(permit) => Reservation::Admitted(permit),
                 Err(rejection) => Reservation::Rejected(rejection.into()),
             };

@@ -59,17 +59,25 @@ pub fn stripes() -> usize {
 /// stripe are still correct, only slower.
 #[inline]
 pub fn index() -> usize {
+    thread_number() & (stripes() - 1)
+}
+
+/// The calling thread's number, in the order threads first asked; every
+/// striped value masks it with its own length (a power of two).
+#[inline]
+fn thread_number() -> usize {
     thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    INDEX.with(|index| {
-        let mut i = index.get();
-        if i == usize::MAX {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            i = NEXT.fetch_add(1, Ordering::Relaxed);
-            index.set(i);
+    NUMBER.with(|number| {
+        let n = number.get();
+        if n != usize::MAX {
+            return n;
         }
-        i & (stripes() - 1)
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
+        number.set(n);
+        n
     })
 }
 
@@ -91,8 +99,8 @@ impl<T> Striped<T> {
     #[inline]
     pub fn local(&self) -> &T {
         // The length is a power of two: the mask keeps the index in
-        // bounds whatever `index()` returns.
-        let i = index() & (self.stripes.len() - 1);
+        // bounds.
+        let i = thread_number() & (self.stripes.len() - 1);
         &self.stripes[i]
     }
 
@@ -163,16 +171,21 @@ impl<T> PerStripe<T> {
     /// A counted reference through the calling thread's stripe.
     #[inline]
     pub fn get(&self) -> std::sync::Arc<CachePadded<T>> {
-        let i = index() & (self.stripes.len() - 1);
-        std::sync::Arc::clone(&self.stripes[i])
+        std::sync::Arc::clone(self.stripe())
     }
 
     /// The value, read through the calling thread's stripe without
     /// counting a reference.
     #[inline]
     pub fn local(&self) -> &T {
-        let i = index() & (self.stripes.len() - 1);
-        &self.stripes[i].0
+        &self.stripe().0
+    }
+
+    /// The calling thread's stripe: read the value through it, and clone
+    /// it only when a reference must be kept (one thread lookup for both).
+    #[inline]
+    pub fn stripe(&self) -> &std::sync::Arc<CachePadded<T>> {
+        &self.stripes[thread_number() & (self.stripes.len() - 1)]
     }
 }
 

@@ -27,7 +27,7 @@ use crate::permit::Permit;
 use crate::pool::{Acquire, PoolInner, Waiting};
 use crate::priority::{CostOf, PriorityOf};
 use crate::release::ReleaseOn;
-use tower_hardening_core::stripe::PerStripe;
+use tower_hardening_core::stripe::{Held, PerStripe};
 
 /// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
 ///
@@ -113,11 +113,13 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let pool = self.pool.local();
+        let stripe = self.pool.stripe();
+        let pool = &stripe.0;
         let units = self.cost.bounded_cost(&request, pool.capacity());
         // Fast path: free units and nobody waiting.
         if !pool.is_named() && pool.admits_now(units) && pool.try_take_units(units) {
-            let permit = Permit::units(self.pool.held(), units).measured(self.adaptive.as_ref());
+            let held = Held::Striped(Arc::clone(stripe));
+            let permit = Permit::units(held, units).measured(self.adaptive.as_ref());
             // Admitted at once, so nothing waits: ask the inner service
             // whether it is ready now, and call it if so (the common case:
             // no clone of the stack below, whose reference counts would
