@@ -251,3 +251,20 @@ fn bad_settings_name_the_setting() {
         .unwrap_err();
     assert!(err.to_string().contains("budget.ratio"), "{err}");
 }
+
+/// Retrying keeps what tower's `Retry` promised: a service that is `Send`
+/// but not `Sync` (`BoxCloneService`) gives a `Send` service and `Send`
+/// futures, as hyper and axum need.
+#[tokio::test(start_paused = true)]
+async fn a_send_but_not_sync_service_stays_send() {
+    fn assert_send<T: Send>(value: T) -> T {
+        value
+    }
+    let inner: tower::util::BoxCloneService<u32, u32, std::io::Error> =
+        tower::util::BoxCloneService::new(service_fn(|x: u32| async move {
+            Ok::<_, std::io::Error>(x)
+        }));
+    let mut svc = assert_send(RetryLayer::builder().build().unwrap().layer(inner));
+    let future = assert_send(svc.ready().await.unwrap().call(3));
+    assert_eq!(future.await.unwrap(), 3);
+}

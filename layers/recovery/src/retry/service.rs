@@ -25,12 +25,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tower::retry::Policy;
 use tower_hardening_core::stripe::{CachePadded, PerStripe};
+use tower_hardening_core::sync::lock;
 use tower_service::Service;
 
 /// What each stripe keeps: a policy whose shared state is reached
@@ -43,10 +44,15 @@ struct Template<P, S> {
 
 /// Retries failed requests as its policy decides (see
 /// [`RetryLayer`](crate::RetryLayer), which builds it).
+///
+/// Each stripe's template sits behind a mutex (taken once per call, on
+/// the calling thread's own stripe, so uncontended): the service stays
+/// `Send` whenever `S` and the policy are, without needing `Sync`
+/// (`BoxCloneService` is not).
 #[derive(Debug)]
 pub struct RetryService<P, S> {
     inner: S,
-    templates: Arc<PerStripe<Template<P, S>>>,
+    templates: Arc<PerStripe<Mutex<Template<P, S>>>>,
 }
 
 impl<P: Clone, S: Clone> Clone for RetryService<P, S> {
@@ -62,9 +68,11 @@ impl<P, S: Clone> RetryService<P, S> {
     /// `policy_for_stripe` makes each stripe's policy (so that clones of
     /// it count references on that stripe only).
     pub(crate) fn new(inner: S, mut policy_for_stripe: impl FnMut() -> P) -> Self {
-        let templates = PerStripe::new_with(|| Template {
-            policy: policy_for_stripe(),
-            service: inner.clone(),
+        let templates = PerStripe::new_with(|| {
+            Mutex::new(Template {
+                policy: policy_for_stripe(),
+                service: inner.clone(),
+            })
         });
         RetryService {
             inner,
@@ -107,7 +115,7 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let template = self.templates.get();
-        let mut policy = template.policy.clone();
+        let mut policy = lock(&template.0).policy.clone();
         let copy = policy.clone_request(&request);
         let future = self.inner.call(request);
         RetryFuture {
@@ -131,7 +139,7 @@ pin_project! {
         // The copy to send if this attempt fails (from `clone_request`).
         request: Option<Req>,
         policy: P,
-        template: Arc<CachePadded<Template<P, S>>>,
+        template: Arc<CachePadded<Mutex<Template<P, S>>>>,
         // Cloned from the template on the first retry only.
         service: Option<S>,
         #[pin]
@@ -197,7 +205,7 @@ where
                     let template = &*this.template;
                     let service = this
                         .service
-                        .get_or_insert_with(|| template.0.service.clone());
+                        .get_or_insert_with(|| lock(&template.0).service.clone());
                     ready!(service.poll_ready(cx))?;
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
