@@ -45,26 +45,32 @@ struct Template<P, S> {
 /// Retries failed requests as its policy decides (see
 /// [`RetryLayer`](crate::RetryLayer), which builds it).
 ///
-/// Each stripe's template sits behind a mutex (taken once per call, on
-/// the calling thread's own stripe, so uncontended): the service stays
-/// `Send` whenever `S` and the policy are, without needing `Sync`
-/// (`BoxCloneService` is not).
+/// Each stripe's template sits behind a mutex, taken only to clone the
+/// service (when the call is retried, or the service cloned): the
+/// service stays `Send` whenever `S` and the policy are, without needing
+/// `Sync` (`BoxCloneService` is not).
 #[derive(Debug)]
 pub struct RetryService<P, S> {
     inner: S,
+    /// This clone's policy, reaching the shared state through the stripe
+    /// of the thread that made the clone: a call clones it.
+    policy: P,
     templates: Arc<PerStripe<Mutex<Template<P, S>>>>,
 }
 
 impl<P: Clone, S: Clone> Clone for RetryService<P, S> {
+    /// The clone's policy is the calling thread's stripe's (a service is
+    /// usually cloned on the thread that will use it).
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
+            policy: lock(&self.templates.stripe().0).policy.clone(),
             templates: self.templates.clone(),
         }
     }
 }
 
-impl<P, S: Clone> RetryService<P, S> {
+impl<P: Clone, S: Clone> RetryService<P, S> {
     /// `policy_for_stripe` makes each stripe's policy (so that clones of
     /// it count references on that stripe only).
     pub(crate) fn new(inner: S, mut policy_for_stripe: impl FnMut() -> P) -> Self {
@@ -74,8 +80,10 @@ impl<P, S: Clone> RetryService<P, S> {
                 service: inner.clone(),
             })
         });
+        let policy = lock(&templates.stripe().0).policy.clone();
         RetryService {
             inner,
+            policy,
             templates: Arc::new(templates),
         }
     }
@@ -115,7 +123,7 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let template = self.templates.get();
-        let mut policy = lock(&template.0).policy.clone();
+        let mut policy = self.policy.clone();
         let copy = policy.clone_request(&request);
         let future = self.inner.call(request);
         RetryFuture {
