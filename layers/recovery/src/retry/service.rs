@@ -39,51 +39,43 @@ use tower_service::Service;
 #[derive(Debug)]
 struct Template<P, S> {
     policy: P,
-    service: S,
+    /// Behind a mutex, taken only for a retry: `S` need not be `Sync`.
+    service: Mutex<S>,
 }
 
 /// Retries failed requests as its policy decides (see
 /// [`RetryLayer`](crate::RetryLayer), which builds it).
 ///
-/// Each stripe's template sits behind a mutex, taken only to clone the
-/// service (when the call is retried, or the service cloned): the
-/// service stays `Send` whenever `S` and the policy are, without needing
-/// `Sync` (`BoxCloneService` is not).
+/// Each stripe's service template sits behind a mutex, taken only for a
+/// retry: the service stays `Send` whenever `S` is, without needing
+/// `Sync` (`BoxCloneService` is not). The policy (its classifier and
+/// predicate) must be `Send + Sync`, as every one tower-hardening
+/// provides is.
 #[derive(Debug)]
 pub struct RetryService<P, S> {
     inner: S,
-    /// This clone's policy, reaching the shared state through the stripe
-    /// of the thread that made the clone: a call clones it.
-    policy: P,
-    templates: Arc<PerStripe<Mutex<Template<P, S>>>>,
+    templates: Arc<PerStripe<Template<P, S>>>,
 }
 
-impl<P: Clone, S: Clone> Clone for RetryService<P, S> {
-    /// The clone's policy is the calling thread's stripe's (a service is
-    /// usually cloned on the thread that will use it).
+impl<P, S: Clone> Clone for RetryService<P, S> {
     fn clone(&self) -> Self {
         RetryService {
             inner: self.inner.clone(),
-            policy: lock(&self.templates.stripe().0).policy.clone(),
             templates: self.templates.clone(),
         }
     }
 }
 
-impl<P: Clone, S: Clone> RetryService<P, S> {
+impl<P, S: Clone> RetryService<P, S> {
     /// `policy_for_stripe` makes each stripe's policy (so that clones of
     /// it count references on that stripe only).
     pub(crate) fn new(inner: S, mut policy_for_stripe: impl FnMut() -> P) -> Self {
-        let templates = PerStripe::new_with(|| {
-            Mutex::new(Template {
-                policy: policy_for_stripe(),
-                service: inner.clone(),
-            })
+        let templates = PerStripe::new_with(|| Template {
+            policy: policy_for_stripe(),
+            service: Mutex::new(inner.clone()),
         });
-        let policy = lock(&templates.stripe().0).policy.clone();
         RetryService {
             inner,
-            policy,
             templates: Arc::new(templates),
         }
     }
@@ -123,7 +115,7 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let template = self.templates.get();
-        let mut policy = self.policy.clone();
+        let mut policy = template.policy.clone();
         let copy = policy.clone_request(&request);
         let future = self.inner.call(request);
         RetryFuture {
@@ -147,7 +139,7 @@ pin_project! {
         // The copy to send if this attempt fails (from `clone_request`).
         request: Option<Req>,
         policy: P,
-        template: Arc<CachePadded<Mutex<Template<P, S>>>>,
+        template: Arc<CachePadded<Template<P, S>>>,
         // Cloned from the template on the first retry only.
         service: Option<S>,
         #[pin]
@@ -213,7 +205,7 @@ where
                     let template = &*this.template;
                     let service = this
                         .service
-                        .get_or_insert_with(|| lock(&template.0).service.clone());
+                        .get_or_insert_with(|| lock(&template.0.service).clone());
                     ready!(service.poll_ready(cx))?;
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
