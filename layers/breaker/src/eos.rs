@@ -64,14 +64,14 @@ fn verdict(outcome: Outcome) -> Option<bool> {
 /// (an error reading it is a failure, dropping it unread a cancellation).
 #[derive(Debug, Clone)]
 pub struct EosCircuitBreakerLayer<C> {
-    pub(crate) state: Arc<BreakerState>,
+    pub(crate) state: Arc<PerStripe<Arc<BreakerState>>>,
     pub(crate) classifier: C,
 }
 
 impl<C> EosCircuitBreakerLayer<C> {
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.state.clone())
+        BreakerHandle::new(self.state.local().clone())
     }
 }
 
@@ -80,11 +80,7 @@ impl<S, C: Clone> Layer<S> for EosCircuitBreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         EosCircuitBreaker {
-            inner: CircuitBreaker::new(
-                inner,
-                Arc::new(PerStripe::new(self.state.clone())),
-                self.classifier.clone(),
-            ),
+            inner: CircuitBreaker::new(inner, self.state.clone(), self.classifier.clone()),
         }
     }
 }

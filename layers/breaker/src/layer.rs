@@ -286,7 +286,7 @@ impl<C> BreakerBuilder<C> {
         let metrics = BreakerMetrics::register(self.name.clone(), true);
         let state = self.new_state(self.name.clone(), metrics);
         Ok(CircuitBreakerLayer {
-            state,
+            state: Arc::new(PerStripe::new(state)),
             classifier: self.classifier,
         })
     }
@@ -318,7 +318,9 @@ impl<C> BreakerBuilder<C> {
 /// steers it.
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
-    state: Arc<BreakerState>,
+    /// The breaker, one reference per stripe, made once for every service
+    /// the layer builds.
+    state: Arc<PerStripe<Arc<BreakerState>>>,
     classifier: C,
 }
 
@@ -332,7 +334,7 @@ impl CircuitBreakerLayer<ErrorsAsFailures> {
 impl<C> CircuitBreakerLayer<C> {
     /// The handle of this layer's breaker.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.state.clone())
+        BreakerHandle::new(self.state.local().clone())
     }
 
     /// The same breaker for HTTP responses whose verdict may come at the end
@@ -363,10 +365,6 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::new(
-            inner,
-            Arc::new(PerStripe::new(self.state.clone())),
-            self.classifier.clone(),
-        )
+        CircuitBreaker::new(inner, self.state.clone(), self.classifier.clone())
     }
 }

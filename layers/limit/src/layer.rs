@@ -30,7 +30,9 @@ use tower_hardening_core::{ConfigError, ErrorsAsFailures};
 use tower_layer::Layer;
 
 use crate::adaptive::{AdaptiveLimit, Controller};
-use crate::pool::ResourcePool;
+use tower_hardening_core::stripe::PerStripe;
+
+use crate::pool::{PoolInner, ResourcePool};
 use crate::priority::{ExtensionPriority, OneUnit};
 use crate::release::{OnBodyEnd, OnResponse};
 use crate::service::ResourceLimit;
@@ -63,6 +65,9 @@ pub struct ResourceLimitLayer<
     C = ErrorsAsFailures,
 > {
     pool: ResourcePool,
+    /// The pool, one reference per stripe, made once for every service the
+    /// layer builds.
+    stripes: Arc<PerStripe<Arc<PoolInner>>>,
     priority: P,
     cost: K,
     release: R,
@@ -74,6 +79,7 @@ impl ResourceLimitLayer {
     /// Admission through `pool` (shared with whatever else uses it).
     pub fn new(pool: ResourcePool) -> Self {
         ResourceLimitLayer {
+            stripes: Arc::new(PerStripe::new(pool.inner.clone())),
             pool,
             priority: ExtensionPriority,
             cost: OneUnit,
@@ -92,6 +98,7 @@ impl ResourceLimitLayer {
             .capacity(initial)
             .build()?;
         Ok(ResourceLimitLayer {
+            stripes: Arc::new(PerStripe::new(pool.inner.clone())),
             pool,
             priority: ExtensionPriority,
             cost: OneUnit,
@@ -110,6 +117,7 @@ impl<P, K, R, C> ResourceLimitLayer<P, K, R, C> {
     pub fn priority<P2>(self, priority: P2) -> ResourceLimitLayer<P2, K, R, C> {
         ResourceLimitLayer {
             pool: self.pool,
+            stripes: self.stripes,
             priority,
             cost: self.cost,
             release: self.release,
@@ -126,6 +134,7 @@ impl<P, K, R, C> ResourceLimitLayer<P, K, R, C> {
     pub fn cost<K2>(self, cost: K2) -> ResourceLimitLayer<P, K2, R, C> {
         ResourceLimitLayer {
             pool: self.pool,
+            stripes: self.stripes,
             priority: self.priority,
             cost,
             release: self.release,
@@ -141,6 +150,7 @@ impl<P, K, R, C> ResourceLimitLayer<P, K, R, C> {
     pub fn release_on_body_end(self) -> ResourceLimitLayer<P, K, OnBodyEnd, C> {
         ResourceLimitLayer {
             pool: self.pool,
+            stripes: self.stripes,
             priority: self.priority,
             cost: self.cost,
             release: OnBodyEnd,
@@ -157,6 +167,7 @@ impl<P, K, R, C> ResourceLimitLayer<P, K, R, C> {
     pub fn classify<C2>(self, classify: C2) -> ResourceLimitLayer<P, K, R, C2> {
         ResourceLimitLayer {
             pool: self.pool,
+            stripes: self.stripes,
             priority: self.priority,
             cost: self.cost,
             release: self.release,
@@ -182,9 +193,7 @@ impl<S: Clone, P: Clone, K: Clone, R: Clone, C: Clone> Layer<S> for ResourceLimi
     fn layer(&self, inner: S) -> Self::Service {
         ResourceLimit::new(
             inner,
-            Arc::new(tower_hardening_core::stripe::PerStripe::new(
-                self.pool.inner.clone(),
-            )),
+            self.stripes.clone(),
             self.priority.clone(),
             self.cost.clone(),
             self.release.clone(),

@@ -247,6 +247,35 @@ impl<S, P> BufferBodies<S, P> {
     }
 }
 
+impl<S, P> BufferBodies<S, P> {
+    /// Calls the inner service itself when it is ready now (asked with a
+    /// no-op waker); otherwise the service that was asked goes with the
+    /// request, whose future waits for it with the task's waker, and a
+    /// clone takes its place.
+    fn call_now<B>(&mut self, request: Request<ReplayBody<B>>) -> BufferBodiesFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>, Error = BoxError> + Clone,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut noop = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut noop) {
+            return BufferBodiesFuture {
+                state: BufferState::Called {
+                    future: self.inner.call(request),
+                },
+            };
+        }
+        let fresh = self.inner.clone();
+        let asked = std::mem::replace(&mut self.inner, fresh);
+        BufferBodiesFuture {
+            state: BufferState::Calling {
+                oneshot: Oneshot::new(asked, request),
+            },
+        }
+    }
+}
+
 impl<S, P, B> Service<Request<B>> for BufferBodies<S, P>
 where
     S: Service<Request<ReplayBody<B>>, Error = BoxError> + Clone,
@@ -265,7 +294,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let service = self.inner.clone();
         let max = self.max_body_bytes;
         let fits = request
             .body()
@@ -274,19 +302,24 @@ where
             .is_some_and(|upper| upper <= max as u64);
         let retryable = fits && self.may_retry(&request);
         let (parts, body) = request.into_parts();
-        if !retryable {
-            let request = Request::from_parts(parts, ReplayBody::streaming(body));
-            return BufferBodiesFuture {
-                state: BufferState::Calling {
-                    oneshot: Oneshot::new(service, request),
-                },
+        if !retryable || body.is_end_stream() {
+            // Nothing to read first (a body that is not kept, or one that
+            // has already ended, as a GET's usually has): no reason to
+            // wait, so no clone of the service below.
+            let body = if retryable {
+                ReplayBody::buffered(Bytes::new(), None)
+            } else {
+                ReplayBody::streaming(body)
             };
+            return self.call_now(Request::from_parts(parts, body));
         }
+        // The body is read before readiness is taken (a slow client holds
+        // nothing below), so this request gets its own clone.
         BufferBodiesFuture {
             state: BufferState::Collecting {
                 collect: Limited::new(body, max).collect(),
                 parts: Some(parts),
-                service: Some(service),
+                service: Some(self.inner.clone()),
             },
         }
     }
@@ -323,6 +356,10 @@ pin_project! {
         Calling {
             #[pin]
             oneshot: Oneshot<S, Request<ReplayBody<B>>>,
+        },
+        Called {
+            #[pin]
+            future: S::Future,
         },
     }
 }
@@ -368,6 +405,7 @@ where
                     this.state.set(BufferState::Calling { oneshot });
                 }
                 BufferStateProj::Calling { oneshot } => return oneshot.poll(cx),
+                BufferStateProj::Called { future } => return future.poll(cx),
             }
         }
     }
