@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_hardening::breaker::{CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow};
 use tower_hardening::limit::{Priority, ResourceLimitLayer, ResourcePool};
 use tower_hardening::metrics::{MetricsCollector, MetricsLayer};
@@ -108,4 +108,132 @@ async fn a_failing_dependency_trips_the_breaker_and_every_layer_agrees() {
     assert_eq!(outcome("success"), 5.0);
     let stats = slots.stats();
     assert_eq!((stats.in_use, stats.queued), (0, 0), "every unit came back");
+}
+
+/// A dependency that counts how often it is cloned, and fails the calls
+/// it is told to.
+#[derive(Debug)]
+struct Counted {
+    clones: Arc<AtomicU32>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Service<bool> for Counted {
+    type Response = ();
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<(), std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, fail: bool) -> Self::Future {
+        std::future::ready(if fail {
+            Err(std::io::Error::other("down"))
+        } else {
+            Ok(())
+        })
+    }
+}
+
+impl
+    Service<
+        http::Request<tower_hardening::recovery::ReplayBody<http_body_util::Empty<bytes::Bytes>>>,
+    > for Counted
+{
+    type Response = http::Response<()>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<http::Response<()>, std::io::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(
+        &mut self,
+        _: http::Request<
+            tower_hardening::recovery::ReplayBody<http_body_util::Empty<bytes::Bytes>>,
+        >,
+    ) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(())))
+    }
+}
+
+// Issue #12: a call clones nothing below the stack (every clone writes the
+// reference counts of every layer under it, on every core); a retry
+// clones the service below once.
+#[tokio::test(start_paused = true)]
+async fn a_call_clones_nothing_below_and_a_retry_clones_once() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let slots = ResourcePool::builder("model").capacity(64).build().unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new("model"))
+        .layer(ResourceLimitLayer::new(slots.clone()).priority(|_: &bool| Priority::NORMAL))
+        .layer(
+            RetryLayer::builder()
+                .name("model")
+                .backoff(Backoff::constant(Duration::from_millis(1)))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder()
+                .name("model")
+                .build()
+                .unwrap(),
+        )
+        .service(Counted {
+            clones: clones.clone(),
+        });
+    let built = clones.load(Ordering::SeqCst);
+    for _ in 0..1_000 {
+        svc.ready().await.unwrap().call(false).await.unwrap();
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        built,
+        "1,000 calls, no clone"
+    );
+    svc.ready().await.unwrap().call(true).await.unwrap_err();
+    let retries = 2; // three attempts by default
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        built + 1,
+        "{retries} retries, one clone"
+    );
+    assert_eq!(slots.stats().in_use, 0);
+
+    // HTTP: a GET without a body is not read first, so it clones nothing.
+    let clones = Arc::new(AtomicU32::new(0));
+    let mut svc = RetryLayer::builder()
+        .name("http")
+        .build()
+        .unwrap()
+        .http(1 << 16)
+        .layer(Counted {
+            clones: clones.clone(),
+        });
+    let built = clones.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        let get = http::Request::get("/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        svc.ready().await.unwrap().call(get).await.unwrap();
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), built, "100 GETs, no clone");
 }

@@ -623,3 +623,47 @@ async fn grpc_trailers_are_counted_at_end_of_stream() {
     let _ = response.into_body().collect().await.unwrap();
     assert_eq!(total("success"), 1.0);
 }
+
+// Issue #12: recording from many threads into one series' stripes loses
+// nothing, and a read sees every sample recorded before it.
+#[test]
+fn many_threads_record_into_one_series_exactly() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let collector = runtime.block_on(async { MetricsCollector::builder().build().unwrap() });
+    let (counter, histogram, gauge) = metrics::with_local_recorder(&collector, || {
+        (
+            metrics::counter!("calls_total"),
+            metrics::histogram!("call_seconds"),
+            metrics::gauge!("in_flight"),
+        )
+    });
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let (counter, histogram, gauge) = (&counter, &histogram, &gauge);
+            s.spawn(move || {
+                for i in 0..50_000u32 {
+                    gauge.increment(1.0);
+                    counter.increment(1);
+                    histogram.record(f64::from(t * 50_000 + i + 1));
+                    gauge.decrement(1.0);
+                }
+            });
+        }
+    });
+    assert_eq!(collector.query("calls_total").count(), 200_000);
+    assert_eq!(collector.query("calls_total").sum(), 200_000.0);
+    let q = collector.query("call_seconds");
+    assert_eq!(q.count(), 200_000);
+    assert_eq!(q.sum(), (1..=200_000u64).sum::<u64>() as f64);
+    assert_eq!((q.min(), q.max()), (Some(1.0), Some(200_000.0)));
+    let p50 = q.quantile(0.5).unwrap();
+    assert!((p50 - 100_000.0).abs() <= 1_000.0, "p50 {p50}");
+    assert!(
+        collector.render_prometheus().contains("in_flight 0\n"),
+        "every increment undone"
+    );
+}
