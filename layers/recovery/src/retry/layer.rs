@@ -22,7 +22,7 @@ use tower_hardening_core::{ErrorsAsFailures, EventSink};
 use tower_layer::Layer;
 
 use super::budget::StripedBudget;
-use super::policy::{AnyRequest, RetryPolicy};
+use super::policy::{AnyRequest, Attempts, RetryPolicy};
 #[cfg(doc)]
 use super::policy::{IdempotentHttp, RetryPredicate};
 use super::replay::{BufferBodies, CloneRequests, ReplayHttp};
@@ -31,7 +31,6 @@ use super::shared::{RetryHandle, RetryShared};
 use crate::backoff::{Backoff, Jitter};
 use crate::boxed::BoxErrors;
 use crate::error::{ConfigError, invalid_retry};
-use tower_hardening_core::stripe::Held;
 
 /// Caps retries to a fraction of the traffic, shared by every clone of a
 /// layer: a dependency that is down costs at most `ratio` extra load (plus
@@ -381,12 +380,11 @@ impl<C, P> RetryLayer<C, P> {
         C: Clone,
     {
         RetryPolicy {
-            shared: Held::Direct(self.shared.clone()),
+            shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             replay,
             predicate,
-            attempts: 0,
-            rng: None,
+            attempts: Attempts::default(),
         }
     }
 }
@@ -396,7 +394,7 @@ impl<S: Clone, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let policy = self.policy(CloneRequests, self.predicate.clone());
-        RetryService::new(BoxErrors::new(inner), || policy.for_stripe())
+        RetryService::new(BoxErrors::new(inner), policy)
     }
 }
 
@@ -426,7 +424,7 @@ impl<S: Clone, C: Clone, P: Clone> Layer<S> for HttpRetryLayer<C, P> {
         BufferBodies::new(
             {
                 let policy = self.retry.policy(ReplayHttp, None);
-                RetryService::new(BoxErrors::new(inner), || policy.for_stripe())
+                RetryService::new(BoxErrors::new(inner), policy)
             },
             self.max_body_bytes,
             self.retry.predicate.clone(),

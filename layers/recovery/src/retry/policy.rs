@@ -17,7 +17,6 @@ use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
 use super::replay::ReplayRequest;
 use super::shared::RetryShared;
-use tower_hardening_core::stripe::{CachePadded, Held};
 
 /// Which requests may be sent more than once.
 ///
@@ -112,63 +111,63 @@ impl<B> RetryPredicate<Request<B>> for IdempotentHttp {
 /// one classifier value serves breaker, retry, metrics and recover alike.
 #[derive(Debug)]
 pub struct RetryPolicy<C, K, P> {
-    /// Reached through a stripe in the policies [`RetryLayer`](crate::RetryLayer)
-    /// keeps per stripe, so cloning a policy per call writes no
-    /// reference count other cores write.
-    pub(crate) shared: Held<RetryShared>,
+    pub(crate) shared: Arc<RetryShared>,
     pub(crate) classifier: C,
     pub(crate) replay: K,
     /// `None`: every request may be retried.
     pub(crate) predicate: Option<P>,
-    /// Attempts finished for the current request.
-    pub(crate) attempts: u32,
-    /// Made on the first retry only: most requests never need one.
-    pub(crate) rng: Option<HasherRng>,
+    /// This request's attempts so far (for the `tower::retry::Policy` use;
+    /// [`RetryService`](crate::RetryService) keeps them in its future).
+    pub(crate) attempts: Attempts,
 }
 
-impl<C: Clone, K: Clone, P: Clone> RetryPolicy<C, K, P> {
-    /// The same policy, reaching its shared state through a reference
-    /// count of its own (one per stripe).
-    pub(crate) fn for_stripe(&self) -> Self {
-        let shared = Arc::clone(&self.shared);
-        RetryPolicy {
-            shared: Held::Striped(Arc::new(CachePadded(shared))),
-            ..self.clone()
-        }
-    }
+/// One request's retry state: attempts finished, and the jitter's random
+/// source (made on the first retry only: most requests never need one).
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    pub(crate) finished: u32,
+    rng: Option<HasherRng>,
 }
 
 impl<C: Clone, K: Clone, P: Clone> Clone for RetryPolicy<C, K, P> {
     fn clone(&self) -> Self {
         // Each request starts from zero attempts.
         RetryPolicy {
-            shared: match &self.shared {
-                Held::Direct(shared) => Held::Direct(Arc::clone(shared)),
-                Held::Striped(stripe) => Held::Striped(Arc::clone(stripe)),
-            },
+            shared: self.shared.clone(),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             predicate: self.predicate.clone(),
-            attempts: 0,
-            rng: None,
+            attempts: Attempts::default(),
         }
     }
 }
 
-impl<C, K, P, Req, Res> tower::retry::Policy<Req, Res, BoxError> for RetryPolicy<C, K, P>
-where
-    C: Classify<Res, BoxError>,
-    K: ReplayRequest<Req>,
-    P: RetryPredicate<Req>,
-{
-    type Future = tokio::time::Sleep;
+impl<C, K, P> RetryPolicy<C, K, P> {
+    /// A copy of `request` to send again if this attempt fails; the first
+    /// attempt of a request earns the budget its deposit.
+    #[inline]
+    pub(crate) fn copy_request<Req>(&self, attempts: &Attempts, request: &Req) -> Option<Req>
+    where
+        K: ReplayRequest<Req>,
+    {
+        if attempts.finished == 0 {
+            self.shared.deposit();
+        }
+        self.replay.replay(request)
+    }
 
-    fn retry(
-        &mut self,
+    /// Whether to retry after this attempt, and after how long.
+    pub(crate) fn decide<Req, Res>(
+        &self,
+        attempts: &mut Attempts,
         request: &mut Req,
         result: &mut Result<Res, BoxError>,
-    ) -> Option<Self::Future> {
-        self.attempts = self.attempts.saturating_add(1);
+    ) -> Option<tokio::time::Sleep>
+    where
+        C: Classify<Res, BoxError>,
+        P: RetryPredicate<Req>,
+    {
+        attempts.finished = attempts.finished.saturating_add(1);
         let shared = &self.shared;
         shared.attempted();
         match self.classifier.classify(result) {
@@ -187,24 +186,41 @@ where
         {
             return None;
         }
-        if self.attempts >= shared.max_attempts {
-            shared.gave_up(self.attempts);
+        if attempts.finished >= shared.max_attempts {
+            shared.gave_up(attempts.finished);
             return None;
         }
-        if !shared.withdraw(self.attempts) {
+        if !shared.withdraw(attempts.finished) {
             return None;
         }
-        let rng = self.rng.get_or_insert_with(HasherRng::default);
-        let wait = shared.backoff.delay(self.attempts, shared.jitter, rng);
+        let rng = attempts.rng.get_or_insert_with(HasherRng::default);
+        let wait = shared.backoff.delay(attempts.finished, shared.jitter, rng);
         // A wait past the end of the clock sleeps forever; it never panics.
         Some(tokio::time::sleep(wait))
+    }
+}
+
+impl<C, K, P, Req, Res> tower::retry::Policy<Req, Res, BoxError> for RetryPolicy<C, K, P>
+where
+    C: Classify<Res, BoxError>,
+    K: ReplayRequest<Req>,
+    P: RetryPredicate<Req>,
+{
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut Req,
+        result: &mut Result<Res, BoxError>,
+    ) -> Option<Self::Future> {
+        let mut attempts = std::mem::take(&mut self.attempts);
+        let decision = self.decide(&mut attempts, request, result);
+        self.attempts = attempts;
+        decision
     }
 
     #[inline]
     fn clone_request(&mut self, request: &Req) -> Option<Req> {
-        if self.attempts == 0 {
-            self.shared.deposit();
-        }
-        self.replay.replay(request)
+        self.copy_request(&self.attempts, request)
     }
 }

@@ -8,8 +8,8 @@
 //! Here the first attempt is made on the service itself, and a future
 //! clones a service only when it actually retries, from a template kept
 //! per stripe (see `tower_hardening_core::stripe`): a call counts one
-//! reference on its own thread's template and clones the policy there,
-//! whose shared state it also reaches through that stripe.
+//! reference on its own thread's template, reads the policy there, and
+//! keeps its attempts in the future.
 //!
 //! ```
 //! use tower::{Layer, ServiceExt, service_fn};
@@ -29,13 +29,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tower::retry::Policy;
 use tower_hardening_core::stripe::{CachePadded, PerStripe};
 use tower_hardening_core::sync::lock;
+use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
 
-/// What each stripe keeps: a policy whose shared state is reached
-/// through the stripe, and a service to clone for a retry.
+use super::policy::{Attempts, RetryPolicy, RetryPredicate};
+use super::replay::ReplayRequest;
+
+/// What each stripe keeps: the policy (its settings and shared state),
+/// and a service to clone for a retry.
 #[derive(Debug)]
 struct Template<P, S> {
     policy: P,
@@ -43,14 +46,15 @@ struct Template<P, S> {
     service: Mutex<S>,
 }
 
-/// Retries failed requests as its policy decides (see
+/// Retries failed requests as its [`RetryPolicy`] decides (see
 /// [`RetryLayer`](crate::RetryLayer), which builds it).
 ///
-/// Each stripe's service template sits behind a mutex, taken only for a
-/// retry: the service stays `Send` whenever `S` is, without needing
-/// `Sync` (`BoxCloneService` is not). The policy (its classifier and
-/// predicate) must be `Send + Sync`, as every one tower-hardening
-/// provides is.
+/// A call counts one reference on its thread's stripe of templates and
+/// keeps its own attempt count: it clones neither the policy nor the
+/// service below. The policy (its classifier and predicate) must be
+/// `Send + Sync` for the service to be `Send`, as every one
+/// tower-hardening provides is; the service below need only be `Send`
+/// (`BoxCloneService` works).
 #[derive(Debug)]
 pub struct RetryService<P, S> {
     inner: S,
@@ -66,12 +70,10 @@ impl<P, S: Clone> Clone for RetryService<P, S> {
     }
 }
 
-impl<P, S: Clone> RetryService<P, S> {
-    /// `policy_for_stripe` makes each stripe's policy (so that clones of
-    /// it count references on that stripe only).
-    pub(crate) fn new(inner: S, mut policy_for_stripe: impl FnMut() -> P) -> Self {
+impl<P: Clone, S: Clone> RetryService<P, S> {
+    pub(crate) fn new(inner: S, policy: P) -> Self {
         let templates = PerStripe::new_with(|| Template {
-            policy: policy_for_stripe(),
+            policy: policy.clone(),
             service: Mutex::new(inner.clone()),
         });
         RetryService {
@@ -98,29 +100,31 @@ impl<P, S> RetryService<P, S> {
     }
 }
 
-impl<P, S, Req> Service<Req> for RetryService<P, S>
+impl<C, K, Pr, S, Req> Service<Req> for RetryService<RetryPolicy<C, K, Pr>, S>
 where
-    P: Policy<Req, S::Response, S::Error> + Clone,
-    S: Service<Req> + Clone,
+    C: Classify<S::Response, BoxError>,
+    K: ReplayRequest<Req>,
+    Pr: RetryPredicate<Req>,
+    S: Service<Req, Error = BoxError> + Clone,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = RetryFuture<P, S, Req>;
+    type Error = BoxError;
+    type Future = RetryFuture<RetryPolicy<C, K, Pr>, S, Req>;
 
     #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         let template = self.templates.get();
-        let mut policy = template.policy.clone();
-        let copy = policy.clone_request(&request);
+        let attempts = Attempts::default();
+        let copy = template.policy.copy_request(&attempts, &request);
         let future = self.inner.call(request);
         RetryFuture {
             request: copy,
-            policy,
+            attempts,
             template,
             service: None,
             state: State::Called { future },
@@ -130,35 +134,43 @@ where
 
 pin_project! {
     /// The response future of [`RetryService`].
-    #[derive(Debug)]
     pub struct RetryFuture<P, S, Req>
     where
-        P: Policy<Req, S::Response, S::Error>,
         S: Service<Req>,
     {
-        // The copy to send if this attempt fails (from `clone_request`).
+        // The copy to send if this attempt fails.
         request: Option<Req>,
-        policy: P,
+        attempts: Attempts,
         template: Arc<CachePadded<Template<P, S>>>,
         // Cloned from the template on the first retry only.
         service: Option<S>,
         #[pin]
-        state: State<S::Future, P::Future, Req>,
+        state: State<S::Future, Req>,
+    }
+}
+
+impl<P, S, Req> std::fmt::Debug for RetryFuture<P, S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryFuture")
+            .field("attempts", &self.attempts.finished)
+            .finish_non_exhaustive()
     }
 }
 
 pin_project! {
     #[project = StateProj]
     #[project_replace = StateReplace]
-    #[derive(Debug)]
-    enum State<F, W, Req> {
+    enum State<F, Req> {
         Called {
             #[pin]
             future: F,
         },
         Waiting {
             #[pin]
-            waiting: W,
+            waiting: tokio::time::Sleep,
             request: Req,
         },
         Retrying {
@@ -169,12 +181,14 @@ pin_project! {
     }
 }
 
-impl<P, S, Req> Future for RetryFuture<P, S, Req>
+impl<C, K, Pr, S, Req> Future for RetryFuture<RetryPolicy<C, K, Pr>, S, Req>
 where
-    P: Policy<Req, S::Response, S::Error>,
-    S: Service<Req> + Clone,
+    C: Classify<S::Response, BoxError>,
+    K: ReplayRequest<Req>,
+    Pr: RetryPredicate<Req>,
+    S: Service<Req, Error = BoxError> + Clone,
 {
-    type Output = Result<S::Response, S::Error>;
+    type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -185,7 +199,8 @@ where
                     let Some(request) = this.request.as_mut() else {
                         return Poll::Ready(result);
                     };
-                    let Some(waiting) = this.policy.retry(request, &mut result) else {
+                    let policy = &this.template.0.policy;
+                    let Some(waiting) = policy.decide(this.attempts, request, &mut result) else {
                         return Poll::Ready(result);
                     };
                     let Some(request) = this.request.take() else {
@@ -202,15 +217,15 @@ where
                     }
                 }
                 StateProj::Retrying { .. } => {
-                    let template = &*this.template;
+                    let template = &this.template.0;
                     let service = this
                         .service
-                        .get_or_insert_with(|| lock(&template.0.service).clone());
+                        .get_or_insert_with(|| lock(&template.service).clone());
                     ready!(service.poll_ready(cx))?;
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
                     {
-                        *this.request = this.policy.clone_request(&request);
+                        *this.request = template.policy.copy_request(this.attempts, &request);
                         this.state.set(State::Called {
                             future: service.call(request),
                         });
