@@ -268,3 +268,42 @@ async fn a_send_but_not_sync_service_stays_send() {
     let future = assert_send(svc.ready().await.unwrap().call(3));
     assert_eq!(future.await.unwrap(), 3);
 }
+
+/// A panic in the service's `call` during a retry unwinds out of the
+/// future's poll; polled again (under `catch_unwind`, say), the future
+/// answers an error rather than hanging or panicking a second time.
+#[tokio::test(start_paused = true)]
+async fn a_future_polled_again_after_a_panic_below_answers_an_error() {
+    use std::future::Future;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{Context, Poll, Waker};
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let inner = service_fn(move |_: u32| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 1 {
+            panic!("the second attempt panics in call");
+        }
+        async { Err::<u32, _>(std::io::Error::other("down")) }
+    });
+    let mut svc = RetryLayer::builder()
+        .backoff(Backoff::constant(Duration::from_millis(1)))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let mut future = Box::pin(svc.ready().await.unwrap().call(1));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        future.as_mut().poll(&mut cx).is_pending(),
+        "waiting to retry"
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    let unwound = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+    assert!(unwound.is_err(), "the panic passes through");
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(error)) => assert!(error.to_string().contains("after a panic")),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

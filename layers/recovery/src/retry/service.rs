@@ -1,6 +1,6 @@
-//! The retry service: tower's `Retry` algorithm (the same `Policy` trait,
-//! the same states), without cloning the whole service below on every
-//! call.
+//! The retry service: tower's `Retry` algorithm (the same states, the
+//! decisions of [`RetryPolicy`]), without cloning the whole service below
+//! on every call.
 //!
 //! tower's `Retry` clones itself (its policy and the service below) into
 //! every response future, in case the call is retried: on a stack, that
@@ -25,7 +25,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -38,12 +38,24 @@ use super::policy::{Attempts, RetryPolicy, RetryPredicate};
 use super::replay::ReplayRequest;
 
 /// What each stripe keeps: the policy (its settings and shared state),
-/// and a service to clone for a retry.
+/// and, once a call on the stripe has retried, a service to clone for
+/// retries (made from the one every stripe shares, so a stripe that
+/// never retries holds no copy of the stack below).
 #[derive(Debug)]
 struct Template<P, S> {
     policy: P,
-    /// Behind a mutex, taken only for a retry: `S` need not be `Sync`.
-    service: Mutex<S>,
+    /// Behind mutexes, taken only for a retry: `S` need not be `Sync`.
+    service: OnceLock<Mutex<S>>,
+    first: Arc<Mutex<S>>,
+}
+
+impl<P, S: Clone> Template<P, S> {
+    fn service(&self) -> S {
+        let service = self
+            .service
+            .get_or_init(|| Mutex::new(lock(&self.first).clone()));
+        lock(service).clone()
+    }
 }
 
 /// Retries failed requests as its [`RetryPolicy`] decides (see
@@ -72,9 +84,11 @@ impl<P, S: Clone> Clone for RetryService<P, S> {
 
 impl<P: Clone, S: Clone> RetryService<P, S> {
     pub(crate) fn new(inner: S, policy: P) -> Self {
+        let first = Arc::new(Mutex::new(inner.clone()));
         let templates = PerStripe::new_with(|| Template {
             policy: policy.clone(),
-            service: Mutex::new(inner.clone()),
+            service: OnceLock::new(),
+            first: first.clone(),
         });
         RetryService {
             inner,
@@ -218,9 +232,7 @@ where
                 }
                 StateProj::Retrying { .. } => {
                     let template = &this.template.0;
-                    let service = this
-                        .service
-                        .get_or_insert_with(|| lock(&template.service).clone());
+                    let service = this.service.get_or_insert_with(|| template.service());
                     ready!(service.poll_ready(cx))?;
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
@@ -231,8 +243,12 @@ where
                         });
                     }
                 }
-                // Never seen by a poll: every move sets the next state.
-                StateProj::Moving => return Poll::Pending,
+                // Seen only by a poll after a panic in the inner service's
+                // `call` (every move sets the next state): an error, not a
+                // hang and not a second panic.
+                StateProj::Moving => {
+                    return Poll::Ready(Err("the retry future was polled after a panic".into()));
+                }
             }
         }
     }
