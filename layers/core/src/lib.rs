@@ -46,6 +46,7 @@ mod health;
 pub mod names;
 mod outcome;
 mod priority;
+pub mod ready;
 mod rejection;
 #[cfg(feature = "serde")]
 mod serde_impls;

@@ -27,6 +27,7 @@ use crate::permit::Permit;
 use crate::pool::{Acquire, PoolInner, Waiting};
 use crate::priority::{CostOf, PriorityOf};
 use crate::release::ReleaseOn;
+use tower_hardening_core::ready::{CallNow, Pristine};
 use tower_hardening_core::stripe::{Held, PerStripe};
 
 /// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
@@ -42,6 +43,9 @@ use tower_hardening_core::stripe::{Held, PerStripe};
 #[derive(Debug, Clone)]
 pub struct ResourceLimit<S, P, K, R, C> {
     inner: S,
+    /// A never-polled copy of `inner`, to replace it after it was asked
+    /// for readiness and was not ready or failed.
+    pristine: Pristine<S>,
     /// The pool, reached through the calling thread's stripe.
     pool: Arc<PerStripe<Arc<PoolInner>>>,
     priority: P,
@@ -53,7 +57,7 @@ pub struct ResourceLimit<S, P, K, R, C> {
     owner: Arc<str>,
 }
 
-impl<S, P, K, R, C> ResourceLimit<S, P, K, R, C> {
+impl<S: Clone, P, K, R, C> ResourceLimit<S, P, K, R, C> {
     pub(crate) fn new(
         inner: S,
         pool: Arc<PerStripe<Arc<PoolInner>>>,
@@ -64,6 +68,7 @@ impl<S, P, K, R, C> ResourceLimit<S, P, K, R, C> {
         adaptive: Option<Arc<Controller>>,
     ) -> Self {
         ResourceLimit {
+            pristine: Pristine::new(&inner),
             inner,
             pool,
             priority,
@@ -120,33 +125,29 @@ where
         if !pool.is_named() && pool.admits_now(units) && pool.try_take_units(units) {
             let held = Held::Striped(Arc::clone(stripe));
             let permit = Permit::units(held, units).measured(self.adaptive.as_ref());
-            // Admitted at once, so nothing waits: ask the inner service
-            // whether it is ready now, and call it if so (the common case:
-            // no clone of the stack below, whose reference counts would
-            // otherwise be written on every call). If not, the service
-            // that was asked (and may have reserved something, or kept a
-            // waker) goes with this request, whose future drives `ready()`
-            // with the task's waker, and a fresh clone takes its place:
-            // a readiness it reserves is spent by this request alone.
-            let mut noop = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut noop) {
-                let future = self.inner.call(request);
-                return LimitFuture::calling(
+            // Admitted at once, so nothing waits: call the inner service
+            // itself if it is ready now (no clone of the stack below);
+            // see `tower_hardening_core::ready`.
+            return match self.pristine.call_now(&mut self.inner, request) {
+                CallNow::Called(future) => LimitFuture::calling(
                     future,
                     permit,
                     self.release.clone(),
                     self.classify.clone(),
-                );
-            }
-            let fresh = self.inner.clone();
-            let asked = std::mem::replace(&mut self.inner, fresh);
-            return LimitFuture::admitted(
-                asked,
-                request,
-                permit,
-                self.release.clone(),
-                self.classify.clone(),
-            );
+                ),
+                CallNow::NotReady(asked, request) => LimitFuture::admitted(
+                    asked,
+                    request,
+                    permit,
+                    self.release.clone(),
+                    self.classify.clone(),
+                ),
+                CallNow::Failed(error, _request) => {
+                    // The units come back now; the failed service is gone.
+                    drop(permit);
+                    LimitFuture::failed(error.into(), self.release.clone(), self.classify.clone())
+                }
+            };
         }
         let priority = self.priority.priority_of(&request);
         let ask = Acquire::new(self.owner.clone())

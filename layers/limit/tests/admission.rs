@@ -258,3 +258,53 @@ async fn the_service_gives_access_to_what_it_wraps() {
     let inner = svc.into_inner();
     assert!(inner.0().is_pending());
 }
+
+/// A service whose readiness failed is not used again (tower's contract):
+/// here one that would panic if asked twice, as tower's `FutureService`
+/// does once its future has failed. The next request gets a copy of the
+/// never-polled service.
+#[derive(Clone)]
+struct FailsOnce {
+    failed_already: Arc<AtomicUsize>,
+    used_up: bool,
+}
+
+impl Service<u32> for FailsOnce {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        assert!(
+            !self.used_up,
+            "a service whose readiness failed was asked again"
+        );
+        if self.failed_already.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.used_up = true;
+            return Poll::Ready(Err("not connected".into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u32) -> Self::Future {
+        std::future::ready(Ok(request))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_readiness_failed_is_replaced_not_asked_again() {
+    let pool = pool(4);
+    let mut svc = ResourceLimitLayer::new(pool.clone())
+        .priority(normal as fn(&u32) -> Priority)
+        .layer(FailsOnce {
+            failed_already: Arc::new(AtomicUsize::new(0)),
+            used_up: false,
+        });
+    let error = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(error.to_string().contains("not connected"));
+    assert_eq!(pool.stats().in_use, 0, "the units came back at once");
+    for n in 2..10 {
+        assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
+    }
+    assert_eq!(pool.stats().in_use, 0);
+}

@@ -32,6 +32,7 @@ use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
 use tower::util::Oneshot;
 use tower_hardening_core::BoxError;
+use tower_hardening_core::ready::{CallNow, Pristine};
 use tower_service::Service;
 
 use super::policy::{IdempotentHttp, RetryPredicate};
@@ -208,13 +209,16 @@ where
 #[derive(Debug, Clone)]
 pub struct BufferBodies<S, P> {
     inner: S,
+    /// A never-polled copy of `inner` (see `tower_hardening_core::ready`).
+    pristine: Pristine<S>,
     max_body_bytes: usize,
     predicate: Option<P>,
 }
 
-impl<S, P> BufferBodies<S, P> {
+impl<S: Clone, P> BufferBodies<S, P> {
     pub(crate) fn new(inner: S, max_body_bytes: usize, predicate: Option<P>) -> Self {
         BufferBodies {
+            pristine: Pristine::new(&inner),
             inner,
             max_body_bytes,
             predicate,
@@ -248,31 +252,22 @@ impl<S, P> BufferBodies<S, P> {
 }
 
 impl<S, P> BufferBodies<S, P> {
-    /// Calls the inner service itself when it is ready now (asked with a
-    /// no-op waker); otherwise the service that was asked goes with the
-    /// request, whose future waits for it with the task's waker, and a
-    /// clone takes its place.
+    /// Calls the inner service itself when it is ready now; see
+    /// `tower_hardening_core::ready`.
     fn call_now<B>(&mut self, request: Request<ReplayBody<B>>) -> BufferBodiesFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>, Error = BoxError> + Clone,
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let mut noop = Context::from_waker(std::task::Waker::noop());
-        if let Poll::Ready(Ok(())) = self.inner.poll_ready(&mut noop) {
-            return BufferBodiesFuture {
-                state: BufferState::Called {
-                    future: self.inner.call(request),
-                },
-            };
-        }
-        let fresh = self.inner.clone();
-        let asked = std::mem::replace(&mut self.inner, fresh);
-        BufferBodiesFuture {
-            state: BufferState::Calling {
+        let state = match self.pristine.call_now(&mut self.inner, request) {
+            CallNow::Called(future) => BufferState::Called { future },
+            CallNow::NotReady(asked, request) => BufferState::Calling {
                 oneshot: Oneshot::new(asked, request),
             },
-        }
+            CallNow::Failed(error, _request) => BufferState::Failed { error: Some(error) },
+        };
+        BufferBodiesFuture { state }
     }
 }
 
@@ -361,6 +356,9 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        Failed {
+            error: Option<BoxError>,
+        },
     }
 }
 
@@ -406,6 +404,12 @@ where
                 }
                 BufferStateProj::Calling { oneshot } => return oneshot.poll(cx),
                 BufferStateProj::Called { future } => return future.poll(cx),
+                BufferStateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .unwrap_or_else(|| "BufferBodiesFuture polled after completion".into());
+                    return Poll::Ready(Err(error));
+                }
             }
         }
     }
