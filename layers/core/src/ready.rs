@@ -72,9 +72,23 @@ impl<S: Clone> Pristine<S> {
         lock(&self.0).clone()
     }
 
+    /// `inner` was asked for readiness and is not ready: it goes with
+    /// the request (returned), and a fresh copy takes its place.
+    pub fn take_asked(&self, inner: &mut S) -> S {
+        std::mem::replace(inner, self.fresh())
+    }
+
+    /// `inner`'s readiness failed: it is dropped, and a fresh copy takes
+    /// its place.
+    pub fn discard_failed(&self, inner: &mut S) {
+        *inner = self.fresh();
+    }
+
     /// Asks `inner` for readiness with a no-op waker and calls it if it
     /// is ready; see the module documentation for the other cases, after
-    /// which `inner` is a fresh copy.
+    /// which `inner` is a fresh copy. (Layers on the hottest path match on
+    /// the readiness themselves and use [`take_asked`](Self::take_asked)
+    /// and [`discard_failed`](Self::discard_failed).)
     pub fn call_now<Req>(&self, inner: &mut S, request: Req) -> CallNow<S, Req>
     where
         S: Service<Req>,
@@ -82,12 +96,9 @@ impl<S: Clone> Pristine<S> {
         let mut noop = Context::from_waker(Waker::noop());
         match inner.poll_ready(&mut noop) {
             Poll::Ready(Ok(())) => CallNow::Called(inner.call(request)),
-            Poll::Pending => {
-                let asked = std::mem::replace(inner, self.fresh());
-                CallNow::NotReady(asked, request)
-            }
+            Poll::Pending => CallNow::NotReady(self.take_asked(inner), request),
             Poll::Ready(Err(error)) => {
-                *inner = self.fresh();
+                self.discard_failed(inner);
                 CallNow::Failed(error, request)
             }
         }
