@@ -20,19 +20,7 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
 /// `period` and `period + period / TIME_BUCKETS` after it completed.
 pub(crate) const TIME_BUCKETS: u32 = 20;
 
-/// Keeps a value on cache lines of its own, so that writes to it (or to
-/// its neighbours) do not evict the other on another core.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct CachePadded<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
+pub(crate) use tower_hardening_core::stripe::CachePadded;
 
 /// One finished call, as the window stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

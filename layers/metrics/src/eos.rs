@@ -122,10 +122,9 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let handles = self.handles.get();
-        handles.in_flight.increment(1.0);
-        let started = handles.clock.raw();
-        let mut in_flight = Some(InFlight::new(handles, started));
+        // In flight from here: a panic in the inner `call` itself (not its
+        // future) is a failure, and leaves the gauge as it found it.
+        let mut in_flight = Some(InFlight::begin(&self.handles));
         let inner = &mut self.inner;
         let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
         EosMetricsFuture {

@@ -22,7 +22,7 @@ use pin_project_lite::pin_project;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
-use crate::layer::{Handles, HeldHandles};
+use crate::layer::{Handles, HeldHandles, SharedHandles};
 
 /// Keeps the in-flight gauge honest: decremented however the request ends
 /// (finished, cancelled, or unwound by a panic, which counts as a failure
@@ -36,7 +36,13 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(handles: HeldHandles, started: u64) -> Self {
+    /// A request starts: in flight from now, through the calling thread's
+    /// copy of the handles.
+    #[inline]
+    pub(crate) fn begin(handles: &SharedHandles) -> Self {
+        let handles = handles.get();
+        handles.in_flight.increment(1.0);
+        let started = handles.clock.raw();
         InFlight {
             handles,
             started,

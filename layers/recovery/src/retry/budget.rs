@@ -195,16 +195,6 @@ impl StripedBudget {
     }
 }
 
-impl tower::retry::budget::Budget for StripedBudget {
-    fn deposit(&self) {
-        StripedBudget::deposit(self);
-    }
-
-    fn withdraw(&self) -> bool {
-        StripedBudget::withdraw(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
