@@ -162,7 +162,7 @@ impl<'a> Query<'a> {
     /// other metrics or with no sample. A window reaching back more than
     /// 6 intervals rounds its far edge out to the sketch tier holding it
     /// (by 6, 36, 216 ... intervals). The 1% holds while the largest
-    /// sample is less than about 2.8e4 times the smallest (512 bins):
+    /// sample is less than about 2.5e4 times the smallest (512 bins):
     /// beyond, the smallest values are merged into one bin, so upper
     /// quantiles stay within 1% and the lowest ones do not (p50 of 20 us
     /// beside a 30 s timeout reads about 1 ms).

@@ -16,7 +16,7 @@
 //!
 //! Counts, sums, minimums and maximums over any window are exact. A
 //! quantile over a window is within the sketch's 1% of the true value
-//! for the samples it covers (while the largest is less than about 2.8e4
+//! for the samples it covers (while the largest is less than about 2.5e4
 //! times the smallest; see `sketch.rs`), and the window's far edge rounds
 //! outward to the tier holding it (the last minute by 10 s, the last 6
 //! minutes by minute, the last 36 by 6 minutes, with the default

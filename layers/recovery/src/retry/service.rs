@@ -182,9 +182,10 @@ pin_project! {
             #[pin]
             future: F,
         },
+        // Boxed: a `Sleep` is ~100 bytes, and a future that never retries
+        // (nearly all) should not carry and move them.
         Waiting {
-            #[pin]
-            waiting: tokio::time::Sleep,
+            waiting: Pin<Box<tokio::time::Sleep>>,
             request: Req,
         },
         Retrying {
@@ -220,10 +221,13 @@ where
                     let Some(request) = this.request.take() else {
                         return Poll::Ready(result);
                     };
-                    this.state.set(State::Waiting { waiting, request });
+                    this.state.set(State::Waiting {
+                        waiting: Box::pin(waiting),
+                        request,
+                    });
                 }
                 StateProj::Waiting { waiting, .. } => {
-                    ready!(waiting.poll(cx));
+                    ready!(waiting.as_mut().poll(cx));
                     if let StateReplace::Waiting { request, .. } =
                         this.state.as_mut().project_replace(State::Moving)
                     {
