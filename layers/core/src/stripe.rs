@@ -63,9 +63,11 @@ pub fn index() -> usize {
 }
 
 /// The calling thread's number, in the order threads first asked; every
-/// striped value masks it with its own length (a power of two).
+/// striped value masks it with its own length (a power of two). Read it
+/// once and pass it to [`Striped::at`] and [`PerStripe::stripe_at`] when
+/// one call reaches several striped values (one thread-local read).
 #[inline]
-fn thread_number() -> usize {
+pub fn thread_number() -> usize {
     thread_local! {
         static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
     }
@@ -102,6 +104,13 @@ impl<T> Striped<T> {
         // bounds.
         let i = thread_number() & (self.stripes.len() - 1);
         &self.stripes[i]
+    }
+
+    /// The stripe of the thread numbered `thread` (from
+    /// [`thread_number`]).
+    #[inline]
+    pub fn at(&self, thread: usize) -> &T {
+        &self.stripes[thread & (self.stripes.len() - 1)]
     }
 
     /// Every stripe.
@@ -185,7 +194,14 @@ impl<T> PerStripe<T> {
     /// it only when a reference must be kept (one thread lookup for both).
     #[inline]
     pub fn stripe(&self) -> &std::sync::Arc<CachePadded<T>> {
-        &self.stripes[thread_number() & (self.stripes.len() - 1)]
+        self.stripe_at(thread_number())
+    }
+
+    /// The stripe of the thread numbered `thread` (from
+    /// [`thread_number`]).
+    #[inline]
+    pub fn stripe_at(&self, thread: usize) -> &std::sync::Arc<CachePadded<T>> {
+        &self.stripes[thread & (self.stripes.len() - 1)]
     }
 }
 

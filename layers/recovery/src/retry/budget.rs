@@ -4,12 +4,13 @@
 //! mutex and clock on every deposit.
 //!
 //! A deposit is one uncontended atomic add on the calling thread's
-//! stripe. A stripe reads the clock on its 1st, 2nd, 4th and 8th deposit
-//! of a window and then every 16th; when the window has moved on, the
-//! stripe's earlier deposits are committed to the window it last saw (one
-//! short lock per stripe per window). A withdraw
-//! (a retry: rare) takes the lock, reads the clock and adds up the
-//! windows and the stripes.
+//! stripe, whose count of first attempts only grows (it is also the
+//! layer's count of first attempts, with or without a budget). A stripe
+//! reads the clock on its 1st, 2nd, 4th and 8th deposit of a window and
+//! then every 16th; when the window has moved on, the stripe's earlier
+//! deposits are committed to the window it last saw (one short lock per
+//! stripe per window). A withdraw (a retry: rare) takes the lock, reads
+//! the clock and adds up the windows and the stripes.
 //!
 //! The approximations are on the safe side. Deposits made since a
 //! stripe's last clock reading (at most 15 per stripe) count as made in
@@ -32,10 +33,22 @@ const CHECK_EVERY: u64 = 16;
 
 #[derive(Debug, Default)]
 struct Stripe {
-    /// Deposits since the stripe last committed.
-    deposits: AtomicU64,
+    /// First attempts started on this stripe, ever.
+    made: AtomicU64,
+    /// `made` when the stripe last committed its deposits: the deposits
+    /// since are `made - committed`. Only grows (`fetch_max`), so two
+    /// threads sharing a stripe never commit a deposit twice.
+    committed: AtomicU64,
     /// The window of the stripe's last clock reading.
     window: AtomicU64,
+}
+
+impl Stripe {
+    fn pending(&self) -> u64 {
+        self.made
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.committed.load(Ordering::Relaxed))
+    }
 }
 
 /// One slot more than the windows: a withdrawal counts for 11 windows (at
@@ -74,9 +87,13 @@ impl Ring {
     }
 }
 
-/// A retry budget shared by every clone of a retry layer.
+/// A retry budget shared by every clone of a retry layer, and its count
+/// of first attempts.
 #[derive(Debug)]
 pub(crate) struct StripedBudget {
+    /// `false`: no budget (every retry allowed); first attempts are
+    /// still counted.
+    limited: bool,
     start: Instant,
     window_nanos: u128,
     stripes: Striped<Stripe>,
@@ -102,6 +119,7 @@ impl StripedBudget {
             .saturating_mul(ttl.as_secs() as i64)
             .saturating_mul(withdraw_amount);
         StripedBudget {
+            limited: true,
             start: Instant::now(),
             window_nanos: (ttl / WINDOWS as u32).as_nanos().max(1),
             stripes: Striped::default(),
@@ -118,37 +136,55 @@ impl StripedBudget {
         }
     }
 
+    /// No budget: every retry is allowed.
+    pub(crate) fn unlimited() -> Self {
+        StripedBudget {
+            limited: false,
+            ..StripedBudget::new(Duration::from_secs(1), 0, 0.0)
+        }
+    }
+
+    /// First attempts so far (exact once they have all started).
+    pub(crate) fn first_attempts(&self) -> u64 {
+        self.stripes
+            .iter()
+            .fold(0u64, |sum, s| sum.saturating_add(s.made.load(Ordering::Relaxed)))
+    }
+
     fn window_now(&self) -> u64 {
         let window = self.start.elapsed().as_nanos() / self.window_nanos;
         u64::try_from(window).unwrap_or(u64::MAX - 1)
     }
 
-    /// A first attempt earns its share.
+    /// A first attempt earns its share, on the stripe of `thread` (a
+    /// [`stripe::thread_number`](tower_hardening_core::stripe::thread_number)).
     #[inline]
-    pub(crate) fn deposit(&self) {
-        if self.deposit_amount == 0 {
+    pub(crate) fn deposit(&self, thread: usize) {
+        let stripe = self.stripes.at(thread);
+        let made = stripe.made.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.limited || self.deposit_amount == 0 {
             return;
         }
-        let stripe = self.stripes.local();
-        let deposits = stripe.deposits.fetch_add(1, Ordering::Relaxed) + 1;
         // The clock is read on a stripe's 1st, 2nd, 4th and 8th deposit
         // of a window, then every 16th: a quiet stripe is exact, a busy
         // one reads the clock once per 16 deposits.
-        if deposits.is_power_of_two() || deposits.is_multiple_of(CHECK_EVERY) {
-            self.check(stripe);
+        let pending = made.saturating_sub(stripe.committed.load(Ordering::Relaxed));
+        if pending.is_power_of_two() || pending.is_multiple_of(CHECK_EVERY) {
+            self.check(stripe, made);
         }
     }
 
     #[cold]
-    fn check(&self, stripe: &Stripe) {
+    fn check(&self, stripe: &Stripe, made: u64) {
         let now = self.window_now();
         let seen = stripe.window.load(Ordering::Relaxed);
         if now != seen {
             // The deposit just made belongs to `now`; the earlier ones to
             // the window the stripe saw last.
-            let earlier = stripe.deposits.swap(1, Ordering::Relaxed).saturating_sub(1);
+            let before = made - 1;
+            let committed = stripe.committed.fetch_max(before, Ordering::Relaxed);
             stripe.window.store(now, Ordering::Relaxed);
-            self.commit(&mut lock(&self.ring), seen, earlier);
+            self.commit(&mut lock(&self.ring), seen, before.saturating_sub(committed));
         }
     }
 
@@ -163,6 +199,9 @@ impl StripedBudget {
 
     /// Whether a retry may be made now; takes it from the budget if so.
     pub(crate) fn withdraw(&self) -> bool {
+        if !self.limited {
+            return true;
+        }
         let mut ring = lock(&self.ring);
         let now = self.window_now();
         let age = |window: u64| (window != u64::MAX && window <= now).then(|| now - window);
@@ -179,8 +218,7 @@ impl StripedBudget {
         }
         for stripe in self.stripes.iter() {
             if deposit_counts(stripe.window.load(Ordering::Relaxed)) {
-                let deposits =
-                    i64::try_from(stripe.deposits.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+                let deposits = i64::try_from(stripe.pending()).unwrap_or(i64::MAX);
                 balance = balance.saturating_add(deposits.saturating_mul(self.deposit_amount));
             }
         }
@@ -198,6 +236,7 @@ impl StripedBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower_hardening_core::stripe;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -211,7 +250,7 @@ mod tests {
     async fn deposits_allow_their_ratio() {
         let budget = StripedBudget::new(Duration::from_secs(10), 0, 0.5);
         for _ in 0..100 {
-            budget.deposit();
+            budget.deposit(stripe::thread_number());
         }
         for i in 0..50 {
             assert!(budget.withdraw(), "retry {i}");
@@ -223,7 +262,7 @@ mod tests {
     async fn deposits_expire_after_the_ttl() {
         let budget = StripedBudget::new(SECOND, 0, 1.0);
         for _ in 0..100 {
-            budget.deposit();
+            budget.deposit(stripe::thread_number());
         }
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(budget.withdraw(), "still within the ttl");
@@ -231,7 +270,7 @@ mod tests {
         assert!(!budget.withdraw(), "expired");
         // Deposits keep flowing after a quiet spell: they count again.
         for _ in 0..32 {
-            budget.deposit();
+            budget.deposit(stripe::thread_number());
         }
         assert!(budget.withdraw());
     }
@@ -273,7 +312,7 @@ mod tests {
         let budget = StripedBudget::new(Duration::from_secs(60), 0, 1.0);
         std::thread::scope(|s| {
             for _ in 0..4 {
-                s.spawn(|| (0..10_000).for_each(|_| budget.deposit()));
+                s.spawn(|| (0..10_000).for_each(|_| budget.deposit(stripe::thread_number())));
             }
         });
         let mut allowed = 0;
@@ -281,6 +320,29 @@ mod tests {
             allowed += 1;
         }
         assert_eq!(allowed, 40_000);
+    }
+
+    #[test]
+    fn counts_first_attempts_with_or_without_a_budget() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        for budget in [
+            StripedBudget::new(SECOND, 0, 1.0),
+            StripedBudget::unlimited(),
+        ] {
+            std::thread::scope(|s| {
+                for _ in 0..3 {
+                    s.spawn(|| (0..1_000).for_each(|_| budget.deposit(stripe::thread_number())));
+                }
+            });
+            assert_eq!(budget.first_attempts(), 3_000);
+        }
+        let unlimited = StripedBudget::unlimited();
+        assert!((0..1_000).all(|_| unlimited.withdraw()));
     }
 
     #[test]

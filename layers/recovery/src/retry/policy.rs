@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::{Method, Request};
 use tower::util::rng::HasherRng;
+use tower_hardening_core::stripe;
 use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
 
 use super::replay::ReplayRequest;
@@ -145,19 +146,26 @@ impl<C: Clone, K: Clone, P: Clone> Clone for RetryPolicy<C, K, P> {
 
 impl<C, K, P> RetryPolicy<C, K, P> {
     /// A copy of `request` to send again if this attempt fails; the first
-    /// attempt of a request earns the budget its deposit.
+    /// attempt of a request is counted and earns the budget its deposit
+    /// (on the stripe of `thread`, a `stripe::thread_number`).
     #[inline]
-    pub(crate) fn copy_request<Req>(&self, attempts: &Attempts, request: &Req) -> Option<Req>
+    pub(crate) fn copy_request<Req>(
+        &self,
+        attempts: &Attempts,
+        request: &Req,
+        thread: usize,
+    ) -> Option<Req>
     where
         K: ReplayRequest<Req>,
     {
         if attempts.finished == 0 {
-            self.shared.deposit();
+            self.shared.deposit(thread);
         }
         self.replay.replay(request)
     }
 
     /// Whether to retry after this attempt, and after how long.
+    #[inline]
     pub(crate) fn decide<Req, Res>(
         &self,
         attempts: &mut Attempts,
@@ -169,12 +177,25 @@ impl<C, K, P> RetryPolicy<C, K, P> {
         P: RetryPredicate<Req>,
     {
         attempts.finished = attempts.finished.saturating_add(1);
-        let shared = &self.shared;
-        shared.attempted();
         match self.classifier.classify(result) {
-            Outcome::Success | Outcome::Ignored => return None,
-            Outcome::Failure => {}
+            Outcome::Success | Outcome::Ignored => None,
+            Outcome::Failure => self.after_failure(attempts, request, result),
         }
+    }
+
+    /// The rest of [`decide`](Self::decide), for a failed attempt: out of
+    /// line, so the success path stays small.
+    #[inline(never)]
+    fn after_failure<Req, Res>(
+        &self,
+        attempts: &mut Attempts,
+        request: &mut Req,
+        result: &mut Result<Res, BoxError>,
+    ) -> Option<tokio::time::Sleep>
+    where
+        P: RetryPredicate<Req>,
+    {
+        let shared = &self.shared;
         if let Err(error) = result
             && rejection_of(&**error).is_some()
         {
@@ -222,6 +243,6 @@ where
 
     #[inline]
     fn clone_request(&mut self, request: &Req) -> Option<Req> {
-        self.copy_request(&self.attempts, request)
+        self.copy_request(&self.attempts, request, stripe::thread_number())
     }
 }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tower_hardening_core::stripe::{CachePadded, PerStripe};
+use tower_hardening_core::stripe::{self, CachePadded, PerStripe};
 use tower_hardening_core::sync::lock;
 use tower_hardening_core::{BoxError, Classify};
 use tower_service::Service;
@@ -132,9 +132,11 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let template = self.templates.get();
+        // One thread-local read for the template and the budget's stripe.
+        let thread = stripe::thread_number();
+        let template = Arc::clone(self.templates.stripe_at(thread));
         let attempts = Attempts::default();
-        let copy = template.policy.copy_request(&attempts, &request);
+        let copy = template.policy.copy_request(&attempts, &request, thread);
         let future = self.inner.call(request);
         RetryFuture {
             request: copy,
@@ -241,7 +243,11 @@ where
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
                     {
-                        *this.request = template.policy.copy_request(this.attempts, &request);
+                        *this.request = template.policy.copy_request(
+                            this.attempts,
+                            &request,
+                            stripe::thread_number(),
+                        );
                         this.state.set(State::Called {
                             future: service.call(request),
                         });

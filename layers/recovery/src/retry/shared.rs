@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tower_hardening_core::stripe::StripedCounter;
 use tower_hardening_core::{Event, EventKind, EventSink, names};
 
 use super::budget::StripedBudget;
@@ -25,10 +24,10 @@ pub(crate) struct RetryShared {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) jitter: Jitter,
-    budget: Option<StripedBudget>,
+    /// The budget (unlimited when none is set), which also counts first
+    /// attempts, on striped lines.
+    budget: StripedBudget,
     events: Option<EventSink>,
-    /// Bumped by every attempt: striped, so cores do not share its line.
-    attempts: StripedCounter,
     retries: AtomicU64,
     /// Registered once, with the recorder in force when the layer is built.
     retries_counter: metrics::Counter,
@@ -55,9 +54,8 @@ impl RetryShared {
             max_attempts,
             backoff,
             jitter,
-            budget,
+            budget: budget.unwrap_or_else(StripedBudget::unlimited),
             events,
-            attempts: StripedCounter::new(),
             retries: AtomicU64::new(0),
             retries_counter: metrics::counter!(names::RETRIES_TOTAL, names::LABEL_SERVICE => name.clone()),
             budget_exhausted_counter: metrics::counter!(names::RETRY_BUDGET_EXHAUSTED_TOTAL, names::LABEL_SERVICE => name.clone()),
@@ -69,20 +67,16 @@ impl RetryShared {
         }
     }
 
-    /// A first attempt is being made: it earns the budget its share.
-    pub(crate) fn deposit(&self) {
-        if let Some(budget) = &self.budget {
-            budget.deposit();
-        }
-    }
-
-    pub(crate) fn attempted(&self) {
-        self.attempts.add(1);
+    /// A first attempt is being made (on the thread numbered `thread`):
+    /// it is counted, and earns the budget its share.
+    #[inline]
+    pub(crate) fn deposit(&self, thread: usize) {
+        self.budget.deposit(thread);
     }
 
     /// Takes a retry from the budget; counts and reports when it is empty.
     pub(crate) fn withdraw(&self, attempts: u32) -> bool {
-        let allowed = self.budget.as_ref().is_none_or(StripedBudget::withdraw);
+        let allowed = self.budget.withdraw();
         if allowed {
             self.retries.fetch_add(1, Ordering::Relaxed);
             self.retries_counter.increment(1);
@@ -128,7 +122,10 @@ impl RetryShared {
 
     pub(crate) fn stats(&self) -> RetryStats {
         RetryStats {
-            attempts: self.attempts.sum(),
+            attempts: self
+                .budget
+                .first_attempts()
+                .saturating_add(self.retries.load(Ordering::Relaxed)),
             retries: self.retries.load(Ordering::Relaxed),
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
             gave_up: self.gave_up.load(Ordering::Relaxed),
@@ -168,8 +165,9 @@ impl RetryHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RetryStats {
-    /// Attempts that finished (first attempts and retries) of requests
-    /// that could be retried.
+    /// Attempts: first attempts started, plus retries decided (a request
+    /// cancelled while it waits its backoff counts the retry it waited
+    /// for). Counted as they start, so requests still running count.
     pub attempts: u64,
     /// Retries made.
     pub retries: u64,
