@@ -265,6 +265,13 @@ impl StripedCounter {
         self.stripes.local().fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds `n` on the stripe of the thread numbered `thread` (from
+    /// [`thread_number`], read once for several striped values).
+    #[inline]
+    pub fn add_at(&self, thread: usize, n: u64) {
+        self.stripes.at(thread).fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The total of every add so far.
     pub fn sum(&self) -> u64 {
         self.stripes

@@ -52,6 +52,7 @@ pub fn on_unwind<T, R>(
     }
 
     impl<T, H: FnOnce(T)> Drop for Guard<'_, T, H> {
+        #[inline]
         fn drop(&mut self) {
             // Still armed: `body` did not return, so it is unwinding.
             if let Some(handler) = self.handler.take()

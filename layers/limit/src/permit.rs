@@ -43,8 +43,9 @@ enum Held {
     /// Interchangeable units: given back without the lock unless someone
     /// waits.
     Units(u64),
-    /// Named resources.
-    Grant(Grant),
+    /// Named resources (boxed: the fast path's permits, which hold units,
+    /// stay small, and so does every response future that carries one).
+    Grant(Box<Grant>),
 }
 
 impl Permit {
@@ -59,7 +60,7 @@ impl Permit {
 
     pub(crate) fn grant(pool: stripe::Held<PoolInner>, grant: Grant) -> Self {
         let held = if pool.is_named() {
-            Held::Grant(grant)
+            Held::Grant(Box::new(grant))
         } else {
             Held::Units(grant.units)
         };

@@ -28,7 +28,7 @@ use crate::pool::{Acquire, PoolInner, Waiting};
 use crate::priority::{CostOf, PriorityOf};
 use crate::release::ReleaseOn;
 use tower_hardening_core::ready::{CallNow, Pristine};
-use tower_hardening_core::stripe::{Held, PerStripe};
+use tower_hardening_core::stripe::{self, Held, PerStripe};
 
 /// The service [`ResourceLimitLayer`](crate::ResourceLimitLayer) builds.
 ///
@@ -118,11 +118,13 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        let stripe = self.pool.stripe();
+        let thread = stripe::thread_number();
+        let stripe = self.pool.stripe_at(thread);
         let pool = &stripe.0;
         let units = self.cost.bounded_cost(&request, pool.capacity());
-        // Fast path: free units and nobody waiting.
-        if !pool.is_named() && pool.admits_now(units) && pool.try_take_units(units) {
+        // Fast path: free units and nobody waiting (never for a pool of
+        // named resources: `try_take_units_on` refuses).
+        if pool.admits_now(units) && pool.try_take_units_on(units, thread) {
             let held = Held::Striped(Arc::clone(stripe));
             let permit = Permit::units(held, units).measured(self.adaptive.as_ref());
             // Admitted at once, so nothing waits: call the inner service

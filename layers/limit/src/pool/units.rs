@@ -21,6 +21,7 @@
 use std::sync::atomic::Ordering;
 
 use super::state::PoolInner;
+use tower_hardening_core::stripe;
 
 fn signed(units: u64) -> i64 {
     i64::try_from(units).unwrap_or(i64::MAX)
@@ -44,6 +45,13 @@ impl PoolInner {
     /// race to a release does not overtake a waiter that queued meanwhile.
     #[inline]
     pub(crate) fn try_take_units(&self, units: u64) -> bool {
+        self.try_take_units_on(units, stripe::thread_number())
+    }
+
+    /// [`try_take_units`](Self::try_take_units) for the thread numbered
+    /// `thread` (a `stripe::thread_number` the caller read already).
+    #[inline]
+    pub(crate) fn try_take_units_on(&self, units: u64, thread: usize) -> bool {
         if self.named {
             return false;
         }
@@ -60,7 +68,7 @@ impl PoolInner {
                 Ordering::SeqCst,
             ) {
                 Ok(_) => {
-                    self.granted_total.add(1);
+                    self.granted_total.add_at(thread, 1);
                     return true;
                 }
                 Err(actual) => free = actual,
