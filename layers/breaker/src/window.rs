@@ -21,6 +21,7 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
 pub(crate) const TIME_BUCKETS: u32 = 20;
 
 pub(crate) use tower_hardening_core::stripe::CachePadded;
+use tower_hardening_core::stripe::Striped;
 
 /// One finished call, as the window stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +128,14 @@ impl Window {
 /// The last N calls: a ring of one-byte slots plus packed running counts.
 ///
 /// In steady state (a success replacing a success) recording costs a load
-/// and a store of the cursor and a load of the slot: no locked instruction.
+/// and a store of the cursor and a load of the slot: no locked instruction,
+/// and no write to a line another core writes. Each stripe (see
+/// `tower_hardening_core::stripe`) has a cursor of its own, going around
+/// the whole ring from its own starting point: calls finishing on one
+/// thread see exactly the last N; calls finishing on several threads
+/// leave the ring holding N recent calls, each slot the latest written
+/// there, not exactly the last N. Which call a slot keeps never depends
+/// on its outcome, so the rates stay unbiased.
 ///
 /// Writers keep one rule that makes the counts never underflow: a value's
 /// contribution is added to the counts *before* the value is written into
@@ -139,18 +147,34 @@ pub(crate) struct CountWindow {
     /// Lemire's fastmod constant for `slots.len()`: `next % len` without a
     /// division on the hot path.
     fastmod: u64,
-    next: CachePadded<AtomicU32>,
+    /// One cursor per stripe, each on lines of its own.
+    next: Striped<AtomicU32>,
     counts: AtomicU64,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT_WINDOW);
-        CountWindow {
+        let window = CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size)).wrapping_add(1),
-            next: CachePadded(AtomicU32::new(0)),
+            next: Striped::default(),
             counts: AtomicU64::new(0),
+        };
+        window.spread_cursors();
+        window
+    }
+
+    /// Starts the stripes' cursors evenly around the ring, so threads
+    /// running side by side overwrite each other's calls as late as
+    /// possible.
+    fn spread_cursors(&self) {
+        let size = self.slots.len() as u64;
+        let stripes = self.next.len() as u64;
+        for (i, cursor) in self.next.iter().enumerate() {
+            // Below `size`, itself at most MAX_COUNT_WINDOW.
+            let start = (i as u64 * size / stripes) as u32;
+            cursor.store(start, Ordering::Relaxed);
         }
     }
 
@@ -163,16 +187,17 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, record: CallRecord) {
-        // The cursor is advanced with a plain load and store, not a locked
-        // `fetch_add`: that keeps a full barrier off every call. Two calls
-        // finishing at the same instant on two threads may then take the
-        // same slot, and the later one replaces the earlier; which one wins
-        // does not depend on the outcome, so the rates stay unbiased, and
-        // one thread alone is exact. The cursor wraps at 2^32; unless the
-        // size divides 2^32 the ring then skips ahead once, forgetting a
-        // few calls early.
-        let cursor = self.next.load(Ordering::Relaxed);
-        self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
+        // The stripe's cursor is advanced with a plain load and store, not
+        // a locked `fetch_add`: that keeps a full barrier off every call.
+        // Two threads sharing a stripe may then take the same slot at the
+        // same instant, and the later one replaces the earlier; which one
+        // wins does not depend on the outcome, so the rates stay unbiased,
+        // and one thread alone is exact. A cursor wraps at 2^32; unless
+        // the size divides 2^32 the ring then skips ahead once, forgetting
+        // a few calls early.
+        let next = self.next.local();
+        let cursor = next.load(Ordering::Relaxed);
+        next.store(cursor.wrapping_add(1), Ordering::Relaxed);
         let slot = &self.slots[self.slot_index(cursor)];
         let value = record.encode();
         if slot.load(Ordering::Acquire) == value {
@@ -192,7 +217,7 @@ impl CountWindow {
             let old = slot.swap(0, Ordering::AcqRel);
             self.counts.fetch_sub(contribution(old), Ordering::AcqRel);
         }
-        self.next.store(0, Ordering::Relaxed);
+        self.spread_cursors();
     }
 }
 
@@ -363,6 +388,29 @@ mod tests {
         failure: false,
         slow: true,
     };
+
+    #[test]
+    fn a_count_window_forgets_calls_made_on_other_threads() {
+        // Each stripe's cursor goes around the whole ring: 100 successes
+        // on one thread replace 100 failures made on another, whatever
+        // stripes the two threads have.
+        let window = CountWindow::new(100);
+        std::thread::scope(|s| {
+            s.spawn(|| (0..100).for_each(|_| window.record(FAIL)));
+        });
+        assert_eq!(window.counts().failures, 100);
+        std::thread::scope(|s| {
+            s.spawn(|| (0..100).for_each(|_| window.record(OK)));
+        });
+        assert_eq!(
+            window.counts(),
+            WindowCounts {
+                calls: 100,
+                failures: 0,
+                slow: 0
+            }
+        );
+    }
 
     #[test]
     fn count_window_keeps_the_last_n() {
