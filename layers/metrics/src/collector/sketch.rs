@@ -364,7 +364,10 @@ mod tests {
                 assert_eq!(key, exact.ceil() as i32, "{x}");
             }
             let middle = value_of(key);
-            assert!((middle - x).abs() <= ALPHA * x, "{x} in bin {key} ({middle})");
+            assert!(
+                (middle - x).abs() <= ALPHA * x,
+                "{x} in bin {key} ({middle})"
+            );
             x *= 1.000_37;
         }
         assert_eq!(key_of(1.0), 0);

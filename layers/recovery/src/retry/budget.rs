@@ -146,9 +146,9 @@ impl StripedBudget {
 
     /// First attempts so far (exact once they have all started).
     pub(crate) fn first_attempts(&self) -> u64 {
-        self.stripes
-            .iter()
-            .fold(0u64, |sum, s| sum.saturating_add(s.made.load(Ordering::Relaxed)))
+        self.stripes.iter().fold(0u64, |sum, s| {
+            sum.saturating_add(s.made.load(Ordering::Relaxed))
+        })
     }
 
     fn window_now(&self) -> u64 {
@@ -184,7 +184,11 @@ impl StripedBudget {
             let before = made - 1;
             let committed = stripe.committed.fetch_max(before, Ordering::Relaxed);
             stripe.window.store(now, Ordering::Relaxed);
-            self.commit(&mut lock(&self.ring), seen, before.saturating_sub(committed));
+            self.commit(
+                &mut lock(&self.ring),
+                seen,
+                before.saturating_sub(committed),
+            );
         }
     }
 

@@ -216,7 +216,9 @@ impl<C, K, P> RetryPolicy<C, K, P> {
             return None;
         }
         let mut rng = HasherRng::default();
-        let wait = shared.backoff.delay(attempts.finished, shared.jitter, &mut rng);
+        let wait = shared
+            .backoff
+            .delay(attempts.finished, shared.jitter, &mut rng);
         // A wait past the end of the clock sleeps forever; it never panics.
         Some(tokio::time::sleep(wait))
     }
