@@ -16,7 +16,10 @@ use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 /// Which calls a breaker's rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlidingWindow {
-    /// The last `n` calls.
+    /// The last `n` calls: exactly, for calls that finish on one thread;
+    /// across threads (each with its own cursor around the ring, so no
+    /// cache line every core writes), `n` recent calls, an unbiased
+    /// sample rather than exactly the last `n`.
     Count(u32),
     /// The calls that finished in the last `period` (kept in 20 buckets, so
     /// a call is forgotten between `period` and `period * 21 / 20` after
