@@ -16,10 +16,10 @@ use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 /// Which calls a breaker's rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlidingWindow {
-    /// The last `n` calls: exactly, for calls that finish on one thread;
-    /// across threads (each with its own cursor around the ring, so no
-    /// cache line every core writes), `n` recent calls, an unbiased
-    /// sample rather than exactly the last `n`.
+    /// The last `n` calls: exactly, for calls that finish on one thread.
+    /// Across threads, each thread's calls take slots in batches (so the
+    /// cores do not share one cursor per call): a batch not yet filled
+    /// holds calls from the previous lap, at most an eighth of the window.
     Count(u32),
     /// The calls that finished in the last `period` (kept in 20 buckets, so
     /// a call is forgotten between `period` and `period * 21 / 20` after
@@ -38,9 +38,10 @@ impl SlidingWindow {
         SlidingWindow::Time(period)
     }
 
-    fn build(self) -> Window {
+    /// `batched`: see `CountWindow::new`.
+    fn build(self, batched: bool) -> Window {
         match self {
-            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
+            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n, batched)),
             SlidingWindow::Time(period) => Window::Time(TimeWindow::new(period)),
         }
     }
@@ -256,7 +257,14 @@ impl<C> BreakerBuilder<C> {
         Ok(())
     }
 
-    pub(crate) fn new_state(&self, name: Arc<str>, metrics: BreakerMetrics) -> Arc<BreakerState> {
+    /// `batched`: whether a count window may let stripes claim slots in
+    /// batches (not for a keyed breaker's many windows).
+    pub(crate) fn new_state(
+        &self,
+        name: Arc<str>,
+        metrics: BreakerMetrics,
+        batched: bool,
+    ) -> Arc<BreakerState> {
         Arc::new(BreakerState::new(
             Settings {
                 name,
@@ -269,7 +277,7 @@ impl<C> BreakerBuilder<C> {
                 half_open_permits: self.half_open_permits,
                 events: self.events.clone(),
             },
-            self.sliding_window.build(),
+            self.sliding_window.build(batched),
             metrics,
         ))
     }
@@ -287,7 +295,7 @@ impl<C> BreakerBuilder<C> {
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         self.validate()?;
         let metrics = BreakerMetrics::register(self.name.clone(), true);
-        let state = self.new_state(self.name.clone(), metrics);
+        let state = self.new_state(self.name.clone(), metrics, true);
         Ok(CircuitBreakerLayer {
             state: Arc::new(PerStripe::new(state)),
             classifier: self.classifier,

@@ -168,8 +168,10 @@ impl StripedBudget {
         // The clock is read on a stripe's 1st, 2nd, 4th and 8th deposit
         // of a window, then every 16th: a quiet stripe is exact, a busy
         // one reads the clock once per 16 deposits.
+        // `pending` is 0 when a thread sharing the stripe has committed
+        // past this deposit already: nothing to check then.
         let pending = made.saturating_sub(stripe.committed.load(Ordering::Relaxed));
-        if pending.is_power_of_two() || pending.is_multiple_of(CHECK_EVERY) {
+        if pending.is_power_of_two() || (pending != 0 && pending.is_multiple_of(CHECK_EVERY)) {
             self.check(stripe, made);
         }
     }
@@ -183,12 +185,13 @@ impl StripedBudget {
             // the window the stripe saw last.
             let before = made - 1;
             let committed = stripe.committed.fetch_max(before, Ordering::Relaxed);
+            if committed > before {
+                // A thread sharing the stripe committed past this deposit
+                // (and read the clock later): its reading stands.
+                return;
+            }
             stripe.window.store(now, Ordering::Relaxed);
-            self.commit(
-                &mut lock(&self.ring),
-                seen,
-                before.saturating_sub(committed),
-            );
+            self.commit(&mut lock(&self.ring), seen, before - committed);
         }
     }
 

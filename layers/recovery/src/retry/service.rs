@@ -243,11 +243,8 @@ where
                     if let StateReplace::Retrying { request } =
                         this.state.as_mut().project_replace(State::Moving)
                     {
-                        *this.request = template.policy.copy_request(
-                            this.attempts,
-                            &request,
-                            stripe::thread_number(),
-                        );
+                        // Not a first attempt: no deposit, so no stripe.
+                        *this.request = template.policy.copy_request(this.attempts, &request, 0);
                         this.state.set(State::Called {
                             future: service.call(request),
                         });

@@ -121,12 +121,11 @@ impl RetryShared {
     }
 
     pub(crate) fn stats(&self) -> RetryStats {
+        // `retries` read once: `attempts` is never below it.
+        let retries = self.retries.load(Ordering::Relaxed);
         RetryStats {
-            attempts: self
-                .budget
-                .first_attempts()
-                .saturating_add(self.retries.load(Ordering::Relaxed)),
-            retries: self.retries.load(Ordering::Relaxed),
+            attempts: self.budget.first_attempts().saturating_add(retries),
+            retries,
             budget_exhausted: self.budget_exhausted.load(Ordering::Relaxed),
             gave_up: self.gave_up.load(Ordering::Relaxed),
         }
@@ -167,7 +166,9 @@ impl RetryHandle {
 pub struct RetryStats {
     /// Attempts: first attempts started, plus retries decided (a request
     /// cancelled while it waits its backoff counts the retry it waited
-    /// for). Counted as they start, so requests still running count.
+    /// for). Counted as they start, so requests still running count, and
+    /// so do the first attempts of requests that cannot be replayed (a
+    /// body not kept, a predicate that refuses).
     pub attempts: u64,
     /// Retries made.
     pub retries: u64,
