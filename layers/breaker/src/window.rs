@@ -78,6 +78,10 @@ impl WindowCounts {
 
 /// A window over the calls of the last `period` or the last N calls.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per breaker; boxing the padded count window would add a pointer chase to every call"
+)]
 pub(crate) enum Window {
     Count(CountWindow),
     Time(TimeWindow),
