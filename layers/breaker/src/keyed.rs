@@ -76,7 +76,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
             return self.overflow.clone();
         }
         let name: Arc<str> = format!("{}/{key}", self.template.breaker_name()).into();
-        let state = self.template.new_state(name, self.metrics.clone(), false);
+        let state = self.template.new_state(name, self.metrics.clone());
         breakers.entries.insert(
             key.clone(),
             Entry {
@@ -204,7 +204,6 @@ impl<K, F, C: Clone> KeyedCircuitBreakerLayer<K, F, C> {
         let overflow = template.new_state(
             format!("{}/overflow", template.breaker_name()).into(),
             metrics.clone(),
-            true,
         );
         let rate = DEFAULT_NEW_KEYS_PER_SECOND;
         KeyedCircuitBreakerLayer {

@@ -16,10 +16,7 @@ use crate::window::{CountWindow, MAX_COUNT_WINDOW, TimeWindow, Window};
 /// Which calls a breaker's rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlidingWindow {
-    /// The last `n` calls: exactly, for calls that finish on one thread.
-    /// Across threads, each thread's calls take slots in batches (so the
-    /// cores do not share one cursor per call): a batch not yet filled
-    /// holds calls from the previous lap, at most an eighth of the window.
+    /// The last `n` calls.
     Count(u32),
     /// The calls that finished in the last `period` (kept in 20 buckets, so
     /// a call is forgotten between `period` and `period * 21 / 20` after
@@ -38,10 +35,9 @@ impl SlidingWindow {
         SlidingWindow::Time(period)
     }
 
-    /// `batched`: see `CountWindow::new`.
-    fn build(self, batched: bool) -> Window {
+    fn build(self) -> Window {
         match self {
-            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n, batched)),
+            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
             SlidingWindow::Time(period) => Window::Time(TimeWindow::new(period)),
         }
     }
@@ -257,14 +253,7 @@ impl<C> BreakerBuilder<C> {
         Ok(())
     }
 
-    /// `batched`: whether a count window may let stripes claim slots in
-    /// batches (not for a keyed breaker's many windows).
-    pub(crate) fn new_state(
-        &self,
-        name: Arc<str>,
-        metrics: BreakerMetrics,
-        batched: bool,
-    ) -> Arc<BreakerState> {
+    pub(crate) fn new_state(&self, name: Arc<str>, metrics: BreakerMetrics) -> Arc<BreakerState> {
         Arc::new(BreakerState::new(
             Settings {
                 name,
@@ -277,7 +266,7 @@ impl<C> BreakerBuilder<C> {
                 half_open_permits: self.half_open_permits,
                 events: self.events.clone(),
             },
-            self.sliding_window.build(batched),
+            self.sliding_window.build(),
             metrics,
         ))
     }
@@ -295,7 +284,7 @@ impl<C> BreakerBuilder<C> {
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, ConfigError> {
         self.validate()?;
         let metrics = BreakerMetrics::register(self.name.clone(), true);
-        let state = self.new_state(self.name.clone(), metrics, true);
+        let state = self.new_state(self.name.clone(), metrics);
         Ok(CircuitBreakerLayer {
             state: Arc::new(PerStripe::new(state)),
             classifier: self.classifier,

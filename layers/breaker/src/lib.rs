@@ -8,10 +8,8 @@
 //!   recorded), `Open` (calls fail fast with [`CircuitOpen`]), `HalfOpen`
 //!   (up to `half_open_permits` probes), plus the manual `ForcedOpen`,
 //!   `Disabled` and `MetricsOnly`.
-//! - **Windows** ([`SlidingWindow`]): the last N calls (exactly on one
-//!   thread; across threads, up to an eighth of them may be from the
-//!   ring's previous lap), or the calls of the last period; no decision
-//!   before `minimum_calls`.
+//! - **Windows** ([`SlidingWindow`]): the last N calls, or the calls of the
+//!   last period; no decision before `minimum_calls`.
 //! - **Thresholds**: opens when the failure rate *or* the slow-call rate is
 //!   at or above its threshold. What counts as a failure is any
 //!   [`Classify`](tower_hardening_core::Classify): every `Err` by default,

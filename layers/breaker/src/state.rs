@@ -339,7 +339,7 @@ mod tests {
 
     fn state_of(builder: BreakerBuilder) -> Arc<BreakerState> {
         let metrics = BreakerMetrics::register("test".into(), true);
-        builder.new_state("test".into(), metrics, true)
+        builder.new_state("test".into(), metrics)
     }
 
     fn call(state: &Arc<BreakerState>, failure: bool) -> bool {

@@ -21,7 +21,6 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
 pub(crate) const TIME_BUCKETS: u32 = 20;
 
 pub(crate) use tower_hardening_core::stripe::CachePadded;
-use tower_hardening_core::stripe::{self, Striped};
 
 /// One finished call, as the window stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,21 +126,8 @@ impl Window {
 
 /// The last N calls: a ring of one-byte slots plus packed running counts.
 ///
-/// Calls take slots in the order of a shared cursor. A breaker's window
-/// (not a keyed breaker's) large enough lets each stripe (see
-/// `tower_hardening_core::stripe`) claim a batch of consecutive slots
-/// with one atomic add and fill them one call at a time, so the shared
-/// cursor is written once per batch, not once per call. In steady state
-/// (a success replacing a success) a call then costs a load and a store
-/// of its stripe's claim and a load of the slot: no locked instruction,
-/// and no write to a line another core writes.
-///
-/// Calls finishing on one thread see exactly the last N. Calls finishing
-/// on several threads take slots in proportion to their numbers, so no
-/// thread's calls weigh more than their share; a batch a thread has
-/// claimed but not yet filled still holds calls from the ring's previous
-/// lap. Batches are small enough that this is at most an eighth of the
-/// window: `1 + N / (8 × stripes)` slots, at most 64.
+/// In steady state (a success replacing a success) recording costs a load
+/// and a store of the cursor and a load of the slot: no locked instruction.
 ///
 /// Writers keep one rule that makes the counts never underflow: a value's
 /// contribution is added to the counts *before* the value is written into
@@ -153,78 +139,19 @@ pub(crate) struct CountWindow {
     /// Lemire's fastmod constant for `slots.len()`: `next % len` without a
     /// division on the hot path.
     fastmod: u64,
-    /// The next slot to claim: a running count, wrapping at 2^32.
     next: CachePadded<AtomicU32>,
-    /// Per stripe, the slots claimed and not yet filled: the next one's
-    /// running count in the high half, how many are left in the low half.
-    /// `None`: one slot per call, straight from `next`.
-    claims: Option<Striped<AtomicU64>>,
-    /// Slots a stripe claims at a time.
-    batch: u32,
     counts: AtomicU64,
 }
 
 impl CountWindow {
-    /// A window of the last `size` calls; `batched`: stripes may claim
-    /// slots in batches (a keyed breaker's windows do not: each batch
-    /// costs `stripes × 128` bytes, too much for many thousand keys).
-    pub(crate) fn new(size: u32, batched: bool) -> Self {
+    pub(crate) fn new(size: u32) -> Self {
         let size = size.clamp(1, MAX_COUNT_WINDOW);
-        let stripes = stripe::stripes() as u32;
-        let batch = if batched {
-            (1 + size / (8 * stripes)).min(MAX_BATCH)
-        } else {
-            1
-        };
         CountWindow {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
             fastmod: (u64::MAX / u64::from(size)).wrapping_add(1),
             next: CachePadded(AtomicU32::new(0)),
-            claims: (batch > 1).then(Striped::default),
-            batch,
             counts: AtomicU64::new(0),
         }
-    }
-
-    /// The running count of the slot a call on the thread numbered
-    /// `thread` takes.
-    #[inline]
-    fn claim(&self, thread: usize) -> u32 {
-        let Some(claims) = &self.claims else {
-            // A plain load and store, not a locked `fetch_add`: that keeps
-            // a full barrier off every call. Two calls finishing at the
-            // same instant on two threads may then take the same slot, and
-            // the later one replaces the earlier; which one wins does not
-            // depend on the outcome, and one thread alone is exact.
-            let cursor = self.next.load(Ordering::Relaxed);
-            self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
-            return cursor;
-        };
-        // The same plain load and store on the stripe's claim: two
-        // threads sharing a stripe may take one slot, as above.
-        let claim = claims.at(thread);
-        let packed = claim.load(Ordering::Relaxed);
-        let left = packed as u32;
-        if left == 0 {
-            return self.claim_batch(claim);
-        }
-        let slot = (packed >> 32) as u32;
-        claim.store(
-            pack_claim(slot.wrapping_add(1), left - 1),
-            Ordering::Relaxed,
-        );
-        slot
-    }
-
-    /// Claims the next `batch` slots for the stripe; returns the first.
-    #[inline(never)]
-    fn claim_batch(&self, claim: &AtomicU64) -> u32 {
-        let first = self.next.fetch_add(self.batch, Ordering::Relaxed);
-        claim.store(
-            pack_claim(first.wrapping_add(1), self.batch - 1),
-            Ordering::Relaxed,
-        );
-        first
     }
 
     /// `n % slots.len()` by multiplication (exact for every `u32` n).
@@ -236,14 +163,17 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, record: CallRecord) {
-        self.record_on(stripe::thread_number(), record);
-    }
-
-    #[inline]
-    fn record_on(&self, thread: usize, record: CallRecord) {
-        // The cursor wraps at 2^32; unless the size divides 2^32 the ring
-        // then skips ahead once, forgetting a few calls early.
-        let slot = &self.slots[self.slot_index(self.claim(thread))];
+        // The cursor is advanced with a plain load and store, not a locked
+        // `fetch_add`: that keeps a full barrier off every call. Two calls
+        // finishing at the same instant on two threads may then take the
+        // same slot, and the later one replaces the earlier; which one wins
+        // does not depend on the outcome, so the rates stay unbiased, and
+        // one thread alone is exact. The cursor wraps at 2^32; unless the
+        // size divides 2^32 the ring then skips ahead once, forgetting a
+        // few calls early.
+        let cursor = self.next.load(Ordering::Relaxed);
+        self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
+        let slot = &self.slots[self.slot_index(cursor)];
         let value = record.encode();
         if slot.load(Ordering::Acquire) == value {
             return;
@@ -263,21 +193,7 @@ impl CountWindow {
             self.counts.fetch_sub(contribution(old), Ordering::AcqRel);
         }
         self.next.store(0, Ordering::Relaxed);
-        if let Some(claims) = &self.claims {
-            for claim in claims.iter() {
-                claim.store(0, Ordering::Relaxed);
-            }
-        }
     }
-}
-
-/// The most slots a stripe claims at a time.
-const MAX_BATCH: u32 = 64;
-
-/// A stripe's claim: the next slot's running count and how many are left.
-#[inline]
-fn pack_claim(next: u32, left: u32) -> u64 {
-    (u64::from(next) << 32) | u64::from(left)
 }
 
 const EMPTY: u64 = u64::MAX;
@@ -449,46 +365,42 @@ mod tests {
     };
 
     #[test]
-    fn each_threads_calls_weigh_their_share() {
-        // Two threads finishing calls side by side, one three times as
-        // often as the other, all its calls failures: the window holds
-        // about 75% failures (a stripe's unfilled batch may hold calls
-        // from the previous lap: at most an eighth of the window).
-        for batched in [true, false] {
-            let window = CountWindow::new(100, batched);
+    fn a_slow_threads_calls_weigh_their_share() {
+        // Two threads take turns: a fast one succeeding, and one making
+        // every 20th call and failing it. The window holds exactly the
+        // failures among the last 100 calls (5), whichever thread made
+        // them. (Cursors per thread, or slots claimed in batches, give a
+        // slow thread's calls less than their share: a breaker would
+        // miss failures that finish on one worker, as timeouts may.)
+        let window = CountWindow::new(100);
+        let (to_slow, slow_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let window = &window;
+            s.spawn(move || {
+                for () in slow_rx {
+                    window.record(FAIL);
+                    done_tx.send(()).unwrap();
+                }
+            });
             for i in 0..10_000u32 {
-                if i % 4 == 3 {
-                    window.record_on(1, OK);
+                if i % 20 == 19 {
+                    to_slow.send(()).unwrap();
+                    done.recv().unwrap();
                 } else {
-                    window.record_on(0, FAIL);
+                    window.record(OK);
                 }
-                if i >= 1_000 {
-                    let counts = window.counts();
-                    assert_eq!(counts.calls, 100);
-                    assert!(
-                        (62..=88).contains(&counts.failures),
-                        "{} failures in 100 (batched: {batched})",
-                        counts.failures
-                    );
+                if i >= 99 {
+                    assert_eq!(window.counts().failures, 5, "after {i}");
                 }
             }
-        }
-        // One thread alone: exactly the last N.
-        let window = CountWindow::new(100, true);
-        for i in 0..1_000u32 {
-            window.record(if i % 10 == 0 { FAIL } else { OK });
-            if i >= 99 {
-                assert_eq!(window.counts().failures, 10, "after {i}");
-            }
-        }
+            drop(to_slow);
+        });
     }
 
     #[test]
     fn a_count_window_forgets_calls_made_on_other_threads() {
-        // Each stripe's cursor goes around the whole ring: 100 successes
-        // on one thread replace 100 failures made on another, whatever
-        // stripes the two threads have.
-        let window = CountWindow::new(100, true);
+        let window = CountWindow::new(100);
         std::thread::scope(|s| {
             s.spawn(|| (0..100).for_each(|_| window.record(FAIL)));
         });
@@ -508,7 +420,7 @@ mod tests {
 
     #[test]
     fn count_window_keeps_the_last_n() {
-        let window = CountWindow::new(3, true);
+        let window = CountWindow::new(3);
         window.record(FAIL);
         window.record(SLOW);
         assert_eq!(
@@ -638,7 +550,7 @@ mod tests {
     #[test]
     fn fastmod_matches_the_remainder() {
         for size in [1u32, 2, 3, 7, 10, 100, 999, 65_536, MAX_COUNT_WINDOW] {
-            let window = CountWindow::new(size, true);
+            let window = CountWindow::new(size);
             for n in [
                 0u32,
                 1,
@@ -657,7 +569,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_keep_counts_exact() {
-        let window = std::sync::Arc::new(CountWindow::new(64, true));
+        let window = std::sync::Arc::new(CountWindow::new(64));
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let window = window.clone();
