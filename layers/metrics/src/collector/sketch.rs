@@ -196,6 +196,22 @@ impl Store {
         self.add_at(index, n)
     }
 
+    /// Adds `n` at `key` if its bin exists already (nearly every sample
+    /// once a sketch has seen a few): `None` when it does not, else
+    /// whether the bin had room.
+    #[inline]
+    fn add_existing(&mut self, key: i32, n: u32) -> Option<bool> {
+        let index = usize::try_from(i64::from(key) - i64::from(self.offset)).ok()?;
+        let bin = self.bins.get_mut(index)?;
+        Some(match bin.checked_add(n) {
+            Some(sum) => {
+                *bin = sum;
+                true
+            }
+            None => false,
+        })
+    }
+
     fn add_at(&mut self, index: usize, n: u32) -> bool {
         match self.bins[index].checked_add(n) {
             Some(bin) => {
@@ -231,10 +247,12 @@ impl Sketch {
     }
 
     /// Adds one finite value.
+    #[inline]
     pub(crate) fn add(&mut self, value: f64) {
         self.add_n(value, 1);
     }
 
+    #[inline]
     fn add_n(&mut self, value: f64, n: u32) {
         if value.abs() < MIN_VALUE || !value.is_finite() {
             self.zero = self.zero.saturating_add(u64::from(n));
@@ -243,7 +261,22 @@ impl Sketch {
         self.add_key(key_of(value.abs()), value > 0.0, n);
     }
 
-    fn add_key(&mut self, key: i32, positive: bool, mut n: u32) {
+    #[inline]
+    fn add_key(&mut self, key: i32, positive: bool, n: u32) {
+        let store = if positive {
+            &mut self.positive
+        } else {
+            &mut self.negative
+        };
+        if store.add_existing(key, n) != Some(true) {
+            self.add_key_growing(key, positive, n);
+        }
+    }
+
+    /// [`add_key`](Self::add_key) when the bin is not there yet (the store
+    /// grows, or merges its lowest bins) or is full (everything halves).
+    #[inline(never)]
+    fn add_key_growing(&mut self, key: i32, positive: bool, mut n: u32) {
         loop {
             let added = if positive {
                 let cap = MAX_BINS - self.negative.len();
