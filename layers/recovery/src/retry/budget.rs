@@ -308,13 +308,18 @@ mod tests {
         assert!(budget.withdraw());
     }
 
-    #[test]
-    fn threads_deposit_without_losing_any() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// A runtime on paused time, for tests that deposit from threads.
+    fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn threads_deposit_without_losing_any() {
+        let runtime = paused_runtime();
         let _guard = runtime.enter();
         let budget = StripedBudget::new(Duration::from_secs(60), 0, 1.0);
         std::thread::scope(|s| {
@@ -331,11 +336,7 @@ mod tests {
 
     #[test]
     fn counts_first_attempts_with_or_without_a_budget() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         let _guard = runtime.enter();
         for budget in [
             StripedBudget::new(SECOND, 0, 1.0),
