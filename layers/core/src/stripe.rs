@@ -100,16 +100,15 @@ impl<T> Striped<T> {
     /// The calling thread's stripe.
     #[inline]
     pub fn local(&self) -> &T {
-        // The length is a power of two: the mask keeps the index in
-        // bounds.
-        let i = thread_number() & (self.stripes.len() - 1);
-        &self.stripes[i]
+        self.at(thread_number())
     }
 
     /// The stripe of the thread numbered `thread` (from
     /// [`thread_number`]).
     #[inline]
     pub fn at(&self, thread: usize) -> &T {
+        // The length is a power of two: the mask keeps the index in
+        // bounds.
         &self.stripes[thread & (self.stripes.len() - 1)]
     }
 
