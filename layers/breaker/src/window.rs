@@ -36,6 +36,9 @@ impl CallRecord {
     }
 }
 
+/// A slot holding a call that neither failed nor was slow.
+const SUCCESS: u8 = 1;
+
 /// The packed counts one slot value contributes.
 fn contribution(slot: u8) -> u64 {
     let slot = u64::from(slot);
@@ -126,8 +129,11 @@ impl Window {
 
 /// The last N calls: a ring of one-byte slots plus packed running counts.
 ///
-/// In steady state (a success replacing a success) recording costs a load
-/// and a store of the cursor and a load of the slot: no locked instruction.
+/// A healthy service's call (a success while every slot holds one) costs
+/// one load of the counts and writes nothing: the cursor stays, since
+/// every slot is alike. Otherwise a success replacing a success costs a
+/// load and a store of the cursor (a line every core writes) and a load
+/// of the slot: no locked instruction.
 ///
 /// Writers keep one rule that makes the counts never underflow: a value's
 /// contribution is added to the counts *before* the value is written into
@@ -163,6 +169,17 @@ impl CountWindow {
 
     #[inline]
     pub(crate) fn record(&self, record: CallRecord) {
+        let value = record.encode();
+        // Every slot holds a plain success and so does this call: whichever
+        // slot it took, the ring would be the same, and the next call that
+        // is not a plain success still stays exactly N calls. So the cursor
+        // stays where it is: a healthy service's calls write nothing that
+        // another core reads, only read the counts. (A count caught
+        // between a writer's add and sub never equals a full ring of
+        // successes unless that writer is making it one.)
+        if value == SUCCESS && self.counts.load(Ordering::Relaxed) == self.slots.len() as u64 {
+            return;
+        }
         // The cursor is advanced with a plain load and store, not a locked
         // `fetch_add`: that keeps a full barrier off every call. Two calls
         // finishing at the same instant on two threads may then take the
@@ -174,7 +191,6 @@ impl CountWindow {
         let cursor = self.next.load(Ordering::Relaxed);
         self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
         let slot = &self.slots[self.slot_index(cursor)];
-        let value = record.encode();
         if slot.load(Ordering::Acquire) == value {
             return;
         }
@@ -363,6 +379,30 @@ mod tests {
         failure: false,
         slow: true,
     };
+
+    #[test]
+    fn a_healthy_ring_is_not_written_and_stays_exact() {
+        let window = CountWindow::new(100);
+        (0..100).for_each(|_| window.record(OK));
+        let cursor = window.next.load(Ordering::Relaxed);
+        (0..1_037).for_each(|_| window.record(OK));
+        assert_eq!(
+            window.next.load(Ordering::Relaxed),
+            cursor,
+            "nothing written"
+        );
+        // A failure still stays exactly 100 calls, itself included.
+        window.record(FAIL);
+        for i in 0..99 {
+            window.record(OK);
+            assert_eq!(window.counts().failures, 1, "{i} successes after it");
+        }
+        window.record(OK);
+        assert_eq!(window.counts().failures, 0);
+        // A slow success is not a plain one: it is written.
+        window.record(SLOW);
+        assert_eq!(window.counts().slow, 1);
+    }
 
     #[test]
     fn a_slow_threads_calls_weigh_their_share() {
