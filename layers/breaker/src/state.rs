@@ -4,10 +4,12 @@
 //! probe permits in `probes.rs`, the permit itself in `permit.rs`.
 //!
 //! Hot path (closed, count window, no slow-call detection): one load of
-//! the state word to admit; at completion one more load, then the window's
-//! `fetch_add` (plus three more atomics only when the slot's value
-//! changes). No lock, no allocation, no clock. Transitions take a mutex
-//! that the closed path never touches.
+//! the state word to admit; at completion one more load, then one load
+//! of the window's counts when every slot holds a success (a healthy
+//! service), else a load and a store of its cursor and a load of the
+//! slot (plus three atomics only when the slot's value changes). No
+//! lock, no allocation, no clock. Transitions take a mutex that the
+//! closed path never touches.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -174,9 +174,11 @@ impl CountWindow {
         // slot it took, the ring would be the same, and the next call that
         // is not a plain success still stays exactly N calls. So the cursor
         // stays where it is: a healthy service's calls write nothing that
-        // another core reads, only read the counts. (A count caught
-        // between a writer's add and sub never equals a full ring of
-        // successes unless that writer is making it one.)
+        // another core reads, only read the counts. (Two writers racing,
+        // or a reset part-way, can make the counts read as a full ring of
+        // successes while a slot is still empty; a success dropped then
+        // is lost as a colliding one would be. A failure or slow call is
+        // never dropped: its field is never zero while one is in a slot.)
         if value == SUCCESS && self.counts.load(Ordering::Relaxed) == self.slots.len() as u64 {
             return;
         }
@@ -184,8 +186,9 @@ impl CountWindow {
         // `fetch_add`: that keeps a full barrier off every call. Two calls
         // finishing at the same instant on two threads may then take the
         // same slot, and the later one replaces the earlier; which one wins
-        // does not depend on the outcome, so the rates stay unbiased, and
-        // one thread alone is exact. The cursor wraps at 2^32; unless the
+        // does not depend on the outcome (except that a success on a ring
+        // of successes takes no slot, so it never replaces a failure: the
+        // safe side), and one thread alone is exact. The cursor wraps at 2^32; unless the
         // size divides 2^32 the ring then skips ahead once, forgetting a
         // few calls early.
         let cursor = self.next.load(Ordering::Relaxed);
