@@ -188,9 +188,9 @@ impl CountWindow {
         // same slot, and the later one replaces the earlier; which one wins
         // does not depend on the outcome (except that a success on a ring
         // of successes takes no slot, so it never replaces a failure: the
-        // safe side), and one thread alone is exact. The cursor wraps at 2^32; unless the
-        // size divides 2^32 the ring then skips ahead once, forgetting a
-        // few calls early.
+        // safe side), and one thread alone is exact. The cursor wraps at
+        // 2^32; unless the size divides 2^32 the ring then skips ahead
+        // once, forgetting a few calls early.
         let cursor = self.next.load(Ordering::Relaxed);
         self.next.store(cursor.wrapping_add(1), Ordering::Relaxed);
         let slot = &self.slots[self.slot_index(cursor)];
