@@ -85,6 +85,12 @@ impl Permit {
         }
     }
 
+    /// The breaker generation the call was admitted under.
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether this is a half-open probe permit.
     pub(crate) fn is_probe(&self) -> bool {
         self.kind() == PermitKind::Probe

@@ -88,16 +88,15 @@ impl BreakerState {
             self.open(&mut transitions, word, CircuitState::HalfOpen);
         } else if transitions.probe_failures + transitions.probe_successes >= permits {
             transitions.consecutive_opens = 0;
+            // Emptied before the new generation is published: no call of
+            // it exists yet to be erased, and no older call is counted in it.
+            self.window.reset(generation + 1);
             self.publish(
                 &mut transitions,
                 generation + 1,
                 CircuitState::HalfOpen,
                 CircuitState::Closed,
             );
-            // After the new generation is published: a call of an older
-            // generation that already passed its check cannot land in the
-            // emptied window later than this.
-            self.window.reset();
         }
     }
 
@@ -163,9 +162,10 @@ impl BreakerState {
             transitions.probe_slow = 0;
             self.fill_probes(generation + 1);
         }
-        self.publish(&mut transitions, generation + 1, from, to);
         if matches!(to, CircuitState::Closed | CircuitState::MetricsOnly) {
-            self.window.reset();
+            // Before publishing, as when closing after probes.
+            self.window.reset(generation + 1);
         }
+        self.publish(&mut transitions, generation + 1, from, to);
     }
 }

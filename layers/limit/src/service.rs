@@ -160,6 +160,12 @@ where
             return LimitFuture::failed(error, self.release.clone(), self.classify.clone());
         }
         if let Some(grant) = pool.try_grant_now(&ask, false) {
+            let grant = match grant {
+                Ok(grant) => grant,
+                Err(error) => {
+                    return LimitFuture::failed(error, self.release.clone(), self.classify.clone());
+                }
+            };
             let permit = Permit::grant(self.pool.held(), grant).measured(self.adaptive.as_ref());
             return LimitFuture::admitted(
                 self.inner.clone(),

@@ -46,6 +46,10 @@ impl PoolInner {
     /// Puts a request in the queue; `Err` if the queue is full.
     pub(crate) fn enqueue(&self, request: Acquire, tracked: bool) -> Result<u64, BoxError> {
         let mut state = self.lock();
+        if let Err(refusal) = self.recheck(&request) {
+            drop(state);
+            return Err(self.refused(request.priority, refusal));
+        }
         if state.queue.waiting() >= self.settings.max_queue {
             let priority = request.priority;
             drop(state);

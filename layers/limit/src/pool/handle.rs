@@ -64,7 +64,7 @@ impl ResourcePool {
         self.inner.precheck(&request)?;
         let owner = request.owner.clone();
         if let Some(grant) = self.inner.try_grant_now(&request, true) {
-            return Ok(Lease::new(self.inner.clone(), grant, owner));
+            return Ok(Lease::new(self.inner.clone(), grant?, owner));
         }
         let grant = Waiting::enqueue(self.inner.clone(), request, true)?.await?;
         Ok(Lease::new(self.inner.clone(), grant, owner))

@@ -49,6 +49,13 @@ pub(crate) struct Settings {
     pub(crate) events: Option<EventSink>,
 }
 
+/// Why a request that passed `precheck` was refused under the lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Refusal {
+    Closed,
+    Shed,
+}
+
 /// What a granted waiter or lease holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
@@ -273,20 +280,68 @@ impl PoolInner {
 
     /// Grants at once if nobody waits and it fits (`tracked`: as a lease
     /// with owner, id and TTL).
-    pub(crate) fn try_grant_now(&self, request: &Acquire, tracked: bool) -> Option<Grant> {
+    ///
+    /// `Some(Err(..))` if the pool closed, or began shedding the request's
+    /// priority, after `precheck`: re-checked under the lock where the
+    /// grant is recorded, so no grant outlives `shutdown` or `shed_below`.
+    pub(crate) fn try_grant_now(
+        &self,
+        request: &Acquire,
+        tracked: bool,
+    ) -> Option<Result<Grant, BoxError>> {
         if !self.named {
             if !self.try_take_units(request.units) {
                 return None;
             }
             let mut state = self.lock();
-            return Some(self.record_grant(&mut state, request, Vec::new(), tracked));
+            if let Err(refusal) = self.recheck(request) {
+                drop(state);
+                // The units were never granted: back, serving waiters.
+                self.return_units(request.units);
+                return Some(Err(self.refused(request.priority, refusal)));
+            }
+            return Some(Ok(self.record_grant(
+                &mut state,
+                request,
+                Vec::new(),
+                tracked,
+            )));
         }
         let mut state = self.lock();
+        if let Err(refusal) = self.recheck(request) {
+            drop(state);
+            return Some(Err(self.refused(request.priority, refusal)));
+        }
         if state.queue.waiting() > 0 {
             return None;
         }
         let resources = state.pick(request)?;
         self.granted_total.add(1);
-        Some(self.record_grant(&mut state, request, resources, tracked))
+        Some(Ok(
+            self.record_grant(&mut state, request, resources, tracked)
+        ))
+    }
+
+    /// The checks `precheck` made without the lock that a concurrent
+    /// `shutdown` or `shed_below` can change: made again under the lock
+    /// (both set their flag before they take it, so a holder of the lock
+    /// sees the flag or is swept by them afterwards).
+    pub(super) fn recheck(&self, request: &Acquire) -> Result<(), Refusal> {
+        if self.is_closed() {
+            Err(Refusal::Closed)
+        } else if self.sheds(request.priority) {
+            Err(Refusal::Shed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The error of a refusal found by [`recheck`](Self::recheck); counts
+    /// and publishes a shed refusal. Takes the lock: call it without.
+    pub(super) fn refused(&self, priority: Priority, refusal: Refusal) -> BoxError {
+        match refusal {
+            Refusal::Closed => Box::new(PoolClosed::new(self.name().clone())),
+            Refusal::Shed => self.refuse(priority, "shedding lower priorities"),
+        }
     }
 }
