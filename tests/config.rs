@@ -301,3 +301,22 @@ fn a_config_built_by_hand_is_validated_on_request() {
     let err = config.validate().unwrap_err();
     assert_eq!(err.field(), "services.a.breaker.failure_rate_threshold");
 }
+
+#[test]
+fn the_ci_script_writes_nothing_under_target() {
+    // With CARGO_TARGET_DIR set, target/ need not exist: logs go to a
+    // directory the script makes, and binaries are found where cargo put
+    // them.
+    for script in [".ci/run", ".ci/instructions"] {
+        let path = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or_default();
+            assert!(
+                !code.contains(" target/") && !code.contains("=target/"),
+                "{script}:{}: {line}",
+                number + 1
+            );
+        }
+    }
+}
