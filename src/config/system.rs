@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::service::positive_duration;
+use super::service::{bounded_duration, positive_duration};
 use super::{ConfigError, ServiceConfig, units};
 
 /// The whole configuration: the seed's `SystemHardeningConfig` plus a
@@ -242,11 +242,14 @@ impl SystemHardeningConfig {
             "performance_check_interval",
             self.performance_check_interval,
         )?;
-        if self.max_resource_memory == Some(0) {
+        if let Some(bytes) = self.max_resource_memory
+            && (bytes == 0 || i64::try_from(bytes).is_err())
+        {
+            // The `memory` pool counts in i64.
             return Err(ConfigError::invalid(
                 "max_resource_memory",
-                0,
-                "a size above zero",
+                bytes,
+                "a size above zero and at most i64::MAX bytes (8 EiB)",
             ));
         }
         if self.max_recovery_attempts == 0 {
@@ -257,6 +260,7 @@ impl SystemHardeningConfig {
             ));
         }
         positive_duration("recovery_backoff", self.recovery_backoff)?;
+        bounded_duration("max_recovery_backoff", self.max_recovery_backoff)?;
         if self.max_recovery_backoff < self.recovery_backoff {
             return Err(ConfigError::invalid(
                 "max_recovery_backoff",
@@ -308,17 +312,7 @@ impl SystemHardeningConfig {
             "performance_thresholds.event_loop_p99",
             thresholds.event_loop_p99,
         )?;
-        positive_duration("metrics_resolution", self.metrics_resolution)?;
-        if self.metrics_retention < self.metrics_resolution {
-            return Err(ConfigError::invalid(
-                "metrics_retention",
-                format_args!("{:?}", self.metrics_retention),
-                format!(
-                    "at least metrics_resolution ({:?})",
-                    self.metrics_resolution
-                ),
-            ));
-        }
+        self.validate_metrics()?;
         for (index, name) in self.recoverable_services.iter().enumerate() {
             if name.trim().is_empty() {
                 return Err(ConfigError::invalid(
@@ -343,6 +337,45 @@ impl SystemHardeningConfig {
 }
 
 impl SystemHardeningConfig {
+    /// The collector's settings, checked by its own builder so the two
+    /// never disagree.
+    #[cfg(feature = "metrics")]
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        positive_duration("metrics_resolution", self.metrics_resolution)?;
+        bounded_duration("metrics_retention", self.metrics_retention)?;
+        crate::metrics::MetricsCollector::builder()
+            .retention(self.metrics_retention)
+            .resolution(self.metrics_resolution)
+            .validate()
+            .map_err(|err| {
+                let (field, value) = match err.field() {
+                    "resolution" => ("metrics_resolution", self.metrics_resolution),
+                    _ => ("metrics_retention", self.metrics_retention),
+                };
+                let allowed = err
+                    .allowed()
+                    .replace("one resolution", "metrics_resolution")
+                    .replace(
+                        "resolutions (raise the resolution)",
+                        "times metrics_resolution (raise metrics_resolution)",
+                    );
+                ConfigError::invalid(
+                    field,
+                    humantime::format_duration(value),
+                    format!(
+                        "{allowed}; metrics_resolution is {}",
+                        humantime::format_duration(self.metrics_resolution)
+                    ),
+                )
+            })
+    }
+
+    /// Without the `metrics` feature no collector is built.
+    #[cfg(not(feature = "metrics"))]
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
     /// [`validate`](Self::validate), then the checks that depend on the
     /// machine: `max_resource_memory` at most this machine's memory (or its
     /// cgroup's limit, when smaller).
