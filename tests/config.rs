@@ -302,6 +302,211 @@ fn a_config_built_by_hand_is_validated_on_request() {
     assert_eq!(err.field(), "services.a.breaker.failure_rate_threshold");
 }
 
+// ---------------------------------------------------------------------
+// What a written configuration does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_hardening::config::{FaultConfig, LimitConfig, RetryConfig, ServiceConfig};
+use tower_hardening::core::{EventKind, RejectionKind, rejection_of};
+use tower_hardening::monitor::{ManualReadings, MemoryReading};
+use tower_hardening::stack::ServiceLayer;
+use tower_hardening::{BoxError, ManagedService, Requirements, SystemHardening};
+
+fn parsed(toml: &str) -> SystemHardeningConfig {
+    SystemHardeningConfig::from_toml_str(toml).expect("a valid test configuration")
+}
+
+/// Memory readings that never press.
+fn quiet_readings() -> ManualReadings {
+    let readings = ManualReadings::default();
+    readings.set_memory(MemoryReading {
+        process_rss: 100 << 20,
+        system_total: 8 << 30,
+        system_used: 2 << 30,
+        ..Default::default()
+    });
+    readings
+}
+
+/// A registered service that does nothing.
+struct Idle;
+
+impl ManagedService for Idle {
+    fn initialize(&self) -> tower_hardening::managed::BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Calls a plain stack `calls` times at once; each call holds
+/// its admission until every call has started or been refused. Returns
+/// how many were refused as overloaded.
+async fn refused_of_concurrent(layer: ServiceLayer, calls: usize) -> usize {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let inner = {
+        let gate = gate.clone();
+        service_fn(move |()| {
+            let gate = gate.clone();
+            async move {
+                let _ = gate.acquire().await.map(|permit| permit.forget());
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
+    let svc = ServiceBuilder::new().layer(layer).service(inner);
+    let mut calls: Vec<_> = (0..calls)
+        .map(|_| tokio::spawn(svc.clone().oneshot(())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gate.add_permits(calls.len());
+    let mut refused = 0;
+    for call in calls.drain(..) {
+        if let Err(err) = call.await.expect("no panic") {
+            assert_eq!(
+                rejection_of(&*err).map(|r| r.kind),
+                Some(RejectionKind::Overloaded),
+                "{err}"
+            );
+            refused += 1;
+        }
+    }
+    refused
+}
+
+/// Calls a plain stack once with an inner service that always
+/// fails; returns how many times the inner service was called.
+async fn attempts_of_a_failing_call(layer: ServiceLayer) -> u32 {
+    let calls = Arc::new(AtomicU32::new(0));
+    let inner = {
+        let calls = calls.clone();
+        service_fn(move |()| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(std::io::Error::other("backend failed")) }
+        })
+    };
+    let svc = ServiceBuilder::new().layer(layer).service(inner);
+    let _ = svc.oneshot(()).await;
+    calls.load(Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_written_section_switches_its_part_on() {
+    let config = parsed(
+        r#"
+        [services.limited.limit]
+        max_concurrency = 2
+        max_queue = 0
+
+        [services.retried.retry]
+        max_attempts = 3
+        initial_backoff = "1ms"
+
+        [services.faulty.fault]
+        error_rate = 1.0
+
+        [services.plain]
+        timeout = "1s"
+        "#,
+    );
+    assert!(config.service("limited").limit.enabled);
+    assert!(config.service("retried").retry.enabled);
+    assert!(config.service("faulty").fault.enabled);
+    assert!(!config.service("plain").limit.enabled, "no section: off");
+    assert!(!config.service("plain").retry.enabled, "no section: off");
+    assert!(!config.service("plain").fault.enabled, "no section: off");
+
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet_readings())
+        .build()
+        .unwrap();
+    assert_eq!(
+        refused_of_concurrent(hardening.layer("limited").unwrap(), 3).await,
+        1
+    );
+    assert_eq!(
+        refused_of_concurrent(hardening.layer("plain").unwrap(), 3).await,
+        0
+    );
+    assert_eq!(
+        attempts_of_a_failing_call(hardening.layer("retried").unwrap()).await,
+        3
+    );
+    assert_eq!(
+        attempts_of_a_failing_call(hardening.layer("plain").unwrap()).await,
+        1
+    );
+    assert_eq!(
+        attempts_of_a_failing_call(hardening.layer("faulty").unwrap()).await,
+        0,
+        "every call failed by the fault layer, none reached the service"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_section_that_says_enabled_false_stays_off() {
+    let config = parsed(
+        r#"
+        [services.limited.limit]
+        enabled = false
+        max_concurrency = 2
+        max_queue = 0
+
+        [services.retried.retry]
+        enabled = false
+        max_attempts = 3
+
+        [services.faulty.fault]
+        enabled = false
+        error_rate = 1.0
+
+        [services.unbroken.breaker]
+        enabled = false
+        "#,
+    );
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet_readings())
+        .build()
+        .unwrap();
+    assert_eq!(
+        refused_of_concurrent(hardening.layer("limited").unwrap(), 3).await,
+        0
+    );
+    assert_eq!(
+        attempts_of_a_failing_call(hardening.layer("retried").unwrap()).await,
+        1
+    );
+    assert_eq!(
+        attempts_of_a_failing_call(hardening.layer("faulty").unwrap()).await,
+        1
+    );
+}
+
+#[test]
+fn sections_built_in_code_are_on_and_absent_sections_off() {
+    // Writing a section in Rust is writing a section.
+    let limit = LimitConfig {
+        max_concurrency: 2,
+        ..LimitConfig::default()
+    };
+    assert!(limit.enabled);
+    assert!(RetryConfig::default().enabled);
+    assert!(FaultConfig::default().enabled);
+    // A service without sections has admission, retries and faults off.
+    let service = ServiceConfig::default();
+    assert!(!service.limit.enabled && !service.retry.enabled && !service.fault.enabled);
+    assert!(service.breaker.enabled, "the breaker is on by default");
+    // And the parsed form agrees with the code.
+    assert_eq!(parsed("[services.a]").service("a"), service);
+    assert_eq!(
+        parsed("[services.a.limit]\nmax_concurrency = 2")
+            .service("a")
+            .limit,
+        limit
+    );
+}
+
 #[test]
 fn validate_refuses_what_the_metrics_collector_refuses() {
     // 14 days of 10 s buckets is more than the collector keeps.

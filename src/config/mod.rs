@@ -28,7 +28,8 @@ mod system;
 mod units;
 
 pub use service::{
-    BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
+    BreakerConfig, FaultConfig, JitterConfig, LimitConfig, MAX_DURATION, RetryConfig,
+    ServiceConfig, WindowConfig,
 };
 pub use system::{PerformanceThresholds, SystemHardeningConfig};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};
