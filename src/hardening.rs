@@ -240,7 +240,9 @@ impl SystemHardeningBuilder {
         let services: BTreeMap<Arc<str>, ServiceEntry> = names
             .into_iter()
             .map(|name| {
-                let section = config.service(&name);
+                let mut section = config.service(&name);
+                // Admission is resource management: off with it.
+                section.limit.enabled &= config.enable_resource_management;
                 let entry = ServiceEntry {
                     managed: managed.get(&name).cloned(),
                     critical: section.criticality >= Priority::CRITICAL,
@@ -264,7 +266,7 @@ impl SystemHardeningBuilder {
                 ));
             }
         }
-        if !pools.contains_key("memory") {
+        if config.enable_resource_management && !pools.contains_key("memory") {
             let mut readings = SysinfoReadings::new();
             let bytes = config.max_resource_memory.unwrap_or_else(|| {
                 let memory = readings.memory();

@@ -507,6 +507,74 @@ fn sections_built_in_code_are_on_and_absent_sections_off() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn resource_management_off_never_sheds_nor_limits() {
+    let readings = quiet_readings();
+    let hardening = SystemHardening::builder(parsed(
+        r#"
+        enable_resource_management = false
+        max_resource_memory = 1000
+        performance_check_interval = "1s"
+
+        [services.api]
+        criticality = "low"
+
+        [services.api.limit]
+        max_concurrency = 1
+        max_queue = 0
+        "#,
+    ))
+    .pool(
+        tower_hardening::limit::ResourcePool::builder("cpu")
+            .capacity(100)
+            .build()
+            .unwrap(),
+    )
+    .readings(readings.clone())
+    .build()
+    .unwrap();
+    let layer = hardening.layer("api").unwrap();
+    assert_eq!(
+        refused_of_concurrent(layer.clone(), 3).await,
+        0,
+        "no admission control"
+    );
+    let running = hardening.start();
+    let mut events = running.subscribe();
+    // Memory far past the critical mark.
+    readings.set_memory(MemoryReading {
+        process_rss: 990,
+        system_total: 1 << 30,
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(running.health().shedding_below, None, "nothing is shed");
+    assert_eq!(
+        refused_of_concurrent(layer, 3).await,
+        0,
+        "memory pressure sheds nothing"
+    );
+    running
+        .request_resource(
+            "cpu",
+            "t",
+            tower_hardening::Priority::LOW,
+            Requirements::new(),
+        )
+        .await
+        .expect("a LOW request for a pool is not shed");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event.kind(),
+                EventKind::Shed { .. } | EventKind::MemoryPressure { .. }
+            ),
+            "{event:?}"
+        );
+    }
+    running.shutdown().await;
+}
+
 #[test]
 fn validate_refuses_what_the_metrics_collector_refuses() {
     // 14 days of 10 s buckets is more than the collector keeps.

@@ -48,7 +48,11 @@ pub struct SystemHardeningConfig {
     /// Rebuild recoverable services that turn unhealthy.
     #[serde(alias = "enableErrorRecovery")]
     pub enable_error_recovery: bool,
-    /// Run the resource pools and admission control.
+    /// Manage resources: per-service admission control (the `limit`
+    /// sections), shedding under memory pressure, and the `memory` pool
+    /// made from `max_resource_memory`. Off, none of them runs: memory is
+    /// still measured and reported in health, nothing is shed, and only
+    /// the pools given to the builder in code serve `request_resource`.
     #[serde(alias = "enableResourceManagement")]
     pub enable_resource_management: bool,
     /// How often health is checked (default 30 s).
