@@ -610,3 +610,26 @@ fn durations_too_long_to_schedule_are_refused() {
         "services.a.timeout",
     );
 }
+
+#[test]
+fn reserved_service_names_are_refused() {
+    for name in ["process", "memory"] {
+        let err = refused_toml(&format!("[services.{name}]\ntimeout = \"1s\""), "services");
+        assert!(
+            err.to_string().contains(name) && err.to_string().contains("reserved"),
+            "{err}"
+        );
+        refused_toml(
+            &format!("recoverable_services = [\"{name}\"]"),
+            "recoverable_services[0]",
+        );
+        let err = SystemHardening::builder(SystemHardeningConfig::default())
+            .service(name, Idle)
+            .build()
+            .expect_err("a reserved name is refused in code too");
+        assert!(
+            err.to_string().contains(name) && err.to_string().contains("reserved"),
+            "{err}"
+        );
+    }
+}

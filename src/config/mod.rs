@@ -31,5 +31,6 @@ pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, MAX_DURATION, RetryConfig,
     ServiceConfig, WindowConfig,
 };
-pub use system::{PerformanceThresholds, SystemHardeningConfig};
+pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
+pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};

@@ -318,22 +318,10 @@ impl SystemHardeningConfig {
         )?;
         self.validate_metrics()?;
         for (index, name) in self.recoverable_services.iter().enumerate() {
-            if name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("recoverable_services[{index}]"),
-                    format_args!("{name:?}"),
-                    "a non-empty service name",
-                ));
-            }
+            check_service_name(&format!("recoverable_services[{index}]"), name)?;
         }
         for (name, section) in &self.services {
-            if name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "services",
-                    format_args!("a section named {name:?}"),
-                    "non-empty service names",
-                ));
-            }
+            check_service_name("services", name)?;
             section.validate(&format!("services.{name}"))?;
         }
         Ok(())
@@ -400,6 +388,45 @@ impl SystemHardeningConfig {
         }
         Ok(())
     }
+}
+
+/// The name events about the whole process carry (memory pressure,
+/// shedding, performance alerts).
+pub(crate) const PROCESS: &str = "process";
+
+/// The pool `max_resource_memory` makes, whose events and metrics carry
+/// its name.
+pub(crate) const MEMORY_POOL: &str = "memory";
+
+/// Names no service may take: events and metrics use them for the process
+/// and the memory pool, so a service of that name would be mistaken for
+/// them (a "process unhealthy" alert, the memory pool's figures).
+pub const RESERVED_SERVICE_NAMES: &[&str] = &[PROCESS, MEMORY_POOL];
+
+/// Refuses an empty or reserved service name at `field`.
+pub(crate) fn check_service_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            field,
+            format_args!("{name:?}"),
+            "a non-empty service name",
+        ));
+    }
+    if RESERVED_SERVICE_NAMES.contains(&name) {
+        return Err(ConfigError::invalid(
+            field,
+            format_args!("{name:?}"),
+            format!(
+                "a service name other than the reserved {}",
+                RESERVED_SERVICE_NAMES
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Total memory of this machine in bytes, or of the cgroup the process
