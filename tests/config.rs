@@ -633,3 +633,86 @@ fn reserved_service_names_are_refused() {
         );
     }
 }
+
+#[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment's Jail decides the closure's error type"
+)]
+fn the_environment_overrides_a_file_in_either_naming() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file(
+            "camel.json",
+            r#"{ "healthCheckIntervalMs": 30000,
+                 "performanceThresholds": { "processCpuPercent": 50 } }"#,
+        )?;
+        jail.create_file(
+            "camel.toml",
+            "healthCheckIntervalMs = 30000\n[performanceThresholds]\nprocessCpuPercent = 50\n",
+        )?;
+        jail.create_file(
+            "snake.toml",
+            "health_check_interval = 30000\n[performance_thresholds]\nprocess_cpu_percent = 50\n",
+        )?;
+        jail.set_env("HARDENING_HEALTH_CHECK_INTERVAL", "10s");
+        jail.set_env(
+            "HARDENING_PERFORMANCE_THRESHOLDS__PROCESS_CPU_PERCENT",
+            "70",
+        );
+        for file in ["camel.json", "camel.toml", "snake.toml"] {
+            let config = SystemHardeningConfig::from_path_and_env(file, "HARDENING")
+                .unwrap_or_else(|err| panic!("{file}: {err}"));
+            assert_eq!(
+                config.health_check_interval,
+                Duration::from_secs(10),
+                "{file}"
+            );
+            assert_eq!(
+                config.performance_thresholds.process_cpu_percent, 70.0,
+                "{file}"
+            );
+        }
+
+        // A bad value over a camelCase file names the variable.
+        jail.set_env("HARDENING_HEALTH_CHECK_INTERVAL", "soon");
+        let err = SystemHardeningConfig::from_path_and_env("camel.json", "HARDENING").unwrap_err();
+        assert_eq!(err.field(), "HARDENING_HEALTH_CHECK_INTERVAL", "{err}");
+        assert!(err.to_string().contains("soon"), "{err}");
+        jail.set_env("HARDENING_HEALTH_CHECK_INTERVAL", "0");
+        let err = SystemHardeningConfig::from_path_and_env("camel.toml", "HARDENING").unwrap_err();
+        assert_eq!(err.field(), "HARDENING_HEALTH_CHECK_INTERVAL", "{err}");
+
+        // A file that writes one key in both namings is refused, naming both.
+        jail.create_file(
+            "both.toml",
+            "healthCheckIntervalMs = 30000\nhealth_check_interval = \"20s\"\n",
+        )?;
+        jail.set_env("HARDENING_HEALTH_CHECK_INTERVAL", "10s");
+        let err = SystemHardeningConfig::from_path_and_env("both.toml", "HARDENING").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("healthCheckIntervalMs") && message.contains("health_check_interval"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn the_ci_script_writes_nothing_under_target() {
+    // With CARGO_TARGET_DIR set, target/ need not exist: logs go to a
+    // directory the script makes, and binaries are found where cargo put
+    // them.
+    for script in [".ci/run", ".ci/instructions"] {
+        let path = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or_default();
+            assert!(
+                !code.contains(" target/") && !code.contains("=target/"),
+                "{script}:{}: {line}",
+                number + 1
+            );
+        }
+    }
+}

@@ -33,4 +33,5 @@ pub use service::{
 };
 pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
 pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
+use system::{THRESHOLD_ALIASES, TOP_LEVEL_ALIASES};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};

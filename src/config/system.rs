@@ -390,6 +390,47 @@ impl SystemHardeningConfig {
     }
 }
 
+/// The seed's camelCase keys at the top level and the snake-case fields
+/// they stand for (the `alias`es above). Layering a file under the
+/// environment renames them first: figment would otherwise see one field
+/// under two names.
+pub(crate) const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[
+    ("enableHealthMonitoring", "enable_health_monitoring"),
+    (
+        "enablePerformanceMonitoring",
+        "enable_performance_monitoring",
+    ),
+    ("enableErrorRecovery", "enable_error_recovery"),
+    ("enableResourceManagement", "enable_resource_management"),
+    ("healthCheckIntervalMs", "health_check_interval"),
+    ("healthCheckInterval", "health_check_interval"),
+    ("performanceCheckIntervalMs", "performance_check_interval"),
+    ("performanceCheckInterval", "performance_check_interval"),
+    ("maxResourceMemory", "max_resource_memory"),
+    ("recoverableServices", "recoverable_services"),
+    ("maxRecoveryAttempts", "max_recovery_attempts"),
+    ("recoveryBackoff", "recovery_backoff"),
+    ("maxRecoveryBackoff", "max_recovery_backoff"),
+    ("healthCheckTimeout", "health_check_timeout"),
+    (
+        "unhealthyAfterFailedChecks",
+        "unhealthy_after_failed_checks",
+    ),
+    ("memoryWarning", "memory_warning"),
+    ("memoryCritical", "memory_critical"),
+    ("performanceThresholds", "performance_thresholds"),
+    ("metricsRetention", "metrics_retention"),
+    ("metricsResolution", "metrics_resolution"),
+    ("exposeDetails", "expose_details"),
+];
+
+/// The camelCase keys of `performance_thresholds`.
+pub(crate) const THRESHOLD_ALIASES: &[(&str, &str)] = &[
+    ("processCpuPercent", "process_cpu_percent"),
+    ("memoryPercent", "memory_percent"),
+    ("eventLoopP99", "event_loop_p99"),
+];
+
 /// The name events about the whole process carry (memory pressure,
 /// shedding, performance alerts).
 pub(crate) const PROCESS: &str = "process";
