@@ -28,8 +28,7 @@ mod system;
 mod units;
 
 pub use service::{
-    BreakerConfig, FaultConfig, JitterConfig, LimitConfig, MAX_DURATION, RetryConfig,
-    ServiceConfig, WindowConfig,
+    BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
 pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
 pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};

@@ -84,7 +84,6 @@ impl ServiceConfig {
         if let Some(timeout) = self.timeout {
             positive_duration(&format!("{prefix}.timeout"), timeout)?;
         }
-        self.validate_durations(prefix)?;
         self.breaker.validate(&format!("{prefix}.breaker"))?;
         self.retry.validate(&format!("{prefix}.retry"))?;
         self.limit.validate(&format!("{prefix}.limit"))?;
@@ -95,34 +94,6 @@ impl ServiceConfig {
                 self.fault.hang_rate,
                 "0 unless the service has a `timeout` (nothing else ends a hung call)",
             ));
-        }
-        Ok(())
-    }
-}
-
-impl ServiceConfig {
-    /// Every duration of the sections at most [`MAX_DURATION`]: the
-    /// layers' builders take longer ones, which the clock cannot add.
-    fn validate_durations(&self, prefix: &str) -> Result<(), ConfigError> {
-        let breaker = &self.breaker;
-        let retry = &self.retry;
-        let mut durations = vec![
-            ("breaker.wait_in_open", breaker.wait_in_open),
-            ("breaker.max_wait_in_open", breaker.max_wait_in_open),
-            ("retry.initial_backoff", retry.initial_backoff),
-            ("retry.max_backoff", retry.max_backoff),
-            ("retry.budget_ttl", retry.budget_ttl),
-            ("limit.queue_timeout", self.limit.queue_timeout),
-            ("fault.latency", self.fault.latency),
-        ];
-        if let Some(slow) = breaker.slow_call_duration {
-            durations.push(("breaker.slow_call_duration", slow));
-        }
-        if let WindowConfig::Time(period) = breaker.sliding_window {
-            durations.push(("breaker.sliding_window.time", period));
-        }
-        for (key, value) in durations {
-            bounded_duration(&format!("{prefix}.{key}"), value)?;
         }
         Ok(())
     }
@@ -530,35 +501,9 @@ fn at_key(err: &ConfigError, prefix: &str, key: &str) -> ConfigError {
     ConfigError::invalid(format!("{prefix}.{key}"), err.value(), err.allowed())
 }
 
-/// The longest duration any setting takes: a year is past any interval,
-/// timeout or backoff that makes sense, and far below what the clock can
-/// add without overflowing (a timer set past it would panic).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// What a duration setting allows.
-const DURATION_ALLOWED: &str = "a duration above zero and at most 365 days";
-
-/// A duration above zero and at most [`MAX_DURATION`].
 pub(crate) fn positive_duration(field: &str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() || value > MAX_DURATION {
-        Err(ConfigError::invalid(
-            field,
-            humantime::format_duration(value),
-            DURATION_ALLOWED,
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// A duration of at most [`MAX_DURATION`] (zero allowed).
-pub(crate) fn bounded_duration(field: &str, value: Duration) -> Result<(), ConfigError> {
-    if value > MAX_DURATION {
-        Err(ConfigError::invalid(
-            field,
-            humantime::format_duration(value),
-            "a duration of at most 365 days",
-        ))
+    if value.is_zero() {
+        Err(ConfigError::invalid(field, "0s", "a duration above zero"))
     } else {
         Ok(())
     }

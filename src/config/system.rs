@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::service::{bounded_duration, positive_duration};
+use super::service::positive_duration;
 use super::{ConfigError, ServiceConfig, units};
 
 /// The whole configuration: the seed's `SystemHardeningConfig` plus a
@@ -264,7 +264,6 @@ impl SystemHardeningConfig {
             ));
         }
         positive_duration("recovery_backoff", self.recovery_backoff)?;
-        bounded_duration("max_recovery_backoff", self.max_recovery_backoff)?;
         if self.max_recovery_backoff < self.recovery_backoff {
             return Err(ConfigError::invalid(
                 "max_recovery_backoff",
@@ -334,7 +333,6 @@ impl SystemHardeningConfig {
     #[cfg(feature = "metrics")]
     fn validate_metrics(&self) -> Result<(), ConfigError> {
         positive_duration("metrics_resolution", self.metrics_resolution)?;
-        bounded_duration("metrics_retention", self.metrics_retention)?;
         crate::metrics::MetricsCollector::builder()
             .retention(self.metrics_retention)
             .resolution(self.metrics_resolution)
