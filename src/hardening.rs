@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tower_hardening_core::{BoxError, ConfigError, EventSink, Priority};
 
-use crate::config::SystemHardeningConfig;
+use crate::config::{MEMORY_POOL, SystemHardeningConfig};
 use crate::handle::{HardeningHandle, UnknownName};
 use crate::health::HealthStatus;
 use crate::limit::ResourcePool;
@@ -218,13 +218,7 @@ impl SystemHardeningBuilder {
 
         let mut managed: BTreeMap<Arc<str>, Arc<dyn ManagedService>> = BTreeMap::new();
         for (name, service) in self.services {
-            if name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "service",
-                    "\"\"",
-                    "a non-empty service name",
-                ));
-            }
+            crate::config::check_service_name("service", &name)?;
             if managed.insert(name.clone(), service).is_some() {
                 return Err(ConfigError::invalid(
                     "service",
@@ -240,7 +234,9 @@ impl SystemHardeningBuilder {
         let services: BTreeMap<Arc<str>, ServiceEntry> = names
             .into_iter()
             .map(|name| {
-                let section = config.service(&name);
+                let mut section = config.service(&name);
+                // Admission is resource management: off with it.
+                section.limit.enabled &= config.enable_resource_management;
                 let entry = ServiceEntry {
                     managed: managed.get(&name).cloned(),
                     critical: section.criticality >= Priority::CRITICAL,
@@ -264,18 +260,18 @@ impl SystemHardeningBuilder {
                 ));
             }
         }
-        if !pools.contains_key("memory") {
+        if config.enable_resource_management && !pools.contains_key(MEMORY_POOL) {
             let mut readings = SysinfoReadings::new();
             let bytes = config.max_resource_memory.unwrap_or_else(|| {
                 let memory = readings.memory();
                 memory.cgroup_limit.unwrap_or(memory.system_total)
             });
             if bytes > 0 {
-                let pool = ResourcePool::builder("memory")
+                let pool = ResourcePool::builder(MEMORY_POOL)
                     .capacity(bytes)
                     .events(events.clone())
                     .build()?;
-                pools.insert(Arc::from("memory"), pool);
+                pools.insert(Arc::from(MEMORY_POOL), pool);
             }
         }
 

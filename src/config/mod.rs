@@ -30,5 +30,7 @@ mod units;
 pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
-pub use system::{PerformanceThresholds, SystemHardeningConfig};
+pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
+pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
+use system::{THRESHOLD_ALIASES, TOP_LEVEL_ALIASES};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};

@@ -9,8 +9,29 @@ use super::units;
 /// Per-service settings: the layers `SystemHardening::layer(name)` builds
 /// for that service, and how much it matters.
 ///
-/// Every section has safe defaults; a service with no section at all gets
-/// them.
+/// A section you write switches its part on unless it says
+/// `enabled = false`: `[services.api.limit] max_concurrency = 2` limits
+/// `api` to two calls at once. A section you do not write leaves its part
+/// as [`ServiceConfig::default`] has it: the breaker on, admission,
+/// retries and faults off. The same holds in code: a section's own
+/// `Default` is on, `ServiceConfig::default()` turns the ones that are off
+/// without a section off.
+///
+/// ```
+/// use tower_hardening::config::{LimitConfig, ServiceConfig, SystemHardeningConfig};
+///
+/// let config = SystemHardeningConfig::from_toml_str(r#"
+///     [services.api.limit]
+///     max_concurrency = 2
+/// "#)?;
+/// assert!(config.service("api").limit.enabled);
+/// assert!(!config.service("api").retry.enabled); // not written: off
+///
+/// let written_in_code = LimitConfig { max_concurrency: 2, ..LimitConfig::default() };
+/// assert_eq!(config.service("api").limit, written_in_code);
+/// assert!(!ServiceConfig::default().limit.enabled);
+/// # Ok::<(), tower_hardening::config::ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -24,23 +45,36 @@ pub struct ServiceConfig {
     pub timeout: Option<Duration>,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
-    /// Retries.
+    /// Retries (off unless the section is written).
     pub retry: RetryConfig,
-    /// Admission control.
+    /// Admission control (off unless the section is written).
     pub limit: LimitConfig,
-    /// Fault injection (off unless `enabled`): for testing the hardening.
+    /// Fault injection, for testing the hardening (off unless the section
+    /// is written).
     pub fault: FaultConfig,
 }
 
 impl Default for ServiceConfig {
+    /// What a service without sections gets: NORMAL criticality, no
+    /// timeout, the default breaker, and no admission, retries nor faults
+    /// (each section's own default is on: writing it switches it on).
     fn default() -> Self {
         ServiceConfig {
             criticality: Priority::NORMAL,
             timeout: None,
             breaker: BreakerConfig::default(),
-            retry: RetryConfig::default(),
-            limit: LimitConfig::default(),
-            fault: FaultConfig::default(),
+            retry: RetryConfig {
+                enabled: false,
+                ..RetryConfig::default()
+            },
+            limit: LimitConfig {
+                enabled: false,
+                ..LimitConfig::default()
+            },
+            fault: FaultConfig {
+                enabled: false,
+                ..FaultConfig::default()
+            },
         }
     }
 }
@@ -196,7 +230,8 @@ pub enum JitterConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Whether failed calls are retried at all.
+    /// Whether failed calls are retried at all: on when the section is
+    /// written, unless it says `enabled = false`.
     pub enabled: bool,
     /// Attempts in total, the first included; at least 1.
     pub max_attempts: u32,
@@ -219,9 +254,11 @@ pub struct RetryConfig {
 }
 
 impl Default for RetryConfig {
+    /// A written section's defaults: on, 3 attempts, 50 ms to 2 s of full
+    /// jitter, a budget of 20% plus 10 a second over 10 s.
     fn default() -> Self {
         RetryConfig {
-            enabled: false,
+            enabled: true,
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
@@ -268,7 +305,6 @@ impl RetryConfig {
     ///
     /// let config = SystemHardeningConfig::from_toml_str(r#"
     ///     [services.model-inference.retry]
-    ///     enabled = true
     ///     max_attempts = 4
     ///     initial_backoff = "20ms"
     /// "#)?;
@@ -300,7 +336,8 @@ impl RetryConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitConfig {
-    /// Whether requests go through admission control at all.
+    /// Whether requests go through admission control at all: on when the
+    /// section is written, unless it says `enabled = false`.
     pub enabled: bool,
     /// Requests served at once; at least 1.
     pub max_concurrency: u32,
@@ -312,9 +349,11 @@ pub struct LimitConfig {
 }
 
 impl Default for LimitConfig {
+    /// A written section's defaults: on, 256 at once, 1,000 waiting, 5 s
+    /// to wait.
     fn default() -> Self {
         LimitConfig {
-            enabled: false,
+            enabled: true,
             max_concurrency: 256,
             max_queue: 1_000,
             queue_timeout: Duration::from_secs(5),
@@ -356,7 +395,6 @@ impl LimitConfig {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let config = SystemHardeningConfig::from_toml_str(r#"
     ///     [services.audio-processing.limit]
-    ///     enabled = true
     ///     max_concurrency = 8
     ///     queue_timeout = "2s"
     /// "#)?;
@@ -379,8 +417,9 @@ impl LimitConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultConfig {
-    /// Whether faults are injected at start (the handle can switch them on
-    /// later).
+    /// Whether faults are injected at start: on when the section is
+    /// written, unless it says `enabled = false` (the handle can switch
+    /// them on later).
     pub enabled: bool,
     /// Share of calls failed with `InjectedFault`.
     pub error_rate: f64,
@@ -399,9 +438,11 @@ pub struct FaultConfig {
 }
 
 impl Default for FaultConfig {
+    /// A written section's defaults: on, with every rate 0 (nothing
+    /// injected until a rate is set), status 503.
     fn default() -> Self {
         FaultConfig {
-            enabled: false,
+            enabled: true,
             error_rate: 0.0,
             hang_rate: 0.0,
             status_rate: 0.0,

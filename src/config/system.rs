@@ -48,7 +48,11 @@ pub struct SystemHardeningConfig {
     /// Rebuild recoverable services that turn unhealthy.
     #[serde(alias = "enableErrorRecovery")]
     pub enable_error_recovery: bool,
-    /// Run the resource pools and admission control.
+    /// Manage resources: per-service admission control (the `limit`
+    /// sections), shedding under memory pressure, and the `memory` pool
+    /// made from `max_resource_memory`. Off, none of them runs: memory is
+    /// still measured and reported in health, nothing is shed, and only
+    /// the pools given to the builder in code serve `request_resource`.
     #[serde(alias = "enableResourceManagement")]
     pub enable_resource_management: bool,
     /// How often health is checked (default 30 s).
@@ -242,11 +246,14 @@ impl SystemHardeningConfig {
             "performance_check_interval",
             self.performance_check_interval,
         )?;
-        if self.max_resource_memory == Some(0) {
+        if let Some(bytes) = self.max_resource_memory
+            && (bytes == 0 || i64::try_from(bytes).is_err())
+        {
+            // The `memory` pool counts in i64.
             return Err(ConfigError::invalid(
                 "max_resource_memory",
-                0,
-                "a size above zero",
+                bytes,
+                "a size above zero and at most i64::MAX bytes (8 EiB)",
             ));
         }
         if self.max_recovery_attempts == 0 {
@@ -308,34 +315,12 @@ impl SystemHardeningConfig {
             "performance_thresholds.event_loop_p99",
             thresholds.event_loop_p99,
         )?;
-        positive_duration("metrics_resolution", self.metrics_resolution)?;
-        if self.metrics_retention < self.metrics_resolution {
-            return Err(ConfigError::invalid(
-                "metrics_retention",
-                format_args!("{:?}", self.metrics_retention),
-                format!(
-                    "at least metrics_resolution ({:?})",
-                    self.metrics_resolution
-                ),
-            ));
-        }
+        self.validate_metrics()?;
         for (index, name) in self.recoverable_services.iter().enumerate() {
-            if name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("recoverable_services[{index}]"),
-                    format_args!("{name:?}"),
-                    "a non-empty service name",
-                ));
-            }
+            check_service_name(&format!("recoverable_services[{index}]"), name)?;
         }
         for (name, section) in &self.services {
-            if name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "services",
-                    format_args!("a section named {name:?}"),
-                    "non-empty service names",
-                ));
-            }
+            check_service_name("services", name)?;
             section.validate(&format!("services.{name}"))?;
         }
         Ok(())
@@ -343,6 +328,44 @@ impl SystemHardeningConfig {
 }
 
 impl SystemHardeningConfig {
+    /// The collector's settings, checked by its own builder so the two
+    /// never disagree.
+    #[cfg(feature = "metrics")]
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        positive_duration("metrics_resolution", self.metrics_resolution)?;
+        crate::metrics::MetricsCollector::builder()
+            .retention(self.metrics_retention)
+            .resolution(self.metrics_resolution)
+            .validate()
+            .map_err(|err| {
+                let (field, value) = match err.field() {
+                    "resolution" => ("metrics_resolution", self.metrics_resolution),
+                    _ => ("metrics_retention", self.metrics_retention),
+                };
+                let allowed = err
+                    .allowed()
+                    .replace("one resolution", "metrics_resolution")
+                    .replace(
+                        "resolutions (raise the resolution)",
+                        "times metrics_resolution (raise metrics_resolution)",
+                    );
+                ConfigError::invalid(
+                    field,
+                    humantime::format_duration(value),
+                    format!(
+                        "{allowed}; metrics_resolution is {}",
+                        humantime::format_duration(self.metrics_resolution)
+                    ),
+                )
+            })
+    }
+
+    /// Without the `metrics` feature no collector is built.
+    #[cfg(not(feature = "metrics"))]
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
     /// [`validate`](Self::validate), then the checks that depend on the
     /// machine: `max_resource_memory` at most this machine's memory (or its
     /// cgroup's limit, when smaller).
@@ -363,6 +386,86 @@ impl SystemHardeningConfig {
         }
         Ok(())
     }
+}
+
+/// The seed's camelCase keys at the top level and the snake-case fields
+/// they stand for (the `alias`es above). Layering a file under the
+/// environment renames them first: figment would otherwise see one field
+/// under two names.
+pub(crate) const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[
+    ("enableHealthMonitoring", "enable_health_monitoring"),
+    (
+        "enablePerformanceMonitoring",
+        "enable_performance_monitoring",
+    ),
+    ("enableErrorRecovery", "enable_error_recovery"),
+    ("enableResourceManagement", "enable_resource_management"),
+    ("healthCheckIntervalMs", "health_check_interval"),
+    ("healthCheckInterval", "health_check_interval"),
+    ("performanceCheckIntervalMs", "performance_check_interval"),
+    ("performanceCheckInterval", "performance_check_interval"),
+    ("maxResourceMemory", "max_resource_memory"),
+    ("recoverableServices", "recoverable_services"),
+    ("maxRecoveryAttempts", "max_recovery_attempts"),
+    ("recoveryBackoff", "recovery_backoff"),
+    ("maxRecoveryBackoff", "max_recovery_backoff"),
+    ("healthCheckTimeout", "health_check_timeout"),
+    (
+        "unhealthyAfterFailedChecks",
+        "unhealthy_after_failed_checks",
+    ),
+    ("memoryWarning", "memory_warning"),
+    ("memoryCritical", "memory_critical"),
+    ("performanceThresholds", "performance_thresholds"),
+    ("metricsRetention", "metrics_retention"),
+    ("metricsResolution", "metrics_resolution"),
+    ("exposeDetails", "expose_details"),
+];
+
+/// The camelCase keys of `performance_thresholds`.
+pub(crate) const THRESHOLD_ALIASES: &[(&str, &str)] = &[
+    ("processCpuPercent", "process_cpu_percent"),
+    ("memoryPercent", "memory_percent"),
+    ("eventLoopP99", "event_loop_p99"),
+];
+
+/// The name events about the whole process carry (memory pressure,
+/// shedding, performance alerts).
+pub(crate) const PROCESS: &str = "process";
+
+/// The pool `max_resource_memory` makes, whose events and metrics carry
+/// its name.
+pub(crate) const MEMORY_POOL: &str = "memory";
+
+/// Names no service may take: events and metrics use them for the process
+/// and the memory pool, so a service of that name would be mistaken for
+/// them (a "process unhealthy" alert, the memory pool's figures).
+pub const RESERVED_SERVICE_NAMES: &[&str] = &[PROCESS, MEMORY_POOL];
+
+/// Refuses an empty or reserved service name at `field`.
+pub(crate) fn check_service_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            field,
+            format_args!("{name:?}"),
+            "a non-empty service name",
+        ));
+    }
+    if RESERVED_SERVICE_NAMES.contains(&name) {
+        return Err(ConfigError::invalid(
+            field,
+            format_args!("{name:?}"),
+            format!(
+                "a service name other than the reserved {}",
+                RESERVED_SERVICE_NAMES
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Total memory of this machine in bytes, or of the cgroup the process

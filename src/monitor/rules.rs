@@ -10,8 +10,8 @@ use tower_hardening_core::{CircuitState, EventKind, HealthState, names};
 use super::{Monitor, emit};
 use crate::health::{HealthStatus, RecoveryState, ServiceHealth};
 
-/// The name events about the whole process carry.
-pub(crate) const PROCESS: &str = "process";
+/// The name events about the whole process carry (no service may take it).
+pub(crate) const PROCESS: &str = crate::config::PROCESS;
 
 fn level(state: HealthState) -> f64 {
     match state {

@@ -42,6 +42,11 @@ impl Monitor {
     }
 
     fn apply_pressure(&mut self) {
+        if !self.shared.config.enable_resource_management {
+            // Shedding is resource management: with it off, memory is
+            // only reported.
+            return;
+        }
         let used = self.memory.used as f64 / self.memory.limit as f64;
         let next = self.marks.next(self.shedding, used);
         if next == self.shedding {

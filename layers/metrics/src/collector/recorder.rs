@@ -58,7 +58,16 @@ impl CollectorBuilder {
         self
     }
 
-    fn validate(&self) -> Result<usize, ConfigError> {
+    /// Checks every setting without building anything: what
+    /// [`build`](Self::build) refuses, this refuses (the facade's
+    /// configuration checks `metrics_retention` and `metrics_resolution`
+    /// with it).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.buckets().map(drop)
+    }
+
+    /// The number of buckets the settings need, or why they are refused.
+    fn buckets(&self) -> Result<usize, ConfigError> {
         let invalid = |field, value: &dyn std::fmt::Debug, allowed| {
             ConfigError::new("metrics collector", field, format!("{value:?}"), allowed)
         };
@@ -115,7 +124,7 @@ impl CollectorBuilder {
     pub fn build_with_ticker(
         self,
     ) -> Result<(MetricsCollector, impl Future<Output = ()> + Send + 'static), ConfigError> {
-        let buckets = self.validate()?;
+        let buckets = self.buckets()?;
         let inner = Arc::new(Inner {
             epoch: Arc::new(Epoch::new(buckets)),
             resolution: self.resolution,
