@@ -288,6 +288,44 @@ impl HardeningHandle {
         Ok(())
     }
 
+    /// Forces `service`'s breaker open (drains the service) until a person
+    /// changes it again: the recovery manager rebuilds the service if it
+    /// must, but never lets traffic in while this stands.
+    pub fn force_open(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::ForcedOpen)
+    }
+
+    /// Switches `service`'s breaker off (every call let through, nothing
+    /// recorded) until a person changes it again; no recovery holds it
+    /// open meanwhile.
+    pub fn disable(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::Disabled)
+    }
+
+    /// Closes `service`'s breaker with an empty window. A recovery under
+    /// way finishes its rebuild but leaves the breaker closed; the breaker
+    /// trips again by its own rules.
+    pub fn reset(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::Closed)
+    }
+
+    fn operator_sets(&self, service: &str, state: CircuitState) -> Result<(), UnknownName> {
+        let parts = crate::hardening::parts(&self.shared, service)
+            .map_err(|_| UnknownName::Service(service.to_owned()))?;
+        match state {
+            CircuitState::ForcedOpen => parts.breaker.force_open(),
+            CircuitState::Disabled => parts.breaker.disable(),
+            _ => parts.breaker.reset(),
+        }
+        Ok(())
+    }
+
+    /// Whether the monitor runs (what `/health/live` answers): false
+    /// before it started, after `shutdown()`, and once it died.
+    pub fn alive(&self) -> bool {
+        self.shared.monitor_started.load(Ordering::Acquire) && !*self.shared.stopped.borrow()
+    }
+
     /// Whether `shutdown()` was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.is_shutting_down()
