@@ -310,13 +310,12 @@ impl HardeningHandle {
     }
 
     fn operator_sets(&self, service: &str, state: CircuitState) -> Result<(), UnknownName> {
-        let parts = crate::hardening::parts(&self.shared, service)
-            .map_err(|_| UnknownName::Service(service.to_owned()))?;
-        match state {
-            CircuitState::ForcedOpen => parts.breaker.force_open(),
-            CircuitState::Disabled => parts.breaker.disable(),
-            _ => parts.breaker.reset(),
-        }
+        let unknown = || UnknownName::Service(service.to_owned());
+        let entry = self.shared.services.get(service).ok_or_else(unknown)?;
+        // Made now if no stack was built yet: every stack built later
+        // shares this breaker, so the choice holds for them too.
+        let parts = crate::hardening::parts(&self.shared, service).map_err(|_| unknown())?;
+        entry.steering.operator_sets(&parts.breaker, state);
         Ok(())
     }
 

@@ -247,6 +247,7 @@ impl SystemHardeningBuilder {
                     recoverable: config.recoverable_services.iter().any(|r| **r == *name),
                     config: section,
                     stack: OnceLock::new(),
+                    steering: Arc::default(),
                     name: name.clone(),
                 };
                 (name, entry)

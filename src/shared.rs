@@ -35,6 +35,9 @@ pub(crate) struct ServiceEntry {
     /// `http_layer(name)`: every stack of a service shares one breaker,
     /// one admission pool and one retry budget.
     pub(crate) stack: OnceLock<Arc<StackParts>>,
+    /// Who set its breaker's state: the recovery manager undoes only its
+    /// own hold.
+    pub(crate) steering: Arc<crate::recovery_manager::Steering>,
 }
 
 impl std::fmt::Debug for ServiceEntry {

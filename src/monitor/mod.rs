@@ -388,6 +388,7 @@ impl Monitor {
             name: name.clone(),
             managed,
             breaker,
+            steering: entry.steering.clone(),
             first_attempt,
             max_attempts: config.max_recovery_attempts,
             backoff: config.recovery_backoff,
