@@ -196,8 +196,9 @@ impl HardeningHandle {
         stats
     }
 
-    /// Whether the process should receive traffic: not shutting down, not
-    /// unhealthy, and no critical service with its breaker open.
+    /// Whether the process should receive traffic: not shutting down, the
+    /// monitor not dead, not unhealthy, and no critical service with its
+    /// breaker open.
     pub fn ready(&self) -> bool {
         self.readiness().ready
     }
@@ -207,6 +208,9 @@ impl HardeningHandle {
         let mut reasons = Vec::new();
         if self.shared.is_shutting_down() {
             reasons.push("shutting down".to_owned());
+        }
+        if self.shared.monitor_died.load(Ordering::SeqCst) {
+            reasons.push(crate::monitor::MONITOR_DIED.to_owned());
         }
         let health = self.shared.health.load();
         if health.status == HealthState::Unhealthy {

@@ -299,6 +299,7 @@ impl SystemHardeningBuilder {
             shutdown,
             stopped,
             monitor_started: AtomicBool::new(false),
+            monitor_died: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             steps: Mutex::new(None),
             task: Mutex::new(None),

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stopped: watch::Sender<bool>,
     pub(crate) monitor_started: AtomicBool,
+    /// Set when the monitor ended without `shutdown()`: readiness fails.
+    pub(crate) monitor_died: AtomicBool,
     /// Set by whoever starts the shutdown steps (once).
     pub(crate) closed: AtomicBool,
     /// The task running the shutdown steps, for the first waiter to join.

@@ -94,6 +94,18 @@ impl Drop for RunGuard {
         self.shared
             .monitor_started
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        if !self.shared.is_shutting_down() {
+            // Died (a panic, an abort, its runtime gone): nothing derives
+            // health any more, so the last snapshot must not stand.
+            self.shared
+                .monitor_died
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut health = (**self.shared.health.load()).clone();
+            health.status = HealthState::Unhealthy;
+            health.reasons.push(Arc::from(MONITOR_DIED));
+            health.checked_at = SystemTime::now();
+            self.shared.health.store(Arc::new(health));
+        }
         if self.shared.is_shutting_down()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -105,6 +117,17 @@ impl Drop for RunGuard {
     }
 }
 
+/// What health and readiness say once the monitor died.
+pub(crate) const MONITOR_DIED: &str =
+    "monitor: stopped unexpectedly (a panic or an abort); health is no longer derived";
+
+/// A readings source call that panicked, by what it read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FailedReadings {
+    pub(crate) memory: bool,
+    pub(crate) cpu: bool,
+}
+
 /// The monitor task's state.
 pub(crate) struct Monitor {
     pub(crate) shared: Arc<Shared>,
@@ -114,6 +137,10 @@ pub(crate) struct Monitor {
     pub(crate) marks: Marks,
     pub(crate) alerts: Alerts,
     pub(crate) memory: crate::health::MemoryStatus,
+    /// The last memory reading that worked, shown while readings fail.
+    pub(crate) last_memory: MemoryReading,
+    pub(crate) last_cpu: CpuReading,
+    pub(crate) failed_readings: FailedReadings,
     pub(crate) latency: Arc<LatencySamples>,
     pub(crate) last_overall: HealthState,
     updates_tx: mpsc::UnboundedSender<RecoveryUpdate>,
@@ -155,6 +182,9 @@ impl Monitor {
             marks,
             alerts: Alerts::default(),
             memory: crate::health::MemoryStatus::default(),
+            last_memory: MemoryReading::default(),
+            last_cpu: CpuReading::default(),
+            failed_readings: FailedReadings::default(),
             latency: Arc::new(LatencySamples::default()),
             last_overall: HealthState::Healthy,
             updates_tx,
@@ -193,7 +223,11 @@ impl Monitor {
                 .push(tokio::spawn(probe::run(self.latency.clone())));
         }
         self.initialize_services().await;
-        self.read_memory();
+        // With both monitors off nothing would read memory again: a
+        // reading now would set shedding that nothing ever clears.
+        if config.enable_health_monitoring || config.enable_performance_monitoring {
+            self.read_memory();
+        }
         self.evaluate();
 
         let mut health_tick = tokio::time::interval(config.health_check_interval);
@@ -339,6 +373,9 @@ impl Monitor {
                 Ok(()) => {
                     state.failed_checks = 0;
                     state.check_error = None;
+                    // Fresh evidence: the service works now, whatever
+                    // `initialize` said at start.
+                    state.init_error = None;
                 }
                 Err(error) => {
                     state.failed_checks = state.failed_checks.saturating_add(1);

@@ -169,6 +169,14 @@ impl Monitor {
         }
         for (on, what) in [
             (
+                self.failed_readings.memory,
+                "monitor: memory reading failed (the readings source panicked); figures are from the last good reading",
+            ),
+            (
+                self.failed_readings.cpu,
+                "monitor: CPU reading failed (the readings source panicked); figures are from the last good reading",
+            ),
+            (
                 self.alerts.cpu,
                 "performance: process CPU above its threshold",
             ),
