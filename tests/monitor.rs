@@ -165,7 +165,11 @@ async fn an_operators_reset_during_a_recovery_stays_closed() {
         let _ = call(&handle, "db", true).await;
         settle().await;
         let breaker = handle.breaker("db").unwrap();
-        assert_eq!(breaker.state(), CircuitState::ForcedOpen, "held for the rebuild");
+        assert_eq!(
+            breaker.state(),
+            CircuitState::ForcedOpen,
+            "held for the rebuild"
+        );
         assert!(matches!(
             handle.service_health("db").unwrap().recovery,
             RecoveryState::Recovering { .. }
@@ -179,7 +183,10 @@ async fn an_operators_reset_during_a_recovery_stays_closed() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(db.initialized.load(Ordering::SeqCst), 2);
         assert_eq!(breaker.state(), CircuitState::Closed);
-        assert_eq!(handle.service_health("db").unwrap().status, HealthState::Healthy);
+        assert_eq!(
+            handle.service_health("db").unwrap().status,
+            HealthState::Healthy
+        );
         handle.shutdown().await;
     }
 }
@@ -201,7 +208,10 @@ async fn a_recovery_leaves_an_operators_disable_alone() {
     db.checks_fail.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(db.initialized.load(Ordering::SeqCst), 2);
-    assert_eq!(handle.breaker("db").unwrap().state(), CircuitState::Disabled);
+    assert_eq!(
+        handle.breaker("db").unwrap().state(),
+        CircuitState::Disabled
+    );
     handle.shutdown().await;
 }
 
@@ -226,14 +236,23 @@ async fn a_passing_check_clears_a_failed_initialize() {
     .unwrap()
     .start();
     settle().await;
-    assert_eq!(handle.service_health("db").unwrap().status, HealthState::Unhealthy);
+    assert_eq!(
+        handle.service_health("db").unwrap().status,
+        HealthState::Unhealthy
+    );
     assert!(!handle.ready());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(handle.service_health("db").unwrap().status, HealthState::Healthy);
+    assert_eq!(
+        handle.service_health("db").unwrap().status,
+        HealthState::Healthy
+    );
     assert_eq!(handle.health().status, HealthState::Healthy);
     assert!(handle.ready());
     tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(handle.service_health("db").unwrap().status, HealthState::Healthy);
+    assert_eq!(
+        handle.service_health("db").unwrap().status,
+        HealthState::Healthy
+    );
     assert!(handle.ready());
     assert_eq!(db.initialized.load(Ordering::SeqCst), 1, "never rebuilt");
     handle.shutdown().await;
@@ -289,7 +308,10 @@ async fn a_panicking_reading_is_a_failed_reading_and_the_monitor_goes_on() {
     let health = handle.health();
     assert_ne!(health.status, HealthState::Healthy, "{health:?}");
     assert!(
-        health.reasons.iter().any(|r| r.contains("memory reading failed")),
+        health
+            .reasons
+            .iter()
+            .any(|r| r.contains("memory reading failed")),
         "{:?}",
         health.reasons
     );
@@ -332,7 +354,10 @@ async fn a_monitor_that_died_is_neither_live_nor_ready() {
     );
     let health = handle.health();
     assert_eq!(health.status, HealthState::Unhealthy);
-    assert!(health.reasons.iter().any(|r| r.contains("monitor")), "{health:?}");
+    assert!(
+        health.reasons.iter().any(|r| r.contains("monitor")),
+        "{health:?}"
+    );
     let live = handle
         .endpoints()
         .oneshot(

@@ -49,6 +49,11 @@ pub(crate) struct ServiceState {
     pub(crate) generation: u64,
     pub(crate) last_status: HealthState,
     pub(crate) last_circuit_open: bool,
+    /// The breaker's last transition when the recovery gave up: a breaker
+    /// closed since (an operator's reset, its own probes) puts the
+    /// service back in service; one that was closed all along (a person
+    /// owned it, so the recovery never held it) does not.
+    pub(crate) gave_up_transition: Option<std::time::Instant>,
 }
 
 /// Performance alerts on now.
@@ -440,7 +445,8 @@ impl Monitor {
     }
 
     fn on_recovery_update(&mut self, update: RecoveryUpdate) {
-        let Some(state) = self.services.get_mut(update.service()) else {
+        let name = update.service().clone();
+        let Some(state) = self.services.get_mut(&name) else {
             return;
         };
         match update {
@@ -460,6 +466,12 @@ impl Monitor {
             RecoveryUpdate::GaveUp {
                 attempts, error, ..
             } => {
+                state.gave_up_transition = self
+                    .shared
+                    .services
+                    .get(&name)
+                    .and_then(|entry| entry.stack.get())
+                    .map(|parts| parts.breaker.snapshot().last_transition);
                 state.recovering = false;
                 state.recovery_attempts = attempts;
                 state.recovery = Some(RecoveryState::GaveUp);

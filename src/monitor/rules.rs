@@ -43,6 +43,7 @@ impl Monitor {
                 let snapshot = parts.breaker.snapshot();
                 if snapshot.state == CircuitState::Closed
                     && state.recovery == Some(RecoveryState::GaveUp)
+                    && state.gave_up_transition != Some(snapshot.last_transition)
                 {
                     // Reset by an operator (or closed by its own probes):
                     // the service is back in service.
