@@ -405,3 +405,51 @@ async fn with_both_monitors_off_a_start_up_memory_spike_sheds_nothing() {
         .expect("low-priority work is admitted");
     handle.shutdown().await;
 }
+
+/// A hundred leases expiring at once are one `LeaseReclaimed` event (one
+/// `warn` line), as rejections are gated, not a hundred; the counter
+/// carries the total.
+#[tokio::test(start_paused = true)]
+async fn lease_reclaims_are_published_at_most_once_a_second() {
+    use tower_hardening::core::EventKind;
+    use tower_hardening::limit::ResourcePool;
+    use tower_hardening::{Priority, Requirements};
+
+    let began = std::time::Instant::now();
+    let sink = tower_hardening::core::EventSink::new(1_024);
+    let mut events = sink.subscribe();
+    let pool = ResourcePool::builder("gpu")
+        .capacity(100)
+        .lease_ttl(Duration::from_secs(1))
+        .events(sink)
+        .build()
+        .unwrap();
+    let handle = SystemHardening::builder(config(r#"health_check_interval = "1s""#))
+        .pool(pool)
+        .readings(readings_at(10))
+        .build()
+        .unwrap()
+        .start();
+    for task in 0..100 {
+        handle
+            .request_resource("gpu", &format!("task-{task}"), Priority::NORMAL, Requirements::new())
+            .await
+            .unwrap()
+            .detach();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(handle.resource_stats().reclaimed_total, 100);
+    let mut reclaimed = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event.kind(), EventKind::LeaseReclaimed { .. }) {
+            reclaimed += 1;
+        }
+    }
+    // One a second of the pool's (real) time.
+    let seconds = began.elapsed().as_secs() + 1;
+    assert!(
+        (1..=seconds).contains(&reclaimed),
+        "{reclaimed} reclaim events in {seconds} s"
+    );
+    handle.shutdown().await;
+}
