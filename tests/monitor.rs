@@ -432,7 +432,12 @@ async fn lease_reclaims_are_published_at_most_once_a_second() {
         .start();
     for task in 0..100 {
         handle
-            .request_resource("gpu", &format!("task-{task}"), Priority::NORMAL, Requirements::new())
+            .request_resource(
+                "gpu",
+                &format!("task-{task}"),
+                Priority::NORMAL,
+                Requirements::new(),
+            )
             .await
             .unwrap()
             .detach();
