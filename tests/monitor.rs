@@ -431,7 +431,7 @@ async fn lease_reclaims_are_published_at_most_once_a_second() {
         .unwrap()
         .start();
     for task in 0..100 {
-        handle
+        let _lease_id = handle
             .request_resource(
                 "gpu",
                 &format!("task-{task}"),
