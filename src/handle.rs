@@ -196,8 +196,9 @@ impl HardeningHandle {
         stats
     }
 
-    /// Whether the process should receive traffic: not shutting down, not
-    /// unhealthy, and no critical service with its breaker open.
+    /// Whether the process should receive traffic: not shutting down, the
+    /// monitor not dead, not unhealthy, and no critical service with its
+    /// breaker open.
     pub fn ready(&self) -> bool {
         self.readiness().ready
     }
@@ -207,6 +208,9 @@ impl HardeningHandle {
         let mut reasons = Vec::new();
         if self.shared.is_shutting_down() {
             reasons.push("shutting down".to_owned());
+        }
+        if self.shared.monitor_died.load(Ordering::SeqCst) {
+            reasons.push(crate::monitor::MONITOR_DIED.to_owned());
         }
         let health = self.shared.health.load();
         if health.status == HealthState::Unhealthy {
@@ -286,6 +290,43 @@ impl HardeningHandle {
             .commands
             .send(Command::TriggerRecovery(entry.name.clone()));
         Ok(())
+    }
+
+    /// Forces `service`'s breaker open (drains the service) until a person
+    /// changes it again: the recovery manager rebuilds the service if it
+    /// must, but never lets traffic in while this stands.
+    pub fn force_open(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::ForcedOpen)
+    }
+
+    /// Switches `service`'s breaker off (every call let through, nothing
+    /// recorded) until a person changes it again; no recovery holds it
+    /// open meanwhile.
+    pub fn disable(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::Disabled)
+    }
+
+    /// Closes `service`'s breaker with an empty window. A recovery under
+    /// way finishes its rebuild but leaves the breaker closed; the breaker
+    /// trips again by its own rules.
+    pub fn reset(&self, service: &str) -> Result<(), UnknownName> {
+        self.operator_sets(service, CircuitState::Closed)
+    }
+
+    fn operator_sets(&self, service: &str, state: CircuitState) -> Result<(), UnknownName> {
+        let unknown = || UnknownName::Service(service.to_owned());
+        let entry = self.shared.services.get(service).ok_or_else(unknown)?;
+        // Made now if no stack was built yet: every stack built later
+        // shares this breaker, so the choice holds for them too.
+        let parts = crate::hardening::parts(&self.shared, service).map_err(|_| unknown())?;
+        entry.steering.operator_sets(&parts.breaker, state);
+        Ok(())
+    }
+
+    /// Whether the monitor runs (what `/health/live` answers): false
+    /// before it started, after `shutdown()`, and once it died.
+    pub fn alive(&self) -> bool {
+        self.shared.monitor_started.load(Ordering::Acquire) && !*self.shared.stopped.borrow()
     }
 
     /// Whether `shutdown()` was called.

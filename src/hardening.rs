@@ -243,6 +243,7 @@ impl SystemHardeningBuilder {
                     recoverable: config.recoverable_services.iter().any(|r| **r == *name),
                     config: section,
                     stack: OnceLock::new(),
+                    steering: Arc::default(),
                     name: name.clone(),
                 };
                 (name, entry)
@@ -294,6 +295,7 @@ impl SystemHardeningBuilder {
             shutdown,
             stopped,
             monitor_started: AtomicBool::new(false),
+            monitor_died: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             steps: Mutex::new(None),
             task: Mutex::new(None),

@@ -6,15 +6,21 @@
 //!
 //! | a service is | when |
 //! | --- | --- |
-//! | unhealthy | its breaker is open or forced open; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed; or recovery gave up |
+//! | unhealthy | its breaker is open or forced open; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed (until a check passes); or recovery gave up |
 //! | degraded | its breaker is half-open; or its last health check failed |
 //! | healthy | otherwise |
+//!
+//! A monitor that died (a panic, an abort) publishes the process unhealthy
+//! with a reason naming it; nothing derives health after that.
 //!
 //! | the process is | when |
 //! | --- | --- |
 //! | unhealthy | a critical service (criticality `critical`) is unhealthy; or memory is above `memory_critical` of the limit |
-//! | degraded | any other service is not healthy; or memory is above `memory_warning`; or a performance threshold is crossed |
+//! | degraded | any other service is not healthy; or memory is above `memory_warning`; or a performance threshold is crossed; or the readings source failed (panicked) |
 //! | healthy | otherwise |
+//!
+//! A monitor that died (a panic, an abort) publishes the process unhealthy
+//! with a reason naming it; nothing derives health after that.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -161,7 +167,8 @@ pub enum RecoveryState {
     },
     /// Rebuilt; its breaker is probing (half-open) to confirm.
     Probing,
-    /// Every attempt failed; the breaker stays forced open until
+    /// Every attempt failed; the breaker stays forced open (unless a
+    /// person owns it) until
     /// [`HardeningHandle::trigger_recovery`](crate::HardeningHandle::trigger_recovery)
     /// or a reset.
     GaveUp,

@@ -5,7 +5,7 @@
 //! One job per service at a time (the monitor sees to it); `shutdown()`
 //! aborts jobs in progress.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -15,6 +15,100 @@ use tower_hardening_core::{CircuitState, EventSink, RecoveryStep};
 use crate::breaker::BreakerHandle;
 use crate::managed::ManagedService;
 use crate::monitor::{call_with_timeout, record_attempt, recovery_event};
+
+/// Who owns a breaker's state now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Its own rules (closed, open, half-open as calls decide).
+    Breaker,
+    /// The recovery manager, holding it forced open for a rebuild.
+    Recovery,
+    /// A person: anything the recovery manager did not set (through the
+    /// handle, or straight on the breaker), and configuration's
+    /// `disabled`. Automation never changes it.
+    Operator,
+}
+
+/// Who set one service's breaker state, so that automation only ever
+/// undoes what automation did. Each side's mark is the breaker's state
+/// and its `last_transition` just after that side set it: once the
+/// breaker moved on, the mark no longer matches.
+///
+/// The breaker does not say who changed it. A state set straight on the
+/// breaker is recognised as a person's when it differs from the mark;
+/// the one case it cannot see is a `force_open` of a breaker the recovery
+/// manager already holds forced open (no transition to see), which is
+/// why the handle has its own `force_open`.
+#[derive(Debug, Default)]
+pub(crate) struct Steering {
+    marks: Mutex<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    recovery: Option<std::time::Instant>,
+    operator: Option<(CircuitState, std::time::Instant)>,
+}
+
+impl Steering {
+    fn owner(marks: &Marks, breaker: &BreakerHandle) -> Owner {
+        let now = breaker.snapshot();
+        if now.state == CircuitState::ForcedOpen && marks.recovery == Some(now.last_transition) {
+            return Owner::Recovery;
+        }
+        if marks.operator == Some((now.state, now.last_transition)) {
+            return Owner::Operator;
+        }
+        match now.state {
+            CircuitState::ForcedOpen | CircuitState::Disabled | CircuitState::MetricsOnly => {
+                Owner::Operator
+            }
+            _ => Owner::Breaker,
+        }
+    }
+
+    /// A person sets `state`: it stands until a person changes it.
+    pub(crate) fn operator_sets(&self, breaker: &BreakerHandle, state: CircuitState) {
+        let mut marks = tower_hardening_core::sync::lock(&self.marks);
+        match state {
+            CircuitState::ForcedOpen => breaker.force_open(),
+            CircuitState::Disabled => breaker.disable(),
+            CircuitState::MetricsOnly => breaker.metrics_only(),
+            _ => breaker.reset(),
+        }
+        let now = breaker.snapshot();
+        marks.recovery = None;
+        marks.operator = Some((now.state, now.last_transition));
+    }
+
+    /// Holds `breaker` forced open for a rebuild, unless a person owns its
+    /// state. Whether the recovery holds it.
+    pub(crate) fn hold(&self, breaker: &BreakerHandle) -> bool {
+        let mut marks = tower_hardening_core::sync::lock(&self.marks);
+        match Self::owner(&marks, breaker) {
+            Owner::Operator => false,
+            Owner::Recovery => true,
+            Owner::Breaker => {
+                breaker.force_open();
+                let now = breaker.snapshot();
+                marks.operator = None;
+                marks.recovery =
+                    (now.state == CircuitState::ForcedOpen).then_some(now.last_transition);
+                marks.recovery.is_some()
+            }
+        }
+    }
+
+    /// Hands `breaker` to its probes (half-open) if the recovery still
+    /// holds it; whatever a person set meanwhile stays.
+    pub(crate) fn release(&self, breaker: &BreakerHandle) {
+        let mut marks = tower_hardening_core::sync::lock(&self.marks);
+        if Self::owner(&marks, breaker) == Owner::Recovery {
+            breaker.half_open();
+        }
+        marks.recovery = None;
+    }
+}
 
 /// What a job tells the monitor.
 #[derive(Debug)]
@@ -48,6 +142,7 @@ pub(crate) struct Job {
     pub(crate) name: Arc<str>,
     pub(crate) managed: Arc<dyn ManagedService>,
     pub(crate) breaker: Option<BreakerHandle>,
+    pub(crate) steering: Arc<Steering>,
     /// Attempts already made in this incident.
     pub(crate) first_attempt: u32,
     pub(crate) max_attempts: u32,
@@ -73,18 +168,14 @@ fn wait_before(job: &Job, attempt: u32) -> Duration {
 }
 
 pub(crate) async fn run(mut job: Job) {
-    // A breaker switched off (disabled, metrics-only) by configuration or
-    // an operator stays as it was.
-    if job.breaker.as_ref().is_some_and(|b| {
-        matches!(
-            b.state(),
-            CircuitState::Disabled | CircuitState::MetricsOnly
-        )
-    }) {
+    // A breaker a person (or configuration) set stays as it is: the
+    // service is rebuilt all the same, and its breaker left alone.
+    if job
+        .breaker
+        .as_ref()
+        .is_some_and(|breaker| !job.steering.hold(breaker))
+    {
         job.breaker = None;
-    }
-    if let Some(breaker) = &job.breaker {
-        breaker.force_open();
     }
     let mut last_error: Arc<str> = Arc::from(
         "the service was rebuilt, but its breaker's probes failed after the last attempt",
@@ -106,7 +197,7 @@ pub(crate) async fn run(mut job: Job) {
             Ok(()) => {
                 recovery_event(&job.events, &job.name, attempt, RecoveryStep::Succeeded);
                 if let Some(breaker) = &job.breaker {
-                    breaker.half_open();
+                    job.steering.release(breaker);
                 }
                 let _ = job.updates.send(RecoveryUpdate::Succeeded {
                     service: job.name.clone(),

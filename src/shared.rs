@@ -35,6 +35,9 @@ pub(crate) struct ServiceEntry {
     /// `http_layer(name)`: every stack of a service shares one breaker,
     /// one admission pool and one retry budget.
     pub(crate) stack: OnceLock<Arc<StackParts>>,
+    /// Who set its breaker's state: the recovery manager undoes only its
+    /// own hold.
+    pub(crate) steering: Arc<crate::recovery_manager::Steering>,
 }
 
 impl std::fmt::Debug for ServiceEntry {
@@ -65,6 +68,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stopped: watch::Sender<bool>,
     pub(crate) monitor_started: AtomicBool,
+    /// Set when the monitor ended without `shutdown()`: readiness fails.
+    pub(crate) monitor_died: AtomicBool,
     /// Set by whoever starts the shutdown steps (once).
     pub(crate) closed: AtomicBool,
     /// The task running the shutdown steps, for the first waiter to join.

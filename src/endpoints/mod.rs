@@ -37,7 +37,6 @@ mod dashboard;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -126,7 +125,7 @@ impl Endpoints {
                 }
             }
             "/health/live" => {
-                let alive = shared.monitor_started.load(Ordering::Acquire) && !*shared.stopped.borrow();
+                let alive = self.handle.alive();
                 let (status, text) = if alive {
                     (StatusCode::OK, "alive")
                 } else {

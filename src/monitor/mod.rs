@@ -49,6 +49,11 @@ pub(crate) struct ServiceState {
     pub(crate) generation: u64,
     pub(crate) last_status: HealthState,
     pub(crate) last_circuit_open: bool,
+    /// The breaker's last transition when the recovery gave up: a breaker
+    /// closed since (an operator's reset, its own probes) puts the
+    /// service back in service; one that was closed all along (a person
+    /// owned it, so the recovery never held it) does not.
+    pub(crate) gave_up_transition: Option<std::time::Instant>,
 }
 
 /// Performance alerts on now.
@@ -94,6 +99,18 @@ impl Drop for RunGuard {
         self.shared
             .monitor_started
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        if !self.shared.is_shutting_down() {
+            // Died (a panic, an abort, its runtime gone): nothing derives
+            // health any more, so the last snapshot must not stand.
+            self.shared
+                .monitor_died
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut health = (**self.shared.health.load()).clone();
+            health.status = HealthState::Unhealthy;
+            health.reasons.push(Arc::from(MONITOR_DIED));
+            health.checked_at = SystemTime::now();
+            self.shared.health.store(Arc::new(health));
+        }
         if self.shared.is_shutting_down()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -105,6 +122,17 @@ impl Drop for RunGuard {
     }
 }
 
+/// What health and readiness say once the monitor died.
+pub(crate) const MONITOR_DIED: &str =
+    "monitor: stopped unexpectedly (a panic or an abort); health is no longer derived";
+
+/// A readings source call that panicked, by what it read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FailedReadings {
+    pub(crate) memory: bool,
+    pub(crate) cpu: bool,
+}
+
 /// The monitor task's state.
 pub(crate) struct Monitor {
     pub(crate) shared: Arc<Shared>,
@@ -114,6 +142,10 @@ pub(crate) struct Monitor {
     pub(crate) marks: Marks,
     pub(crate) alerts: Alerts,
     pub(crate) memory: crate::health::MemoryStatus,
+    /// The last memory reading that worked, shown while readings fail.
+    pub(crate) last_memory: MemoryReading,
+    pub(crate) last_cpu: CpuReading,
+    pub(crate) failed_readings: FailedReadings,
     pub(crate) latency: Arc<LatencySamples>,
     pub(crate) last_overall: HealthState,
     updates_tx: mpsc::UnboundedSender<RecoveryUpdate>,
@@ -155,6 +187,9 @@ impl Monitor {
             marks,
             alerts: Alerts::default(),
             memory: crate::health::MemoryStatus::default(),
+            last_memory: MemoryReading::default(),
+            last_cpu: CpuReading::default(),
+            failed_readings: FailedReadings::default(),
             latency: Arc::new(LatencySamples::default()),
             last_overall: HealthState::Healthy,
             updates_tx,
@@ -193,7 +228,11 @@ impl Monitor {
                 .push(tokio::spawn(probe::run(self.latency.clone())));
         }
         self.initialize_services().await;
-        self.read_memory();
+        // With both monitors off nothing would read memory again: a
+        // reading now would set shedding that nothing ever clears.
+        if config.enable_health_monitoring || config.enable_performance_monitoring {
+            self.read_memory();
+        }
         self.evaluate();
 
         let mut health_tick = tokio::time::interval(config.health_check_interval);
@@ -339,6 +378,9 @@ impl Monitor {
                 Ok(()) => {
                     state.failed_checks = 0;
                     state.check_error = None;
+                    // Fresh evidence: the service works now, whatever
+                    // `initialize` said at start.
+                    state.init_error = None;
                 }
                 Err(error) => {
                     state.failed_checks = state.failed_checks.saturating_add(1);
@@ -388,6 +430,7 @@ impl Monitor {
             name: name.clone(),
             managed,
             breaker,
+            steering: entry.steering.clone(),
             first_attempt,
             max_attempts: config.max_recovery_attempts,
             backoff: config.recovery_backoff,
@@ -402,7 +445,8 @@ impl Monitor {
     }
 
     fn on_recovery_update(&mut self, update: RecoveryUpdate) {
-        let Some(state) = self.services.get_mut(update.service()) else {
+        let name = update.service().clone();
+        let Some(state) = self.services.get_mut(&name) else {
             return;
         };
         match update {
@@ -422,6 +466,12 @@ impl Monitor {
             RecoveryUpdate::GaveUp {
                 attempts, error, ..
             } => {
+                state.gave_up_transition = self
+                    .shared
+                    .services
+                    .get(&name)
+                    .and_then(|entry| entry.stack.get())
+                    .map(|parts| parts.breaker.snapshot().last_transition);
                 state.recovering = false;
                 state.recovery_attempts = attempts;
                 state.recovery = Some(RecoveryState::GaveUp);

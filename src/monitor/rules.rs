@@ -43,6 +43,7 @@ impl Monitor {
                 let snapshot = parts.breaker.snapshot();
                 if snapshot.state == CircuitState::Closed
                     && state.recovery == Some(RecoveryState::GaveUp)
+                    && state.gave_up_transition != Some(snapshot.last_transition)
                 {
                     // Reset by an operator (or closed by its own probes):
                     // the service is back in service.
@@ -168,6 +169,14 @@ impl Monitor {
             )));
         }
         for (on, what) in [
+            (
+                self.failed_readings.memory,
+                "monitor: memory reading failed (the readings source panicked); figures are from the last good reading",
+            ),
+            (
+                self.failed_readings.cpu,
+                "monitor: CPU reading failed (the readings source panicked); figures are from the last good reading",
+            ),
             (
                 self.alerts.cpu,
                 "performance: process CPU above its threshold",

@@ -2,6 +2,7 @@
 //! probe, tokio's runtime figures, each service's traffic, alerts with
 //! hysteresis, and memory pressure turned into shedding.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -22,8 +23,17 @@ const ALERT_CLEAR: f64 = 0.9;
 
 impl Monitor {
     /// Reads memory, updates the memory status and the shedding level.
+    /// A panic in the readings source is a failed reading, as a panic in a
+    /// health check is a failed check: the last good figures stay, and
+    /// health says they are stale.
     pub(crate) fn read_memory(&mut self) -> crate::monitor::MemoryReading {
-        let reading = self.readings.memory();
+        let readings = &mut self.readings;
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| readings.memory()));
+        self.failed_readings.memory = read.is_err();
+        let Ok(reading) = read else {
+            return self.last_memory;
+        };
+        self.last_memory = reading;
         let limit = self
             .shared
             .config
@@ -92,7 +102,13 @@ impl Monitor {
 
     pub(crate) fn performance_tick(&mut self) {
         let config = self.shared.config.clone();
-        let cpu = self.readings.cpu();
+        let readings = &mut self.readings;
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| readings.cpu()));
+        self.failed_readings.cpu = read.is_err();
+        if let Ok(cpu) = read {
+            self.last_cpu = cpu;
+        }
+        let cpu = self.last_cpu;
         let memory = self.read_memory();
         let event_loop = self.latency.take();
         let runtime = tokio::runtime::Handle::current().metrics();

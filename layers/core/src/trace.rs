@@ -11,7 +11,7 @@
 //! | a breaker closes, goes half-open, is disabled | `info` |
 //! | a call rejected (once per state period, or per priority per second) | `debug` |
 //! | retries exhausted (once per second per layer) | `warn` |
-//! | a lease reclaimed, memory pressure on, a performance alert | `warn` |
+//! | a lease reclaimed (once a second per pool), memory pressure on, a performance alert | `warn` |
 //! | a priority shed | `warn` |
 //! | a recovery attempt fails or gives up | `warn` |
 //! | a recovery starts or succeeds, pressure or an alert clears | `info` |

@@ -191,6 +191,16 @@ impl PoolInner {
         };
         self.free(state, &grant);
         self.reclaimed_total.fetch_add(1, Ordering::Relaxed);
+        // At most one event (one log line) a second, as sheds and
+        // exhausted retries: in an incident every lease may expire at
+        // once, and `reclaimed_total` counts them all.
+        let second = self.created.elapsed().as_secs() + 1;
+        let last = self.reclaim_second.load(Ordering::Relaxed);
+        if second > last
+            && self
+                .reclaim_second
+                .compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         {
             tower_hardening_core::publish(self.settings.events.as_ref(), || {
                 Event::new(

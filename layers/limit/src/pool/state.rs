@@ -110,7 +110,10 @@ pub(crate) struct PoolInner {
     shed_published: [AtomicU64; 4],
     /// The second (since `created`) the bits above belong to.
     shed_second: AtomicU64,
-    created: std::time::Instant,
+    /// The second (since `created`, plus one) a `LeaseReclaimed` was last
+    /// published in.
+    pub(super) reclaim_second: AtomicU64,
+    pub(super) created: std::time::Instant,
     pub(super) closed: AtomicBool,
     pub(super) granted_total: tower_hardening_core::stripe::StripedCounter,
     pub(super) rejected_total: AtomicU64,
@@ -146,6 +149,7 @@ impl PoolInner {
             shed_below: AtomicU16::new(0),
             shed_published: Default::default(),
             shed_second: AtomicU64::new(0),
+            reclaim_second: AtomicU64::new(0),
             created: std::time::Instant::now(),
             closed: AtomicBool::new(false),
             granted_total: tower_hardening_core::stripe::StripedCounter::new(),
