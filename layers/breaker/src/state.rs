@@ -279,13 +279,9 @@ impl BreakerState {
     /// that writer (or the next) to look again once its update landed.
     #[cold]
     fn check_trip(&self, word: u64, now: u64) {
-        let mut counts = self.window.counts(now);
-        if !counts.is_consistent(self.window.capacity()) {
-            self.window.defer_trip_check();
-            // The writer may have finished before the request was seen.
-            counts = self.window.counts(now);
-        }
-        if self.should_trip(counts) {
+        if let Some(counts) = self.window.counts_for_trip(now)
+            && self.should_trip(counts)
+        {
             self.closed_to_open(word);
         }
     }

@@ -1,8 +1,9 @@
 //! Sliding windows of call results, updated with atomics only.
 //!
 //! The count window keeps its three counts — calls, failures, slow calls —
-//! packed in one `AtomicU64` (21 bits each; it never holds more than
-//! 1,000,000 calls), so a reader sees a consistent triple with one load.
+//! packed in one `AtomicU64` (20 bits each; it never holds more than
+//! 1,000,000 calls) above a flag bit, so a reader sees a consistent triple
+//! with one load.
 //! The time window's buckets hold any number of calls, so each keeps three
 //! separate 64-bit counters, written and read in an order that keeps
 //! `failures <= calls` and `slow <= calls` for every reader.
@@ -15,15 +16,16 @@
 //! is never counted, however late it finishes.
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-const FIELD_BITS: u32 = 21;
+const FIELD_BITS: u32 = 20;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 
-/// The largest count window (the packed fields hold up to 2^21 - 1).
+/// The largest count window (the packed fields hold up to 2^20 - 1, which
+/// leaves room for the calls writers add a moment before they subtract).
 pub(crate) const MAX_COUNT_WINDOW: u32 = 1_000_000;
 
 /// How many buckets a time window is cut into: a call is forgotten between
@@ -51,12 +53,15 @@ fn epoch_is_older(a: u64, b: u64) -> bool {
 /// Spins on a word another writer holds for a few instructions; yields the
 /// thread after a while, in case that writer was descheduled.
 fn back_off(spins: u32) {
+    #[cfg(loom)]
+    {
+        let _ = spins;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
     if spins < 64 {
         std::hint::spin_loop();
     } else {
-        #[cfg(loom)]
-        loom::thread::yield_now();
-        #[cfg(not(loom))]
         std::thread::yield_now();
     }
 }
@@ -78,10 +83,16 @@ impl CallRecord {
 /// A slot value holding a call that neither failed nor was slow.
 const SUCCESS: u64 = 1;
 
-/// The packed counts one slot value contributes.
+/// The packed counts one slot value contributes (above the flag bit).
 fn contribution(value: u64) -> u64 {
-    (value & 1) | (((value >> 1) & 1) << FIELD_BITS) | (((value >> 2) & 1) << (2 * FIELD_BITS))
+    ((value & 1) | (((value >> 1) & 1) << FIELD_BITS) | (((value >> 2) & 1) << (2 * FIELD_BITS)))
+        << 1
 }
+
+/// Bit 0 of the count window's counts word: a trip check read torn counts
+/// and asks the next writer to look again. Field arithmetic adds and
+/// subtracts multiples of two, so it never carries into or out of it.
+const RECHECK: u64 = 1;
 
 /// Calls, failures and slow calls currently in a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,7 +103,8 @@ pub(crate) struct WindowCounts {
 }
 
 impl WindowCounts {
-    fn unpack(packed: u64) -> Self {
+    fn unpack(word: u64) -> Self {
+        let packed = word >> 1;
         WindowCounts {
             calls: packed & FIELD_MASK,
             failures: (packed >> FIELD_BITS) & FIELD_MASK,
@@ -157,11 +169,14 @@ impl Window {
         }
     }
 
-    /// A trip check saw counts torn by a writer mid-update: the next
-    /// writer to finish its update looks again.
-    pub(crate) fn defer_trip_check(&self) {
-        if let Window::Count(window) = self {
-            window.recheck.store(true, Ordering::SeqCst);
+    /// The counts a trip check acts on, or `None` if they are torn by a
+    /// writer caught mid-update: that writer then looks again once its
+    /// update has landed (its `record` returns true), so no trip waits
+    /// for the next failure.
+    pub(crate) fn counts_for_trip(&self, now_nanos: u64) -> Option<WindowCounts> {
+        match self {
+            Window::Count(window) => window.counts_for_trip(),
+            Window::Time(window) => Some(window.counts(now_nanos)),
         }
     }
 
@@ -218,8 +233,9 @@ fn slot_epoch(word: u64) -> u64 {
 ///   window as it was just before that call. A reader that catches a
 ///   replacement's subtraction before the addition it undoes sees a field
 ///   below zero, which [`WindowCounts::is_consistent`] refuses; a trip
-///   check that is refused so asks the next writer to look again
-///   (`defer_trip_check`), so no trip waits for the next failure.
+///   check refused so sets a flag in the counts word that the torn
+///   update's own `fetch_add` reads, and that writer looks again
+///   (`counts_for_trip`): no trip waits for the next failure.
 /// - A success that finishes while the counts read as a full ring of
 ///   successes is dropped (the ring would look the same with it); a
 ///   failure or slow call never is.
@@ -235,9 +251,8 @@ pub(crate) struct CountWindow {
     slots: Box<[AtomicU64]>,
     len: u64,
     cursor: CachePadded<AtomicU64>,
+    /// The packed counts above the `RECHECK` flag.
     counts: AtomicU64,
-    /// Set by a trip check that read torn counts; taken by the next writer.
-    recheck: AtomicBool,
 }
 
 impl CountWindow {
@@ -250,7 +265,6 @@ impl CountWindow {
             len: u64::from(size),
             cursor: CachePadded(AtomicU64::new(0)),
             counts: AtomicU64::new(0),
-            recheck: AtomicBool::new(false),
         }
     }
 
@@ -272,7 +286,9 @@ impl CountWindow {
         // would be the same with it, and the next call that is not a plain
         // success still stays exactly N calls. A healthy service's calls
         // write nothing another core reads.
-        if value == SUCCESS && self.counts.load(Ordering::Relaxed) == self.len {
+        if value == SUCCESS
+            && self.counts.load(Ordering::Relaxed) == contribution(SUCCESS) * self.len
+        {
             return false;
         }
         self.record_claimed(value, generation) || record.failure || record.slow
@@ -301,14 +317,35 @@ impl CountWindow {
             }
         }
         let delta = contribution(value).wrapping_sub(contribution(old & VALUE_MASK));
-        if delta != 0 {
-            self.counts.fetch_add(delta, Ordering::SeqCst);
+        if delta == 0 {
+            return false;
         }
-        self.recheck.load(Ordering::SeqCst) && self.recheck.swap(false, Ordering::SeqCst)
+        let before = self.counts.fetch_add(delta, Ordering::AcqRel);
+        if before & RECHECK != 0 {
+            // A trip check read torn counts before this update landed.
+            self.counts.fetch_and(!RECHECK, Ordering::AcqRel);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn counts(&self) -> WindowCounts {
-        WindowCounts::unpack(self.counts.load(Ordering::SeqCst))
+        WindowCounts::unpack(self.counts.load(Ordering::Acquire))
+    }
+
+    fn counts_for_trip(&self) -> Option<WindowCounts> {
+        let counts = self.counts();
+        if counts.is_consistent(self.len) {
+            return Some(counts);
+        }
+        // One read-modify-write: either it reads the counts after the
+        // torn update landed, or that update reads the flag.
+        let counts = WindowCounts::unpack(self.counts.fetch_or(RECHECK, Ordering::AcqRel));
+        if counts.is_consistent(self.len) {
+            self.counts.fetch_and(!RECHECK, Ordering::AcqRel);
+            return Some(counts);
+        }
+        None
     }
 
     /// Moves the cursor to `generation`'s epoch, then empties every slot
@@ -358,7 +395,8 @@ const INTERVAL_MASK: u64 = (1 << INTERVAL_BITS) - 1;
 const ROLLING_OVER: u64 = 1 << 63;
 /// How long a writer waits for a bucket another writer holds before it
 /// drops its own call rather than wait longer on the request path.
-const MAX_SPINS: u32 = 10_000;
+/// (A few under loom, whose models explore every wait.)
+const MAX_SPINS: u32 = if cfg!(loom) { 3 } else { 10_000 };
 
 fn bucket_tag(epoch: u64, interval: u64) -> u64 {
     (epoch << INTERVAL_BITS) | (interval & INTERVAL_MASK)
@@ -493,15 +531,10 @@ impl TimeWindow {
         let bucket = &self.buckets[(interval % u64::from(TIME_BUCKETS)) as usize];
         let mut spins = 0u32;
         loop {
-            bucket.pins.fetch_add(1, Ordering::SeqCst);
-            let current = bucket.tag.load(Ordering::SeqCst);
-            if current == mine {
-                bucket.add(record, n);
-                bucket.pins.fetch_sub(1, Ordering::Release);
-                return true;
-            }
-            bucket.pins.fetch_sub(1, Ordering::Release);
-            if current & ROLLING_OVER != 0 {
+            let seen = bucket.tag.load(Ordering::Acquire);
+            if seen & ROLLING_OVER != 0 {
+                // Another writer is zeroing the bucket: a few stores. Wait
+                // without a pin (a pin would hold that writer up).
                 spins += 1;
                 if spins > MAX_SPINS {
                     return false;
@@ -509,25 +542,39 @@ impl TimeWindow {
                 back_off(spins);
                 continue;
             }
-            if !Self::is_older(current, mine) {
+            if seen == mine {
+                // Pin, then confirm the tag with a read-modify-write: either
+                // it reads the tag before a roller's swap (and the roller,
+                // reading the pins the same way, waits for this add), or it
+                // sees the swap and adds nothing.
+                bucket.pins.fetch_add(1, Ordering::AcqRel);
+                if bucket.tag.fetch_add(0, Ordering::AcqRel) == mine {
+                    bucket.add(record, n);
+                    bucket.pins.fetch_sub(1, Ordering::Release);
+                    return true;
+                }
+                bucket.pins.fetch_sub(1, Ordering::Release);
+                continue;
+            }
+            if !Self::is_older(seen, mine) {
                 // A newer interval or epoch owns the bucket.
                 return false;
             }
             if bucket
                 .tag
-                .compare_exchange(current, ROLLING_OVER, Ordering::SeqCst, Ordering::SeqCst)
+                .compare_exchange(seen, ROLLING_OVER, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
                 continue;
             }
             let mut waits = 0u32;
-            while bucket.pins.load(Ordering::SeqCst) != 0 {
+            while bucket.pins.fetch_add(0, Ordering::AcqRel) != 0 {
                 waits += 1;
                 if waits > MAX_SPINS {
                     // A pinned writer was descheduled: give the bucket back
                     // as it was and drop this call, rather than wait on
                     // the request path.
-                    bucket.tag.store(current, Ordering::SeqCst);
+                    bucket.tag.store(seen, Ordering::Release);
                     return false;
                 }
                 back_off(waits);
@@ -536,7 +583,7 @@ impl TimeWindow {
             bucket.failures.store(0, Ordering::Release);
             bucket.slow.store(0, Ordering::Release);
             bucket.add(record, n);
-            bucket.tag.store(mine, Ordering::SeqCst);
+            bucket.tag.store(mine, Ordering::Release);
             return true;
         }
     }
@@ -892,5 +939,197 @@ mod tests {
             .fold(WindowCounts::default(), WindowCounts::add);
         assert_eq!(window.counts(), from_slots);
         assert_eq!(window.counts().calls, 64);
+    }
+}
+
+/// Model checks with loom (`RUSTFLAGS="--cfg loom" cargo test -p
+/// tower-hardening-breaker --lib --release loom_`, as `.ci/run` does):
+/// every interleaving of the atomics below, up to loom's preemption bound.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+
+    const OK: CallRecord = CallRecord {
+        failure: false,
+        slow: false,
+    };
+    const FAIL: CallRecord = CallRecord {
+        failure: true,
+        slow: false,
+    };
+    const SLOW: CallRecord = CallRecord {
+        failure: false,
+        slow: true,
+    };
+
+    /// Four slow calls fill a four-slot ring; two writers add a failure
+    /// and then a success each. Every serial order leaves the four new
+    /// calls: (4 calls, 2 failures, 0 slow). A cursor advanced by a load
+    /// and a store reached (4, 0, 2): both failures erased, two slow calls
+    /// older than the window kept.
+    #[test]
+    fn loom_two_writers_keep_exactly_the_last_n() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(4));
+            for _ in 0..4 {
+                window.record(SLOW, 0);
+            }
+            let writers: Vec<_> = (0..2)
+                .map(|_| {
+                    let window = window.clone();
+                    thread::spawn(move || {
+                        window.record(FAIL, 0);
+                        window.record(OK, 0);
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            assert_eq!(
+                window.counts(),
+                WindowCounts {
+                    calls: 4,
+                    failures: 2,
+                    slow: 0
+                }
+            );
+        });
+    }
+
+    /// A writer that stalls between its claim and its write while the ring
+    /// goes round past it costs only its own call: the slots hold exactly
+    /// the last N positions claimed, and the counts are theirs.
+    #[test]
+    fn loom_a_stalled_writer_costs_only_its_own_call() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(2));
+            window.record(SLOW, 0);
+            window.record(SLOW, 0);
+            let staller = {
+                let window = window.clone();
+                thread::spawn(move || {
+                    window.record(FAIL, 0);
+                })
+            };
+            window.record(OK, 0);
+            window.record(FAIL, 0);
+            staller.join().unwrap();
+            let next = position(window.cursor.load(Ordering::Acquire));
+            let mut held: Vec<u64> = window
+                .slots
+                .iter()
+                .map(|slot| position(slot.load(Ordering::Acquire)))
+                .collect();
+            held.sort_unstable();
+            assert_eq!(held, vec![next - 2, next - 1], "the last two positions");
+            let from_slots = window
+                .slots
+                .iter()
+                .map(|slot| {
+                    WindowCounts::unpack(contribution(slot.load(Ordering::Acquire) & VALUE_MASK))
+                })
+                .fold(WindowCounts::default(), WindowCounts::add);
+            assert_eq!(window.counts(), from_slots);
+        });
+    }
+
+    /// A call admitted before a reset (generation 0) racing the reset and
+    /// a failing call admitted after it (generation 1): the window ends
+    /// with exactly the later call, whatever the interleaving.
+    #[test]
+    fn loom_a_reset_keeps_later_calls_and_drops_earlier_ones() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(2));
+            window.record(OK, 0);
+            let stale = {
+                let window = window.clone();
+                thread::spawn(move || {
+                    window.record(FAIL, 0);
+                })
+            };
+            window.reset(1);
+            window.record(FAIL, 1);
+            stale.join().unwrap();
+            assert_eq!(
+                window.counts(),
+                WindowCounts {
+                    calls: 1,
+                    failures: 1,
+                    slow: 0
+                }
+            );
+        });
+    }
+
+    /// What the breaker does after recording (`BreakerState::check_trip`).
+    fn check(window: &CountWindow, seen: &Mutex<Vec<WindowCounts>>) {
+        if let Some(counts) = window.counts_for_trip() {
+            seen.lock().unwrap().push(counts);
+        }
+    }
+
+    /// A success and a failure race for a one-slot ring. When the failure
+    /// wins the later position, the success writer's update can land after
+    /// the failure writer read the counts (torn: a failure without its
+    /// call); the failure writer then asks for a second look, and the
+    /// success writer takes it. Some trip check always sees the failure:
+    /// no trip waits for the next failure.
+    #[test]
+    fn loom_no_trip_check_is_lost_to_a_torn_reading() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(1));
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let writers: Vec<_> = [OK, FAIL]
+                .into_iter()
+                .map(|record| {
+                    let (window, seen) = (window.clone(), seen.clone());
+                    thread::spawn(move || {
+                        if window.record(record, 0) {
+                            check(&window, &seen);
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            let last = window.counts();
+            if last.failures > 0 {
+                assert!(
+                    seen.lock()
+                        .unwrap()
+                        .iter()
+                        .any(|counts| counts.failures >= 1),
+                    "no trip check saw the failure the window ends with"
+                );
+            }
+        });
+    }
+
+    /// A writer of an old interval racing the writer that rolls its bucket
+    /// over to a new one: the old call never lands in the new interval (a
+    /// stray failure there would be counted for a whole period).
+    #[test]
+    fn loom_a_bucket_rolled_over_holds_only_its_own_interval() {
+        loom::model(|| {
+            let window = Arc::new(TimeWindow::new(Duration::from_nanos(20)));
+            // 1 ns buckets: interval 0 and interval 20 share bucket 0.
+            window.record(OK, 0, 0);
+            let old = {
+                let window = window.clone();
+                thread::spawn(move || {
+                    window.record(FAIL, 0, 0);
+                })
+            };
+            window.record(OK, 20, 0);
+            old.join().unwrap();
+            // The new call may be dropped if the old writer held its pin
+            // past the roller's patience; the old failure never lands.
+            let counts = window.counts(20);
+            assert!(counts.failures == 0 && counts.calls <= 1, "{counts:?}");
+        });
     }
 }
