@@ -773,7 +773,11 @@ async fn max_recovery_backoff_caps_the_spacing() {
         run,
     )
     .await;
-    assert_eq!(capped, 1 + 6, "capped at 1 s: attempts at 1, 2, 3, 4, 5, 6 s");
+    assert_eq!(
+        capped,
+        1 + 6,
+        "capped at 1 s: attempts at 1, 2, 3, 4, 5, 6 s"
+    );
 }
 
 // ---------------------------------------------------------------------
