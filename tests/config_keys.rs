@@ -1,0 +1,1525 @@
+//! Every configuration key changes behaviour: for each key, a test loads
+//! a TOML configuration the way a user writes it, with the key at its
+//! default and at a written value, and shows the difference through the
+//! public API (health, breaker snapshots, pool and retry figures, metrics,
+//! calls through the stacks). Time runs on tokio's paused clock.
+//!
+//! [`KEYS`] maps each key to the test that shows it;
+//! [`every_key_serde_accepts_has_a_test`] fails when a key is added
+//! without one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_hardening::config::SystemHardeningConfig;
+use tower_hardening::core::{
+    CircuitState, EventKind, HealthState, RecoveryStep, RejectionKind, names, rejection_of,
+};
+use tower_hardening::managed::BoxFuture;
+use tower_hardening::monitor::{CpuReading, ManualReadings, MemoryReading};
+use tower_hardening::stack::ServiceLayer;
+use tower_hardening::{BoxError, HardeningHandle, ManagedService, SystemHardening};
+
+// ---------------------------------------------------------------------
+// The keys and the tests that show them.
+
+/// Each key serde accepts (snake case; `*` for a service name, `=` for an
+/// enum's variants), and the test that shows it changes behaviour.
+const KEYS: &[(&str, &str)] = &[
+    (
+        "enable_health_monitoring",
+        "enable_health_monitoring_runs_the_checks",
+    ),
+    (
+        "enable_performance_monitoring",
+        "enable_performance_monitoring_measures",
+    ),
+    (
+        "enable_error_recovery",
+        "enable_error_recovery_rebuilds_services",
+    ),
+    (
+        "enable_resource_management",
+        "enable_resource_management_makes_the_memory_pool_and_admission",
+    ),
+    (
+        "health_check_interval",
+        "health_check_interval_sets_when_checks_run",
+    ),
+    (
+        "performance_check_interval",
+        "performance_check_interval_sets_how_often_performance_is_measured",
+    ),
+    (
+        "max_resource_memory",
+        "max_resource_memory_is_the_memory_limit",
+    ),
+    (
+        "recoverable_services",
+        "recoverable_services_are_the_ones_rebuilt",
+    ),
+    (
+        "max_recovery_attempts",
+        "max_recovery_attempts_bounds_the_rebuilds",
+    ),
+    ("recovery_backoff", "recovery_backoff_spaces_the_rebuilds"),
+    (
+        "max_recovery_backoff",
+        "max_recovery_backoff_caps_the_spacing",
+    ),
+    (
+        "health_check_timeout",
+        "health_check_timeout_fails_slow_checks",
+    ),
+    (
+        "unhealthy_after_failed_checks",
+        "unhealthy_after_failed_checks_counts_failures",
+    ),
+    ("memory_warning", "memory_warning_degrades"),
+    ("memory_critical", "memory_critical_makes_unhealthy"),
+    (
+        "performance_thresholds",
+        "performance_thresholds_raise_alerts",
+    ),
+    (
+        "performance_thresholds.process_cpu_percent",
+        "performance_thresholds_raise_alerts",
+    ),
+    (
+        "performance_thresholds.memory_percent",
+        "performance_thresholds_raise_alerts",
+    ),
+    (
+        "performance_thresholds.event_loop_p99",
+        "event_loop_p99_threshold_raises_an_alert",
+    ),
+    ("metrics_retention", "metrics_retention_forgets_old_samples"),
+    (
+        "metrics_resolution",
+        "metrics_resolution_sets_the_bucket_width",
+    ),
+    ("expose_details", "expose_details_shows_inner_errors"),
+    ("services", "timeout_ends_slow_calls"),
+    (
+        "services.*.criticality",
+        "criticality_decides_overall_health_and_priority",
+    ),
+    ("services.*.timeout", "timeout_ends_slow_calls"),
+    ("services.*.breaker", "breaker_keys_change_when_it_opens"),
+    (
+        "services.*.breaker.enabled",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.failure_rate_threshold",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.slow_call_rate_threshold",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.slow_call_duration",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.sliding_window",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.sliding_window=count",
+        "sliding_window_count_bounds_the_calls_kept",
+    ),
+    (
+        "services.*.breaker.sliding_window=time",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.minimum_calls",
+        "breaker_keys_change_when_it_opens",
+    ),
+    (
+        "services.*.breaker.wait_in_open",
+        "wait_in_open_sets_when_probes_start",
+    ),
+    (
+        "services.*.breaker.max_wait_in_open",
+        "max_wait_in_open_caps_the_doubled_wait",
+    ),
+    (
+        "services.*.breaker.half_open_permits",
+        "half_open_permits_bounds_the_probes",
+    ),
+    ("services.*.retry", "retry_keys_change_the_attempts"),
+    ("services.*.retry.enabled", "retry_keys_change_the_attempts"),
+    (
+        "services.*.retry.max_attempts",
+        "retry_keys_change_the_attempts",
+    ),
+    (
+        "services.*.retry.initial_backoff",
+        "retry_backoffs_change_the_waits",
+    ),
+    (
+        "services.*.retry.max_backoff",
+        "retry_backoffs_change_the_waits",
+    ),
+    ("services.*.retry.jitter", "jitter_spreads_the_waits"),
+    ("services.*.retry.jitter=none", "jitter_spreads_the_waits"),
+    ("services.*.retry.jitter=full", "jitter_spreads_the_waits"),
+    ("services.*.retry.jitter=equal", "jitter_spreads_the_waits"),
+    (
+        "services.*.retry.budget_ratio",
+        "retry_budget_keys_change_the_retries_allowed",
+    ),
+    (
+        "services.*.retry.budget_min_per_second",
+        "retry_budget_keys_change_the_retries_allowed",
+    ),
+    (
+        "services.*.retry.budget_ttl",
+        "retry_budget_keys_change_the_retries_allowed",
+    ),
+    ("services.*.limit", "limit_keys_change_admission"),
+    ("services.*.limit.enabled", "limit_keys_change_admission"),
+    (
+        "services.*.limit.max_concurrency",
+        "limit_keys_change_admission",
+    ),
+    ("services.*.limit.max_queue", "limit_keys_change_admission"),
+    (
+        "services.*.limit.queue_timeout",
+        "queue_timeout_ends_the_wait",
+    ),
+    ("services.*.fault", "fault_keys_change_what_is_injected"),
+    (
+        "services.*.fault.enabled",
+        "fault_keys_change_what_is_injected",
+    ),
+    (
+        "services.*.fault.error_rate",
+        "fault_keys_change_what_is_injected",
+    ),
+    (
+        "services.*.fault.hang_rate",
+        "fault_keys_change_what_is_injected",
+    ),
+    (
+        "services.*.fault.latency_rate",
+        "fault_keys_change_what_is_injected",
+    ),
+    (
+        "services.*.fault.latency",
+        "fault_keys_change_what_is_injected",
+    ),
+    (
+        "services.*.fault.status_rate",
+        "fault_status_keys_change_the_answer",
+    ),
+    (
+        "services.*.fault.status",
+        "fault_status_keys_change_the_answer",
+    ),
+];
+
+/// The seed's camelCase spellings and the keys they stand for, with a
+/// value other than the default: [`camel_case_aliases_set_their_keys`]
+/// shows each sets its key (whose own test shows what it does).
+const ALIASES: &[(&str, &str, &str)] = &[
+    (
+        "enableHealthMonitoring",
+        "enable_health_monitoring",
+        "false",
+    ),
+    (
+        "enablePerformanceMonitoring",
+        "enable_performance_monitoring",
+        "false",
+    ),
+    ("enableErrorRecovery", "enable_error_recovery", "false"),
+    (
+        "enableResourceManagement",
+        "enable_resource_management",
+        "false",
+    ),
+    ("healthCheckIntervalMs", "health_check_interval", "1500"),
+    ("healthCheckInterval", "health_check_interval", "\"2s\""),
+    (
+        "performanceCheckIntervalMs",
+        "performance_check_interval",
+        "1500",
+    ),
+    (
+        "performanceCheckInterval",
+        "performance_check_interval",
+        "\"2s\"",
+    ),
+    ("maxResourceMemory", "max_resource_memory", "\"1GB\""),
+    ("recoverableServices", "recoverable_services", "[\"a\"]"),
+    ("maxRecoveryAttempts", "max_recovery_attempts", "5"),
+    ("recoveryBackoff", "recovery_backoff", "\"2s\""),
+    ("maxRecoveryBackoff", "max_recovery_backoff", "\"2m\""),
+    ("healthCheckTimeout", "health_check_timeout", "\"2s\""),
+    (
+        "unhealthyAfterFailedChecks",
+        "unhealthy_after_failed_checks",
+        "5",
+    ),
+    ("memoryWarning", "memory_warning", "0.7"),
+    ("memoryCritical", "memory_critical", "0.9"),
+    (
+        "performanceThresholds",
+        "performance_thresholds",
+        "{\"memory_percent\": 50}",
+    ),
+    (
+        "performance_thresholds.processCpuPercent",
+        "performance_thresholds.process_cpu_percent",
+        "50",
+    ),
+    (
+        "performance_thresholds.memoryPercent",
+        "performance_thresholds.memory_percent",
+        "50",
+    ),
+    (
+        "performance_thresholds.eventLoopP99",
+        "performance_thresholds.event_loop_p99",
+        "\"1s\"",
+    ),
+    ("metricsRetention", "metrics_retention", "\"2h\""),
+    ("metricsResolution", "metrics_resolution", "\"20s\""),
+    ("exposeDetails", "expose_details", "true"),
+];
+
+/// The keys serde accepts at `path` (`*` for a service name), read from
+/// the error it gives for an unknown key there: serde's derive lists
+/// every field and alias of the struct (every variant of an enum) in
+/// that message, so a field added to any section appears here without
+/// anyone listing it.
+fn serde_keys(path: &str) -> Vec<String> {
+    // The JSON that puts an unknown key (an unknown variant for `=`) at
+    // `path`.
+    let (path, variants) = match path.split_once('=') {
+        Some((path, _)) => (path, true),
+        None => (path, false),
+    };
+    let mut json = if variants {
+        "\"no_such_variant\"".to_owned()
+    } else {
+        "{\"no_such_key\": 1}".to_owned()
+    };
+    if variants && path.ends_with("sliding_window") {
+        json = "{\"no_such_variant\": 1}".to_owned();
+    }
+    for part in path.split('.').filter(|p| !p.is_empty()).rev() {
+        let part = if part == "*" { "a" } else { part };
+        json = format!("{{\"{part}\": {json}}}");
+    }
+    let err = SystemHardeningConfig::from_json_str(&json).expect_err(&json);
+    let message = err.to_string();
+    let expected = message
+        .rsplit("expected")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let keys: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(!keys.is_empty(), "no keys listed for {json}: {message}");
+    keys
+}
+
+/// Fails when a key is added to any section without a test.
+///
+/// The keys come from serde itself (see [`serde_keys`]): for each struct
+/// of the configuration and each enum, the unknown-key error lists what
+/// the derive accepts. Every snake-case key listed must be in [`KEYS`],
+/// every camelCase one in [`ALIASES`], and every key in those tables must
+/// still be accepted; every test [`KEYS`] names must be a function of this
+/// file. A new field in `SystemHardeningConfig`, `PerformanceThresholds`,
+/// `ServiceConfig` or a section, or a new variant of `WindowConfig` or
+/// `JitterConfig`, fails here until its row (and its test) is written. A
+/// new section (a struct-valued field) also needs its row in `SECTIONS`
+/// below: the test fails on its struct-valued key until then, because
+/// the key is missing from `KEYS`.
+#[test]
+fn every_key_serde_accepts_has_a_test() {
+    const SECTIONS: &[&str] = &[
+        "",
+        "performance_thresholds",
+        "services.*",
+        "services.*.breaker",
+        "services.*.retry",
+        "services.*.limit",
+        "services.*.fault",
+        "services.*.breaker.sliding_window=",
+        "services.*.retry.jitter=",
+    ];
+    let source = include_str!("config_keys.rs");
+    let mut accepted = Vec::new();
+    let mut aliases = Vec::new();
+    for section in SECTIONS {
+        for key in serde_keys(section) {
+            let full = match (section.is_empty(), section.ends_with('=')) {
+                (true, _) => key.clone(),
+                (false, true) => format!("{section}{key}"),
+                (false, false) => format!("{section}.{key}"),
+            };
+            if key.chars().any(|c| c.is_ascii_uppercase()) {
+                aliases.push(full);
+            } else {
+                accepted.push(full);
+            }
+        }
+    }
+    for key in &accepted {
+        assert!(
+            KEYS.iter().any(|(k, _)| k == key),
+            "`{key}` has no test: add a test that shows it changes behaviour and its row in KEYS"
+        );
+    }
+    for (key, test) in KEYS {
+        assert!(
+            accepted.contains(&(*key).to_owned()),
+            "`{key}` is in KEYS but serde no longer accepts it"
+        );
+        assert!(
+            source.contains(&format!("fn {test}(")),
+            "`{key}`'s test `{test}` is not in this file"
+        );
+    }
+    for alias in &aliases {
+        assert!(
+            ALIASES.iter().any(|(a, _, _)| a == alias),
+            "`{alias}` is accepted but missing from ALIASES"
+        );
+    }
+    for (alias, key, _) in ALIASES {
+        assert!(
+            aliases.contains(&(*alias).to_owned()),
+            "`{alias}` not accepted"
+        );
+        assert!(
+            KEYS.iter().any(|(k, _)| k == key),
+            "`{alias}` names `{key}`"
+        );
+    }
+}
+
+#[test]
+fn camel_case_aliases_set_their_keys() {
+    fn json(path: &str, value: &str) -> String {
+        match path.split_once('.') {
+            Some((outer, inner)) => format!(r#"{{"{outer}": {{"{inner}": {value}}}}}"#),
+            None => format!(r#"{{"{path}": {value}}}"#),
+        }
+    }
+    for (alias, key, value) in ALIASES {
+        let by_alias = SystemHardeningConfig::from_json_str(&json(alias, value))
+            .unwrap_or_else(|err| panic!("{alias} = {value}: {err}"));
+        let by_key = SystemHardeningConfig::from_json_str(&json(key, value))
+            .unwrap_or_else(|err| panic!("{key} = {value}: {err}"));
+        assert_eq!(by_alias, by_key, "{alias} sets {key}");
+        assert_ne!(
+            by_alias,
+            SystemHardeningConfig::default(),
+            "{alias} = {value}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Helpers.
+
+fn parsed(toml: &str) -> SystemHardeningConfig {
+    SystemHardeningConfig::from_toml_str(toml)
+        .unwrap_or_else(|err| panic!("a valid test configuration: {err}\n{toml}"))
+}
+
+/// Memory readings: `rss` of a machine of `total` bytes.
+fn readings(rss: u64, total: u64) -> ManualReadings {
+    let readings = ManualReadings::default();
+    readings.set_memory(MemoryReading {
+        process_rss: rss,
+        system_total: total,
+        system_used: total / 4,
+        ..Default::default()
+    });
+    readings
+}
+
+fn quiet() -> ManualReadings {
+    readings(100 << 20, 8 << 30)
+}
+
+fn hardening(toml: &str) -> SystemHardening {
+    SystemHardening::builder(parsed(toml))
+        .readings(quiet())
+        .build()
+        .unwrap()
+}
+
+/// A registered service whose health check and rebuilds do what the test
+/// says; counts its `initialize` calls.
+#[derive(Clone, Default)]
+struct Backend {
+    check_fails: Arc<AtomicBool>,
+    check_takes: Duration,
+    rebuild_fails: bool,
+    inits: Arc<AtomicU32>,
+}
+
+impl ManagedService for Backend {
+    fn initialize(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let n = self.inits.fetch_add(1, Ordering::SeqCst);
+            if n > 0 && self.rebuild_fails {
+                Err("rebuild failed".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn health_check(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.check_takes).await;
+            if self.check_fails.load(Ordering::SeqCst) {
+                Err("secret-backend-text: connection refused".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+fn failing_backend() -> Backend {
+    let backend = Backend::default();
+    backend.check_fails.store(true, Ordering::SeqCst);
+    backend
+}
+
+/// Starts `toml` with `backend` registered as `db`, runs the paused clock
+/// for `run`, and returns the handle.
+async fn started_with(toml: &str, backend: &Backend, run: Duration) -> HardeningHandle {
+    let handle = SystemHardening::builder(parsed(toml))
+        .readings(quiet())
+        .service("db", backend.clone())
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::sleep(run).await;
+    handle
+}
+
+/// What a call asks of the inner service.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Succeed,
+    Fail,
+    /// Succeeds after this long.
+    Slow(Duration),
+}
+
+/// The inner service: does what each call asks, counting the calls.
+#[derive(Clone, Default)]
+struct Inner {
+    calls: Arc<AtomicU32>,
+}
+
+impl Inner {
+    fn stack(
+        &self,
+        layer: &ServiceLayer,
+    ) -> impl Service<Call, Response = (), Error = BoxError, Future: Send> + Clone + Send + use<>
+    {
+        let calls = self.calls.clone();
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(move |call: Call| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match call {
+                        Call::Succeed => Ok(()),
+                        Call::Fail => Err(std::io::Error::other("backend failed")),
+                        Call::Slow(duration) => {
+                            tokio::time::sleep(duration).await;
+                            Ok(())
+                        }
+                    }
+                }
+            }))
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Sends `calls` one after the other through `name`'s stack; returns
+/// the inner service's call count and the results.
+async fn run_calls(
+    hardening: &SystemHardening,
+    name: &str,
+    calls: &[Call],
+) -> (u32, Vec<Result<(), BoxError>>) {
+    let inner = Inner::default();
+    let svc = inner.stack(&hardening.layer(name).unwrap());
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(svc.clone().oneshot(*call).await);
+    }
+    (inner.calls(), results)
+}
+
+fn repeat(call: Call, n: usize) -> Vec<Call> {
+    vec![call; n]
+}
+
+fn rejection(result: &Result<(), BoxError>) -> Option<RejectionKind> {
+    result
+        .as_ref()
+        .err()
+        .and_then(|err| rejection_of(&**err))
+        .map(|r| r.kind)
+}
+
+// ---------------------------------------------------------------------
+// System keys: monitoring and recovery.
+
+#[tokio::test(start_paused = true)]
+async fn enable_health_monitoring_runs_the_checks() {
+    let base = "health_check_interval = \"1s\"\n";
+    for (toml, checked) in [
+        (base.to_owned(), true),
+        (format!("{base}enable_health_monitoring = false"), false),
+    ] {
+        let handle = started_with(&toml, &failing_backend(), Duration::from_millis(3500)).await;
+        let db = handle.service_health("db").unwrap();
+        assert_eq!(db.last_check.is_some(), checked, "{toml}");
+        assert_eq!(db.failed_checks > 0, checked, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_check_interval_sets_when_checks_run() {
+    for (toml, checks) in [("", 0), ("health_check_interval = \"1s\"", 2)] {
+        let handle = started_with(toml, &failing_backend(), Duration::from_millis(2500)).await;
+        assert_eq!(
+            handle.service_health("db").unwrap().failed_checks,
+            checks,
+            "{toml:?}"
+        );
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_after_failed_checks_counts_failures() {
+    let base = "health_check_interval = \"1s\"\n";
+    for (toml, status) in [
+        (base.to_owned(), HealthState::Degraded),
+        (
+            format!("{base}unhealthy_after_failed_checks = 1"),
+            HealthState::Unhealthy,
+        ),
+    ] {
+        let handle = started_with(&toml, &failing_backend(), Duration::from_millis(1500)).await;
+        assert_eq!(
+            handle.service_health("db").unwrap().status,
+            status,
+            "{toml}"
+        );
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_check_timeout_fails_slow_checks() {
+    let backend = Backend {
+        check_takes: Duration::from_secs(2),
+        ..Backend::default()
+    };
+    let base = "health_check_interval = \"1s\"\n";
+    for (toml, failed) in [
+        (base.to_owned(), false),
+        (format!("{base}health_check_timeout = \"1s\""), true),
+    ] {
+        let handle = started_with(&toml, &backend, Duration::from_millis(3500)).await;
+        let db = handle.service_health("db").unwrap();
+        assert!(db.last_check.is_some(), "{toml}");
+        assert_eq!(db.failed_checks > 0, failed, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn expose_details_shows_inner_errors() {
+    let base = "health_check_interval = \"1s\"\n";
+    for (toml, shown) in [
+        (base.to_owned(), false),
+        (format!("{base}expose_details = true"), true),
+    ] {
+        let handle = started_with(&toml, &failing_backend(), Duration::from_millis(1500)).await;
+        let response = handle
+            .endpoints()
+            .oneshot(
+                http::Request::get("/health")
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("\"db\""), "{body}");
+        assert_eq!(
+            body.contains("secret-backend-text"),
+            shown,
+            "{toml}: {body}"
+        );
+        handle.shutdown().await;
+    }
+}
+
+/// Starts a recoverable (when `recoverable`) `db` whose checks fail from
+/// the start and whose rebuilds fail when `rebuild_fails`; returns its
+/// `initialize` calls after `run`.
+async fn inits_after(toml: &str, recoverable: bool, rebuild_fails: bool, run: Duration) -> u32 {
+    let backend = Backend {
+        rebuild_fails,
+        ..failing_backend()
+    };
+    let toml = format!(
+        "health_check_interval = \"1s\"\nunhealthy_after_failed_checks = 1\n{}{toml}",
+        if recoverable {
+            "recoverable_services = [\"db\"]\n"
+        } else {
+            ""
+        }
+    );
+    let handle = started_with(&toml, &backend, run).await;
+    handle.shutdown().await;
+    backend.inits.load(Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn enable_error_recovery_rebuilds_services() {
+    let run = Duration::from_millis(1500);
+    assert_eq!(inits_after("", true, false, run).await, 2, "rebuilt once");
+    assert_eq!(
+        inits_after("enable_error_recovery = false", true, false, run).await,
+        1,
+        "never rebuilt"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn recoverable_services_are_the_ones_rebuilt() {
+    let run = Duration::from_millis(1500);
+    assert_eq!(inits_after("", true, false, run).await, 2);
+    assert_eq!(inits_after("", false, false, run).await, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_recovery_attempts_bounds_the_rebuilds() {
+    // Every rebuild fails: start-up plus one `initialize` per attempt.
+    let run = Duration::from_secs(60);
+    assert_eq!(inits_after("", true, true, run).await, 1 + 3);
+    assert_eq!(
+        inits_after("max_recovery_attempts = 1", true, true, run).await,
+        1 + 1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_backoff_spaces_the_rebuilds() {
+    // The first check fails at 1 s; attempts at 1 s, 2 s, 4 s by default.
+    let run = Duration::from_secs(6);
+    assert_eq!(inits_after("", true, true, run).await, 1 + 3);
+    assert_eq!(
+        inits_after(
+            "recovery_backoff = \"10s\"\nmax_recovery_backoff = \"10s\"",
+            true,
+            true,
+            run
+        )
+        .await,
+        1 + 1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_recovery_backoff_caps_the_spacing() {
+    // Attempts at 1, 2, 4, 8, ... s by default; every second when capped.
+    let run = Duration::from_millis(6500);
+    let base = "max_recovery_attempts = 6\n";
+    assert_eq!(inits_after(base, true, true, run).await, 1 + 3);
+    let capped = inits_after(
+        &format!("{base}max_recovery_backoff = \"1s\""),
+        true,
+        true,
+        run,
+    )
+    .await;
+    assert_eq!(
+        capped,
+        1 + 6,
+        "capped at 1 s: attempts at 1, 2, 3, 4, 5, 6 s"
+    );
+}
+
+// ---------------------------------------------------------------------
+// System keys: memory and performance.
+
+/// Starts `toml` on memory readings of `rss` of 1000 bytes and lets the
+/// first reading happen.
+async fn started_on_memory(toml: &str, rss: u64) -> HardeningHandle {
+    let handle = SystemHardening::builder(parsed(toml))
+        .readings(readings(rss, 1000))
+        .build()
+        .unwrap()
+        .start();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_warning_degrades() {
+    for (toml, status) in [
+        ("", HealthState::Healthy),
+        ("memory_warning = 0.6", HealthState::Degraded),
+    ] {
+        let handle = started_on_memory(toml, 700).await;
+        assert_eq!(handle.health().status, status, "{toml:?}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_critical_makes_unhealthy() {
+    for (toml, status) in [
+        ("", HealthState::Degraded),
+        ("memory_critical = 0.85", HealthState::Unhealthy),
+    ] {
+        let handle = started_on_memory(toml, 900).await;
+        assert_eq!(handle.health().status, status, "{toml:?}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_resource_memory_is_the_memory_limit() {
+    for (toml, limit) in [
+        ("", 8u64 << 30),
+        ("max_resource_memory = \"1MB\"", 1_000_000),
+    ] {
+        let handle = SystemHardening::builder(parsed(toml))
+            .readings(quiet())
+            .build()
+            .unwrap()
+            .start();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(handle.health().memory.limit, limit, "{toml:?}");
+        if toml.is_empty() {
+            // The memory pool is the machine's (sysinfo's), not the readings'.
+            assert_ne!(handle.resource_stats().pools["memory"].capacity, 1_000_000);
+        } else {
+            assert_eq!(handle.resource_stats().pools["memory"].capacity, limit);
+        }
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn enable_resource_management_makes_the_memory_pool_and_admission() {
+    let base = "[services.api.limit]\nmax_concurrency = 1\nmax_queue = 0\n";
+    for (toml, managed) in [
+        (base.to_owned(), true),
+        (format!("enable_resource_management = false\n{base}"), false),
+    ] {
+        let hardening = hardening(&toml);
+        assert_eq!(
+            hardening
+                .handle()
+                .resource_stats()
+                .pools
+                .contains_key("memory"),
+            managed,
+            "{toml}"
+        );
+        let refused = refused_of_concurrent(&hardening, "api", 3).await;
+        assert_eq!(refused, if managed { 2 } else { 0 }, "{toml}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn enable_performance_monitoring_measures() {
+    for (toml, measured) in [("", true), ("enable_performance_monitoring = false", false)] {
+        let handle = started_on_memory(toml, 100).await;
+        assert_eq!(
+            handle.performance().measured_at.is_some(),
+            measured,
+            "{toml:?}"
+        );
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn performance_check_interval_sets_how_often_performance_is_measured() {
+    // The event-loop probe wakes every 50 ms; each reading covers the
+    // probes since the one before: 5 s of them, or 1 s.
+    for (toml, probes) in [
+        ("", 99..=101),
+        ("performance_check_interval = \"1s\"", 19..=21),
+    ] {
+        let handle = started_on_memory(toml, 100).await;
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        let samples = handle.performance().event_loop.samples;
+        assert!(probes.contains(&samples), "{toml:?}: {samples}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn performance_thresholds_raise_alerts() {
+    // 50% CPU and 75% of the memory limit: under the defaults (90, 85).
+    let cases = [
+        ("", None),
+        (
+            "performance_thresholds = { process_cpu_percent = 40 }",
+            Some("process_cpu_percent"),
+        ),
+        (
+            "performance_thresholds = { memory_percent = 70 }",
+            Some("memory_percent"),
+        ),
+    ];
+    for (toml, alert) in cases {
+        let handle = SystemHardening::builder(parsed(toml))
+            .readings({
+                let readings = readings(750, 1000);
+                readings.set_cpu(CpuReading {
+                    process: 50.0,
+                    system: 10.0,
+                });
+                readings
+            })
+            .build()
+            .unwrap()
+            .start();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let alerts = handle.performance().alerts.clone();
+        match alert {
+            None => {
+                assert!(alerts.is_empty(), "{toml:?}: {alerts:?}");
+                assert_eq!(handle.health().status, HealthState::Healthy);
+            }
+            Some(metric) => {
+                assert_eq!(alerts.len(), 1, "{toml:?}: {alerts:?}");
+                assert!(alerts[0].starts_with(metric), "{toml:?}: {alerts:?}");
+                assert_eq!(handle.health().status, HealthState::Degraded);
+            }
+        }
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_loop_p99_threshold_raises_an_alert() {
+    let base = "performance_check_interval = \"1s\"\n";
+    for (toml, alerted) in [
+        (base.to_owned(), true),
+        (
+            format!("{base}performance_thresholds = {{ event_loop_p99 = \"1s\" }}"),
+            false,
+        ),
+    ] {
+        let hardening = SystemHardening::builder(parsed(&toml))
+            .readings(quiet())
+            .build()
+            .unwrap();
+        let mut events = hardening.handle().subscribe();
+        let handle = hardening.start();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The clock jumps 600 ms at once: the probe's timer fires that
+        // late, as if a worker had been blocked.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut seen = false;
+        while let Ok(event) = events.try_recv() {
+            if let EventKind::PerformanceAlert {
+                metric: "event_loop_p99_seconds",
+                active: true,
+                ..
+            } = event.kind()
+            {
+                seen = true;
+            }
+        }
+        assert_eq!(seen, alerted, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+/// Sends one call through `api` at the start, then lets `run` pass;
+/// returns the handle.
+async fn one_call_then(toml: &str, run: Duration) -> HardeningHandle {
+    let hardening = hardening(toml);
+    run_calls(&hardening, "api", &[Call::Succeed]).await;
+    let handle = hardening.start();
+    tokio::time::sleep(run).await;
+    handle
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_retention_forgets_old_samples() {
+    for (toml, kept) in [
+        ("[services.api]", 1),
+        ("metrics_retention = \"1m\"\n[services.api]", 0),
+    ] {
+        let handle = one_call_then(toml, Duration::from_secs(120)).await;
+        let requests = handle
+            .metrics()
+            .query(names::REQUESTS_TOTAL)
+            .label(names::LABEL_SERVICE, "api")
+            .count();
+        assert_eq!(requests, kept, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_resolution_sets_the_bucket_width() {
+    // A 5 s window holds whole buckets: the 10 s one the call is in, or
+    // five 1 s ones after it.
+    for (toml, seen) in [
+        ("[services.api]", 1),
+        ("metrics_resolution = \"1s\"\n[services.api]", 0),
+    ] {
+        let handle = one_call_then(toml, Duration::from_secs(8)).await;
+        let requests = handle
+            .metrics()
+            .query(names::REQUESTS_TOTAL)
+            .label(names::LABEL_SERVICE, "api")
+            .window(Duration::from_secs(5))
+            .count();
+        assert_eq!(requests, seen, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------
+// Service keys.
+
+#[tokio::test(start_paused = true)]
+async fn criticality_decides_overall_health_and_priority() {
+    // A critical service's open circuit makes the process unhealthy.
+    for (toml, overall) in [
+        ("[services.api]", HealthState::Degraded),
+        (
+            "[services.api]\ncriticality = \"critical\"",
+            HealthState::Unhealthy,
+        ),
+    ] {
+        let hardening = hardening(toml);
+        hardening.layer("api").unwrap();
+        let handle = hardening.start();
+        handle.force_open("api").unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(handle.health().status, overall, "{toml}");
+        handle.shutdown().await;
+    }
+    // Under memory pressure (LOW shed), a low-criticality service's calls
+    // are refused.
+    for (toml, refused) in [
+        ("[services.api]", None),
+        (
+            "[services.api]\ncriticality = \"low\"",
+            Some(RejectionKind::Overloaded),
+        ),
+    ] {
+        let hardening = SystemHardening::builder(parsed(toml))
+            .readings(readings(850, 1000))
+            .build()
+            .unwrap();
+        let layer = hardening.layer("api").unwrap();
+        let handle = hardening.start();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(handle.health().shedding_below.is_some());
+        let result = Inner::default().stack(&layer).oneshot(Call::Succeed).await;
+        assert_eq!(rejection(&result), refused, "{toml}");
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_ends_slow_calls() {
+    for (toml, ends) in [
+        ("[services.api]", false),
+        ("[services.api]\ntimeout = \"1s\"", true),
+    ] {
+        let hardening = hardening(toml);
+        let started = Instant::now();
+        let (_, results) =
+            run_calls(&hardening, "api", &[Call::Slow(Duration::from_secs(2))]).await;
+        assert_eq!(results[0].is_err(), ends, "{toml:?}");
+        let took = started.elapsed();
+        let expected = Duration::from_secs(if ends { 1 } else { 2 });
+        assert_eq!(took, expected, "{toml:?}");
+    }
+}
+
+/// Runs `calls` through `api` configured by `toml` and returns the
+/// breaker's state after them.
+async fn state_after(toml: &str, calls: &[Call]) -> CircuitState {
+    let hardening = hardening(&format!("[services.api.breaker]\n{toml}"));
+    run_calls(&hardening, "api", calls).await;
+    hardening.layer("api").unwrap().breaker().state()
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_keys_change_when_it_opens() {
+    let slow = Call::Slow(Duration::from_secs(2));
+    let thirty_percent: Vec<Call> = (0..20)
+        .map(|i| if i >= 14 { Call::Fail } else { Call::Succeed })
+        .collect();
+    let sixty_percent_slow: Vec<Call> = (0..20)
+        .map(|i| if i >= 8 { slow } else { Call::Succeed })
+        .collect();
+    let mut nine_then_one = repeat(Call::Fail, 9);
+    nine_then_one.push(slow); // 2 s pass before the window's tenth call
+    nine_then_one.push(Call::Fail);
+    use CircuitState::{Closed, Disabled, Open};
+    let cases: &[(&str, &str, Vec<Call>, CircuitState, CircuitState)] = &[
+        // (key = written value, calls, state by default, state as written)
+        (
+            "enabled = false",
+            "",
+            repeat(Call::Fail, 30),
+            Open,
+            Disabled,
+        ),
+        (
+            "failure_rate_threshold = 0.25",
+            "",
+            thirty_percent,
+            Closed,
+            Open,
+        ),
+        (
+            "slow_call_rate_threshold = 0.5",
+            "slow_call_duration = \"1s\"",
+            sixty_percent_slow,
+            Closed,
+            Open,
+        ),
+        (
+            "slow_call_duration = \"1s\"",
+            "",
+            repeat(slow, 20),
+            Closed,
+            Open,
+        ),
+        ("minimum_calls = 5", "", repeat(Call::Fail, 5), Closed, Open),
+        (
+            "sliding_window = { time = \"1s\" }",
+            "minimum_calls = 10",
+            nine_then_one,
+            Open,
+            Closed,
+        ),
+    ];
+    for (written, base, calls, by_default, as_written) in cases {
+        assert_eq!(
+            state_after(base, calls).await,
+            *by_default,
+            "{base} (default)"
+        );
+        assert_eq!(
+            state_after(&format!("{base}\n{written}"), calls).await,
+            *as_written,
+            "{base} {written}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sliding_window_count_bounds_the_calls_kept() {
+    for (toml, kept) in [("", 30), ("sliding_window = { count = 10 }", 10)] {
+        let hardening = hardening(&format!(
+            "[services.api.breaker]\nminimum_calls = 10\n{toml}"
+        ));
+        run_calls(&hardening, "api", &repeat(Call::Succeed, 30)).await;
+        let snapshot = hardening.layer("api").unwrap().breaker().snapshot();
+        assert_eq!(snapshot.calls, kept, "{toml:?}");
+    }
+}
+
+/// `api`'s layer after five failures opened its breaker
+/// (`minimum_calls = 5`, plus `toml`).
+async fn opened(toml: &str) -> (SystemHardening, ServiceLayer) {
+    let hardening = hardening(&format!(
+        "[services.api.breaker]\nminimum_calls = 5\n{toml}"
+    ));
+    run_calls(&hardening, "api", &repeat(Call::Fail, 5)).await;
+    let layer = hardening.layer("api").unwrap();
+    assert_eq!(layer.breaker().state(), CircuitState::Open);
+    (hardening, layer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_in_open_sets_when_probes_start() {
+    for (toml, probed) in [("", false), ("wait_in_open = \"5s\"", true)] {
+        let (hardening, _layer) = opened(toml).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (calls, results) = run_calls(&hardening, "api", &[Call::Succeed]).await;
+        assert_eq!(calls == 1, probed, "{toml:?}");
+        if !probed {
+            assert_eq!(rejection(&results[0]), Some(RejectionKind::CircuitOpen));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_in_open_caps_the_doubled_wait() {
+    let base = "wait_in_open = \"1s\"\nhalf_open_permits = 1\n";
+    for (toml, longest) in [
+        (base.to_owned(), Duration::from_secs(2)),
+        (
+            format!("{base}max_wait_in_open = \"1s\""),
+            Duration::from_secs(1),
+        ),
+    ] {
+        let (hardening, layer) = opened(&toml).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The probe fails: open again, for twice as long unless capped.
+        run_calls(&hardening, "api", &[Call::Fail]).await;
+        let snapshot = layer.breaker().snapshot();
+        assert_eq!(snapshot.state, CircuitState::Open, "{toml}");
+        let wait = snapshot.until_probe.expect("open");
+        assert!(
+            wait <= longest && wait > longest - Duration::from_millis(100),
+            "{toml}: {wait:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_permits_bounds_the_probes() {
+    for (toml, probes) in [("", 5), ("half_open_permits = 2", 2)] {
+        let (_hardening, layer) = opened(&format!("wait_in_open = \"1s\"\n{toml}")).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let inner = Inner::default();
+        let svc = inner.stack(&layer);
+        let calls: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(svc.clone().oneshot(Call::Slow(Duration::from_secs(1)))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(inner.calls(), probes, "{toml:?}");
+        assert_eq!(layer.breaker().snapshot().probes_in_flight, probes);
+        for call in calls {
+            let _ = call.await;
+        }
+    }
+}
+
+/// Calls `api` `calls` times at once, each holding its admission until
+/// all have started; returns how many were refused as overloaded.
+async fn refused_of_concurrent(hardening: &SystemHardening, name: &str, calls: usize) -> usize {
+    let inner = Inner::default();
+    let svc = inner.stack(&hardening.layer(name).unwrap());
+    let calls: Vec<_> = (0..calls)
+        .map(|_| tokio::spawn(svc.clone().oneshot(Call::Slow(Duration::from_millis(10)))))
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        let result = call.await.expect("no panic");
+        if let Some(kind) = rejection(&result) {
+            assert_eq!(kind, RejectionKind::Overloaded);
+            refused += 1;
+        }
+    }
+    refused
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_keys_change_admission() {
+    let cases = [
+        // (toml, refused of three at once)
+        ("[services.api]", 0),
+        ("[services.api.limit]\nmax_queue = 0", 0),
+        (
+            "[services.api.limit]\nmax_queue = 0\nmax_concurrency = 2",
+            1,
+        ),
+        ("[services.api.limit]\nmax_concurrency = 1", 0),
+        (
+            "[services.api.limit]\nmax_concurrency = 1\nmax_queue = 1",
+            1,
+        ),
+        (
+            "[services.api.limit]\nmax_concurrency = 1\nmax_queue = 0",
+            2,
+        ),
+        (
+            "[services.api.limit]\nmax_concurrency = 1\nmax_queue = 0\nenabled = false",
+            0,
+        ),
+    ];
+    for (toml, refused) in cases {
+        let hardening = hardening(toml);
+        assert_eq!(
+            refused_of_concurrent(&hardening, "api", 3).await,
+            refused,
+            "{toml:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_timeout_ends_the_wait() {
+    let base = "[services.api.limit]\nmax_concurrency = 1\n";
+    for (toml, timed_out) in [
+        (base.to_owned(), false),
+        (format!("{base}queue_timeout = \"1s\""), true),
+    ] {
+        let hardening = hardening(&toml);
+        let svc = Inner::default().stack(&hardening.layer("api").unwrap());
+        let first = tokio::spawn(svc.clone().oneshot(Call::Slow(Duration::from_secs(2))));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = svc.oneshot(Call::Succeed).await;
+        assert_eq!(
+            rejection(&second) == Some(RejectionKind::QueueTimeout),
+            timed_out,
+            "{toml}"
+        );
+        assert_eq!(second.is_ok(), !timed_out, "{toml}");
+        first.await.unwrap().unwrap();
+    }
+}
+
+/// The inner service's call count and the time taken for one failing
+/// call through `api`'s stack.
+async fn one_failing_call(toml: &str) -> (u32, Duration) {
+    let hardening = hardening(toml);
+    let started = Instant::now();
+    let (calls, _) = run_calls(&hardening, "api", &[Call::Fail]).await;
+    (calls, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_keys_change_the_attempts() {
+    for (toml, attempts) in [
+        ("[services.api]", 1),
+        ("[services.api.retry]", 3),
+        ("[services.api.retry]\nenabled = false", 1),
+        ("[services.api.retry]\nmax_attempts = 2", 2),
+    ] {
+        assert_eq!(one_failing_call(toml).await.0, attempts, "{toml:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_backoffs_change_the_waits() {
+    let base = "[services.api.retry]\njitter = \"none\"\nmax_attempts = 4\n";
+    let ms = Duration::from_millis;
+    for (toml, waited) in [
+        // 50 + 100 + 200 ms
+        (String::new(), ms(350)),
+        // 100 + 200 + 400 ms
+        ("initial_backoff = \"100ms\"".to_owned(), ms(700)),
+        // 50 + 60 + 60 ms
+        ("max_backoff = \"60ms\"".to_owned(), ms(170)),
+    ] {
+        let (calls, took) = one_failing_call(&format!("{base}{toml}")).await;
+        assert_eq!(calls, 4);
+        assert_eq!(took, waited, "{toml:?}");
+    }
+}
+
+/// No breaker: every retry counts as a call to the breaker, which would
+/// open and refuse the rest.
+const UNBROKEN: &str = "[services.api.breaker]\nenabled = false\n";
+
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_the_waits() {
+    // One retry after 100 ms of backoff, before jitter, 40 times.
+    let waits = async |jitter: &str| {
+        let hardening = hardening(&format!(
+            "{UNBROKEN}[services.api.retry]\nmax_attempts = 2\ninitial_backoff = \"100ms\"\n{jitter}"
+        ));
+        let svc = Inner::default().stack(&hardening.layer("api").unwrap());
+        let mut waits = Vec::new();
+        for _ in 0..40 {
+            let started = Instant::now();
+            let _ = svc.clone().oneshot(Call::Fail).await;
+            waits.push(started.elapsed());
+        }
+        waits
+    };
+    let backoff = Duration::from_millis(100);
+    let half = backoff / 2;
+    let none = waits("jitter = \"none\"").await;
+    assert!(none.iter().all(|w| *w == backoff), "{none:?}");
+    let equal = waits("jitter = \"equal\"").await;
+    assert!(
+        equal.iter().all(|w| *w >= half && *w <= backoff),
+        "{equal:?}"
+    );
+    assert!(equal.iter().any(|w| *w != backoff), "{equal:?}");
+    // Full jitter is the default: some waits below half the backoff (all
+    // 40 above it has a chance of 2^-40).
+    for full in [waits("").await, waits("jitter = \"full\"").await] {
+        assert!(full.iter().all(|w| *w <= backoff), "{full:?}");
+        assert!(full.iter().any(|w| *w < half), "{full:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_budget_keys_change_the_retries_allowed() {
+    // 30 failing requests, one retry each if the budget allows.
+    let retries = async |toml: &str| {
+        let hardening = hardening(&format!(
+            "{UNBROKEN}[services.api.retry]\nmax_attempts = 2\ninitial_backoff = \"1ms\"\n{toml}"
+        ));
+        run_calls(&hardening, "api", &repeat(Call::Fail, 30)).await;
+        hardening.layer("api").unwrap().retry().stats().retries
+    };
+    // Defaults: a reserve of 10/s over 10 s covers every retry.
+    assert_eq!(retries("").await, 30);
+    // 1/s over 10 s, plus 20% of 30 deposits.
+    let one_per_second = retries("budget_min_per_second = 1").await;
+    assert!(one_per_second < 30, "{one_per_second}");
+    // The reserve is min_per_second times the ttl.
+    let short_ttl = retries("budget_min_per_second = 1\nbudget_ttl = \"1s\"").await;
+    assert!(short_ttl < one_per_second, "{short_ttl} < {one_per_second}");
+    // No reserve: only the ratio of deposits.
+    let fifth = retries("budget_min_per_second = 0").await;
+    let all = retries("budget_min_per_second = 0\nbudget_ratio = 1.0").await;
+    assert!(fifth < all, "{fifth} < {all}");
+    assert!(fifth <= 7, "{fifth}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_keys_change_what_is_injected() {
+    let second = Duration::from_secs(1);
+    let cases = [
+        // (toml, calls reaching the service, the call fails, time taken)
+        ("[services.api.fault]", 1, false, Duration::ZERO),
+        (
+            "[services.api.fault]\nerror_rate = 1.0",
+            0,
+            true,
+            Duration::ZERO,
+        ),
+        (
+            "[services.api.fault]\nerror_rate = 1.0\nenabled = false",
+            1,
+            false,
+            Duration::ZERO,
+        ),
+        (
+            "[services.api]\ntimeout = \"1s\"\n[services.api.fault]\nhang_rate = 1.0",
+            0,
+            true,
+            second,
+        ),
+        (
+            "[services.api.fault]\nlatency = \"2s\"",
+            1,
+            false,
+            Duration::ZERO,
+        ),
+        (
+            "[services.api.fault]\nlatency_rate = 1.0",
+            1,
+            false,
+            Duration::ZERO,
+        ),
+        (
+            "[services.api.fault]\nlatency_rate = 1.0\nlatency = \"2s\"",
+            1,
+            false,
+            2 * second,
+        ),
+    ];
+    for (toml, reached, fails, took) in cases {
+        let hardening = hardening(toml);
+        let started = Instant::now();
+        let (calls, results) = run_calls(&hardening, "api", &[Call::Succeed]).await;
+        assert_eq!(calls, reached, "{toml}");
+        assert_eq!(results[0].is_err(), fails, "{toml}");
+        assert_eq!(started.elapsed(), took, "{toml}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fault_status_keys_change_the_answer() {
+    for (toml, status) in [
+        ("[services.api.fault]\nstatus = 418", 200),
+        ("[services.api.fault]\nstatus_rate = 1.0", 503),
+        ("[services.api.fault]\nstatus_rate = 1.0\nstatus = 418", 418),
+    ] {
+        let hardening = hardening(toml);
+        let svc = ServiceBuilder::new()
+            .layer(hardening.http_layer("api").unwrap())
+            .service(service_fn(|_: http::Request<_>| async {
+                Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+            }));
+        let response = svc
+            .oneshot(
+                http::Request::get("/")
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{toml}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_rebuilds_report_their_steps() {
+    // The events agree with the counts above: one `Started` per attempt.
+    let backend = Backend {
+        rebuild_fails: true,
+        ..failing_backend()
+    };
+    let hardening = SystemHardening::builder(parsed(
+        "health_check_interval = \"1s\"\nunhealthy_after_failed_checks = 1\n\
+         recoverable_services = [\"db\"]\nmax_recovery_attempts = 2",
+    ))
+    .readings(quiet())
+    .service("db", backend.clone())
+    .build()
+    .unwrap();
+    let mut events = hardening.handle().subscribe();
+    let handle = hardening.start();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut started = 0;
+    while let Ok(event) = events.try_recv() {
+        if let EventKind::RecoveryStep {
+            step: RecoveryStep::Started,
+            ..
+        } = event.kind()
+        {
+            started += 1;
+        }
+    }
+    assert_eq!(started, 2);
+    assert_eq!(handle.service_health("db").unwrap().recovery_attempts, 2);
+    handle.shutdown().await;
+}
