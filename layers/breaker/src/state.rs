@@ -392,6 +392,29 @@ mod tests {
         assert_eq!(state.state(), CircuitState::Open);
     }
 
+    /// The rates are checked when the window reaches its minimum number
+    /// of calls, whatever that call's outcome: failures recorded while
+    /// the window was below it are not forgotten because the calls after
+    /// them succeeded.
+    #[tokio::test(start_paused = true)]
+    async fn the_call_that_reaches_the_minimum_checks_the_rates() {
+        let state = state_of(
+            BreakerBuilder::default()
+                .sliding_window(SlidingWindow::count(20))
+                .minimum_calls(20)
+                .failure_rate_threshold(0.25),
+        );
+        // Six failures among the first 13 calls, then successes.
+        for i in 0..19 {
+            assert!(call(&state, [0, 1, 2, 10, 11, 12].contains(&i)));
+        }
+        assert_eq!(state.state(), CircuitState::Closed);
+        // The 20th call, a success, brings the window to its minimum with
+        // a failure rate of 0.3.
+        assert!(call(&state, false));
+        assert_eq!(state.state(), CircuitState::Open);
+    }
+
     /// Leaving half-open clears the probe word: no free permit of an ended
     /// period is left for a later one to find.
     #[tokio::test(start_paused = true)]

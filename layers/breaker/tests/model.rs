@@ -5,7 +5,8 @@
 //! agree, over 1,000 cases.
 //!
 //! The model is the specification in a few lines: a count window of the
-//! last N recorded calls; trip on a failure or slow call when the window
+//! last N recorded calls; trip on a failure or slow call (or any call
+//! while the window is filling) when the window
 //! holds at least `minimum_calls` and a rate reaches its threshold; open
 //! for `wait * 2^(consecutive trips - 1)` capped; half-open admits
 //! `permits` probes, reopens as soon as failures (or slow calls) reach the
@@ -201,12 +202,13 @@ impl Model {
                 if !current {
                     return;
                 }
+                let grew = self.window.len() < self.p.window as usize;
                 self.window.push_back((failure, slow));
                 if self.window.len() > self.p.window as usize {
                     self.window.pop_front();
                 }
                 let (calls, failures, slows) = self.counts();
-                if (failure || slow)
+                if (failure || slow || grew)
                     && self.state == CircuitState::Closed
                     && calls >= self.p.minimum
                     && (Self::reaches(failures, calls, self.p.failure_threshold)
