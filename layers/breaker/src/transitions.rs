@@ -1,6 +1,7 @@
 //! State transitions: the rare path, under one mutex the closed path never
 //! touches.
 
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
@@ -31,9 +32,49 @@ impl Transitions {
     }
 }
 
+/// The transition lock, and the event to announce once it is released:
+/// subscribers and tracing are never called with the lock held (a slow
+/// subscriber or log sink would stall every call that finishes).
+pub(crate) struct TransitionGuard<'a> {
+    state: &'a BreakerState,
+    held: Option<MutexGuard<'a, Transitions>>,
+    announce: Option<Event>,
+}
+
+impl std::ops::Deref for TransitionGuard<'_> {
+    type Target = Transitions;
+
+    fn deref(&self) -> &Transitions {
+        self.held.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for TransitionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Transitions {
+        self.held.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for TransitionGuard<'_> {
+    fn drop(&mut self) {
+        self.held = None;
+        if let Some(event) = self.announce.take() {
+            tower_hardening_core::publish(self.state.settings.events.as_ref(), || event);
+        }
+    }
+}
+
 impl BreakerState {
+    fn lock_transitions(&self) -> TransitionGuard<'_> {
+        TransitionGuard {
+            state: self,
+            held: Some(lock(&self.transitions)),
+            announce: None,
+        }
+    }
+
     pub(crate) fn closed_to_open(&self, seen: u64) {
-        let mut transitions = lock(&self.transitions);
+        let mut transitions = self.lock_transitions();
         if self.word.load(Ordering::Acquire) != seen {
             return;
         }
@@ -41,7 +82,7 @@ impl BreakerState {
     }
 
     pub(crate) fn open_to_half_open(&self, seen: u64) {
-        let mut transitions = lock(&self.transitions);
+        let mut transitions = self.lock_transitions();
         if self.word.load(Ordering::Acquire) != seen {
             return;
         }
@@ -59,7 +100,7 @@ impl BreakerState {
     }
 
     pub(crate) fn probe_finished(&self, generation: u64, failure: bool, slow: bool) {
-        let mut transitions = lock(&self.transitions);
+        let mut transitions = self.lock_transitions();
         let word = self.word.load(Ordering::Acquire);
         if word != pack(generation, CircuitState::HalfOpen) {
             return;
@@ -103,7 +144,7 @@ impl BreakerState {
     /// Opens the breaker for the next wait: `wait_in_open`, doubled for
     /// each consecutive trip, capped at `max_wait_in_open`. A wait past
     /// what the clock can represent means "until reset".
-    fn open(&self, transitions: &mut Transitions, seen: u64, from: CircuitState) {
+    fn open(&self, transitions: &mut TransitionGuard<'_>, seen: u64, from: CircuitState) {
         transitions.consecutive_opens = transitions.consecutive_opens.saturating_add(1);
         let doublings = transitions.consecutive_opens.saturating_sub(1).min(31);
         let wait = self
@@ -119,10 +160,11 @@ impl BreakerState {
         self.publish(transitions, (seen >> 8) + 1, from, CircuitState::Open);
     }
 
-    /// Publishes a new state word and tells the world.
+    /// Publishes a new state word; the world is told once the lock is
+    /// released.
     fn publish(
         &self,
-        transitions: &mut Transitions,
+        transitions: &mut TransitionGuard<'_>,
         generation: u64,
         from: CircuitState,
         to: CircuitState,
@@ -142,16 +184,18 @@ impl BreakerState {
             gauge.set(f64::from(to.as_index()));
         }
         self.metrics.transition(from, to);
-        tower_hardening_core::publish(self.settings.events.as_ref(), || {
-            Event::new(name.clone(), EventKind::CircuitTransition { from, to })
-        });
+        // Announced when the lock is released; one transition per lock.
+        transitions.announce = Some(Event::new(
+            name.clone(),
+            EventKind::CircuitTransition { from, to },
+        ));
     }
 
     /// Moves to a manual state (`ForcedOpen`, `Disabled`, `MetricsOnly`),
     /// back to an empty `Closed`, or to a fresh `HalfOpen` whose probes
     /// decide as after an open wait.
     pub(crate) fn set_manual(&self, to: CircuitState) {
-        let mut transitions = lock(&self.transitions);
+        let mut transitions = self.lock_transitions();
         let (generation, from) = unpack(self.word.load(Ordering::Acquire));
         if to == CircuitState::Closed {
             transitions.consecutive_opens = 0;

@@ -167,9 +167,14 @@ impl PoolInner {
             self.overloaded(waiter, "shedding lower priorities")
         });
         self.publish_waiting(&state);
-        for priority in refused {
+        for &priority in &refused {
             self.rejected_total.fetch_add(1, Ordering::Relaxed);
             *state.rejected.entry(priority).or_default() += 1;
+        }
+        drop(state);
+        // Published with the lock released (and at most once a second per
+        // priority).
+        for priority in refused {
             self.publish_shed(priority);
         }
     }
@@ -182,12 +187,14 @@ impl PoolInner {
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let mut state = self.lock();
-        self.reclaim_all(&mut state);
+        let announce = self.reclaim_all(&mut state);
         let pool = self.name().clone();
         state
             .queue
             .refuse_below(None, |_| Box::new(PoolClosed::new(pool.clone())));
         self.publish_waiting(&state);
+        drop(state);
+        self.announce(announce);
         self.lease_added.notify_one();
     }
 }

@@ -162,28 +162,42 @@ impl PoolInner {
     pub(crate) fn reclaim_expired(&self) -> Option<Instant> {
         let now = Instant::now();
         let mut state = self.lock();
+        let mut announce = None;
         while let Some(&(at, id)) = state.expiries.first() {
             if at > now {
                 break;
             }
-            self.reclaim(&mut state, id);
+            announce = announce.or(self.reclaim(&mut state, id));
         }
         self.dispatch(&mut state);
-        state.expiries.first().map(|&(at, _)| at)
+        let next = state.expiries.first().map(|&(at, _)| at);
+        drop(state);
+        self.announce(announce);
+        next
     }
 
-    /// Takes every lease back (shutdown), serving nobody.
-    pub(super) fn reclaim_all(&self, state: &mut State) {
-        let ids: Vec<u64> = state.leases.keys().copied().collect();
-        for id in ids {
-            self.reclaim(state, id);
+    /// Publishes (and traces) an event, with the pool's lock released.
+    pub(super) fn announce(&self, event: Option<Event>) {
+        if let Some(event) = event {
+            tower_hardening_core::publish(self.settings.events.as_ref(), || event);
         }
     }
 
-    fn reclaim(&self, state: &mut State, id: u64) {
-        let Some(record) = state.remove_lease(id) else {
-            return;
-        };
+    /// Takes every lease back (shutdown), serving nobody; returns the
+    /// event to announce once the lock is released.
+    pub(super) fn reclaim_all(&self, state: &mut State) -> Option<Event> {
+        let ids: Vec<u64> = state.leases.keys().copied().collect();
+        let mut announce = None;
+        for id in ids {
+            announce = announce.or(self.reclaim(state, id));
+        }
+        announce
+    }
+
+    /// Takes a lease back; returns its event if this second's is not out
+    /// yet (announced by the caller once the lock is released).
+    fn reclaim(&self, state: &mut State, id: u64) -> Option<Event> {
+        let record = state.remove_lease(id)?;
         let grant = Grant {
             lease: id,
             units: record.units,
@@ -196,22 +210,20 @@ impl PoolInner {
         // once, and `reclaimed_total` counts them all.
         let second = self.created.elapsed().as_secs() + 1;
         let last = self.reclaim_second.load(Ordering::Relaxed);
-        if second > last
+        (second > last
             && self
                 .reclaim_second
                 .compare_exchange(last, second, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            tower_hardening_core::publish(self.settings.events.as_ref(), || {
-                Event::new(
-                    self.name().clone(),
-                    EventKind::LeaseReclaimed {
-                        lease_id: id,
-                        owner: record.owner,
-                    },
-                )
-            });
-        }
+                .is_ok())
+        .then(|| {
+            Event::new(
+                self.name().clone(),
+                EventKind::LeaseReclaimed {
+                    lease_id: id,
+                    owner: record.owner,
+                },
+            )
+        })
     }
 }
 
