@@ -18,13 +18,28 @@
 //! counted, when that window has already passed), never late. A
 //! withdrawal counts for 11 windows, so at least a whole `ttl`.
 
+#[cfg(loom)]
+use loom::sync::{
+    Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+};
+#[cfg(not(loom))]
 use std::sync::Mutex;
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tower_hardening_core::stripe::Striped;
+#[cfg(not(loom))]
 use tower_hardening_core::sync::lock;
+
+#[cfg(loom)]
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Windows a `ttl` is divided into (as tower's `TpsBudget`).
 const WINDOWS: usize = 10;
@@ -94,13 +109,18 @@ pub(crate) struct StripedBudget {
     /// `false`: no budget (every retry allowed); first attempts are
     /// still counted.
     limited: bool,
+    #[cfg_attr(loom, expect(dead_code, reason = "the model's clock stands in"))]
     start: Instant,
+    #[cfg_attr(loom, expect(dead_code, reason = "the model's clock stands in"))]
     window_nanos: u128,
     stripes: Striped<Stripe>,
     ring: Mutex<Ring>,
     reserve: i64,
     deposit_amount: i64,
     withdraw_amount: i64,
+    /// Under loom, the window the model's clock reads.
+    #[cfg(loom)]
+    model_window: AtomicU64,
 }
 
 impl StripedBudget {
@@ -133,6 +153,8 @@ impl StripedBudget {
             reserve,
             deposit_amount,
             withdraw_amount,
+            #[cfg(loom)]
+            model_window: AtomicU64::new(0),
         }
     }
 
@@ -151,9 +173,17 @@ impl StripedBudget {
         })
     }
 
+    #[cfg(not(loom))]
     fn window_now(&self) -> u64 {
         let window = self.start.elapsed().as_nanos() / self.window_nanos;
         u64::try_from(window).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Under loom the clock is the model's: an input it sets, so that
+    /// every interleaving is replayed with the same readings.
+    #[cfg(loom)]
+    fn window_now(&self) -> u64 {
+        self.model_window.load(Ordering::Acquire)
     }
 
     /// A first attempt earns its share, on the stripe of `thread` (a
@@ -360,5 +390,55 @@ mod tests {
         assert_eq!(ours.reserve, 10 * 10 * 5);
         let ours = StripedBudget::new(Duration::from_secs(10), 0, 10.0);
         assert_eq!((ours.deposit_amount, ours.withdraw_amount), (1_000, 100));
+    }
+}
+
+/// Model checks with loom (`RUSTFLAGS="--cfg loom" cargo test -p
+/// tower-hardening-recovery --lib --release loom_`, as `.ci/run` does).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two threads sharing one stripe deposit while the clock moves to the
+    /// next window: every deposit is counted once, in a window's slot or
+    /// as pending on the stripe, never twice and never lost (no window
+    /// expires here).
+    #[test]
+    fn loom_deposits_on_a_shared_stripe_count_once() {
+        loom::model(|| {
+            let budget = Arc::new(StripedBudget::new(Duration::from_secs(10), 0, 1.0));
+            let depositors: Vec<_> = (0..2)
+                .map(|_| {
+                    let budget = budget.clone();
+                    thread::spawn(move || {
+                        for _ in 0..2 {
+                            budget.deposit(0);
+                        }
+                    })
+                })
+                .collect();
+            budget.model_window.store(1, Ordering::Release);
+            for depositor in depositors {
+                depositor.join().unwrap();
+            }
+            let stripe = budget.stripes.at(0);
+            let made = stripe.made.load(Ordering::Acquire);
+            let ring = lock(&budget.ring);
+            let committed: i64 = ring
+                .slots
+                .iter()
+                .filter(|slot| slot.window != u64::MAX)
+                .map(|slot| slot.deposited)
+                .sum();
+            assert_eq!(made, 4);
+            assert_eq!(
+                committed + i64::try_from(stripe.pending()).unwrap(),
+                4,
+                "committed {committed}, pending {}",
+                stripe.pending()
+            );
+        });
     }
 }
