@@ -70,6 +70,7 @@ with_every_layer! {
     mod recovery_manager;
     mod shared;
     pub mod stack;
+    pub mod client_body;
 
     pub use builder_ext::{NormalPriority, ServiceBuilderExt, StackSource};
     pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};

@@ -6,7 +6,10 @@
 //! | `CircuitOpen`, `Recovering` | 503 + `Retry-After` | 14 UNAVAILABLE |
 //! | `RecoveryFailed`, `PoolClosed`, `Unsatisfiable` | 503 | 14 UNAVAILABLE |
 //! | `Overloaded` | 503 + `Retry-After`, or 429 when the caller exceeded its own share | 8 RESOURCE_EXHAUSTED |
-//! | `QueueTimeout`, a timeout (tower's `Elapsed`) | 504 | 4 DEADLINE_EXCEEDED |
+//! | `QueueTimeout`, a timeout (tower's `Elapsed`, a late half-open probe) | 504 | 4 DEADLINE_EXCEEDED |
+//! | the client's body broke (`ClientBodyError`) | 400 | 3 INVALID_ARGUMENT |
+//! | the client's body stalled | 408 | 4 DEADLINE_EXCEEDED |
+//! | the client's body was too large | 413 | 8 RESOURCE_EXHAUSTED |
 //! | anything else | 500, without the inner text | 13 INTERNAL, without the inner text |
 //!
 //! `Retry-After` is in whole seconds, rounded up, when the layer gave a
@@ -40,8 +43,8 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_hardening_core::{
-    BoxError, CircuitOpen, Overloaded, PoolClosed, QueueTimeout, Recovering, RecoveryFailed,
-    Rejection, RejectionKind, Unsatisfiable, rejection_of,
+    BoxError, CircuitOpen, ClientBodyErrorKind, Overloaded, PoolClosed, QueueTimeout, Recovering,
+    RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, client_body_error_of, rejection_of,
 };
 use tower_service::Service;
 
@@ -89,8 +92,32 @@ fn rejection_in(error: &BoxError) -> Option<(Rejection, String)> {
 
 fn is_timeout(error: &BoxError) -> bool {
     chain(error).any(|err| {
-        err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>()
+        err.is::<tower::timeout::error::Elapsed>()
+            || err.is::<tokio::time::error::Elapsed>()
+            || is_late_probe(err)
     })
+}
+
+#[cfg(feature = "breaker")]
+fn is_late_probe(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.is::<tower_hardening_breaker::ProbeTimedOut>()
+}
+
+#[cfg(not(feature = "breaker"))]
+fn is_late_probe(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
+/// The client's own body failure in `error`, with its HTTP status, gRPC
+/// code and message.
+fn client_body(error: &BoxError) -> Option<(StatusCode, u16, String)> {
+    let found = client_body_error_of(&**error)?;
+    let (status, code) = match found.kind() {
+        ClientBodyErrorKind::TimedOut => (StatusCode::REQUEST_TIMEOUT, DEADLINE_EXCEEDED),
+        ClientBodyErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED),
+        _ => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT),
+    };
+    Some((status, code, found.to_string()))
 }
 
 fn client_share_exceeded(error: &BoxError) -> bool {
@@ -119,6 +146,7 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
             };
             (status, retry_after, message)
         }
+        None if let Some((status, _, message)) = client_body(error) => (status, None, message),
         None if is_timeout(error) => (
             StatusCode::GATEWAY_TIMEOUT,
             None,
@@ -151,6 +179,7 @@ const UNAVAILABLE: u16 = 14;
 const RESOURCE_EXHAUSTED: u16 = 8;
 const DEADLINE_EXCEEDED: u16 = 4;
 const INTERNAL: u16 = 13;
+const INVALID_ARGUMENT: u16 = 3;
 
 /// The gRPC "trailers-only" response for `error` (see the module's table):
 /// HTTP 200 with `content-type: application/grpc`, `grpc-status` and a
@@ -166,6 +195,7 @@ pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
             };
             (code, message)
         }
+        None if let Some((_, code, message)) = client_body(error) => (code, message),
         None if is_timeout(error) => (
             DEADLINE_EXCEEDED,
             "the service did not answer in time".to_owned(),

@@ -7,6 +7,7 @@
 //! never clone a request), disabled admission is a pool too large to fill
 //! (it still sheds under memory pressure), and no timeout is no timer.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
 use crate::metrics::{EosMetricsService, MetricsLayer, MetricsService};
 use crate::fault::{FaultHandle, FaultLayer, Fault, GrpcStatus, HttpStatus, NoResponse};
+use crate::client_body::{ServiceTimeout, StreamRelease};
 use crate::recovery::{
     BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, ReplayBody, ReplayHttp, RetryHandle,
     RetryLayer, RetryPolicy, RetryPredicate,
@@ -50,8 +52,11 @@ pub(crate) struct StackParts {
     pub(crate) metrics: MetricsLayer<ErrorsAsFailures>,
     pub(crate) fault: FaultLayer,
     pub(crate) retry_enabled: bool,
-    pub(crate) retry_attempts: u32,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) body_timeout: Duration,
+    pub(crate) upload_timeout: Duration,
+    pub(crate) stream_timeout: Duration,
+    pub(crate) trust_idempotency_key: bool,
     pub(crate) default_priority: Priority,
 }
 
@@ -95,12 +100,11 @@ impl StackParts {
             metrics,
             fault,
             retry_enabled: config.retry.enabled,
-            retry_attempts: if config.retry.enabled {
-                config.retry.max_attempts
-            } else {
-                1
-            },
             timeout: config.timeout,
+            body_timeout: config.body_timeout,
+            upload_timeout: config.upload_timeout,
+            stream_timeout: config.stream_timeout,
+            trust_idempotency_key: config.retry.trust_idempotency_key,
             default_priority: config.criticality,
         })
     }
@@ -121,15 +125,51 @@ impl<Req> RetryPredicate<Req> for RetryEnabled {
     }
 }
 
-/// The HTTP stack's predicate: retries on, and the request idempotent
-/// ([`IdempotentHttp`]: GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or an
-/// `Idempotency-Key`).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpRetryEnabled(bool);
+/// The HTTP stack's predicate: retries on, and the request idempotent by
+/// the application's own rule ([`HttpServiceLayer::idempotent`]), or by
+/// its method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE). A client's
+/// `Idempotency-Key` header counts only where the configuration trusts it
+/// (`retry.trust_idempotency_key`).
+#[derive(Clone)]
+pub struct HttpRetryEnabled {
+    enabled: bool,
+    trust_idempotency_key: bool,
+    rule: Option<Arc<IdempotentRule>>,
+}
+
+/// The application's rule of which HTTP requests are idempotent.
+type IdempotentRule = dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> bool + Send + Sync;
+
+impl fmt::Debug for HttpRetryEnabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRetryEnabled")
+            .field("enabled", &self.enabled)
+            .field("trust_idempotency_key", &self.trust_idempotency_key)
+            .field("rule", &self.rule.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
 
 impl<B> RetryPredicate<http::Request<B>> for HttpRetryEnabled {
     fn may_retry(&self, request: &http::Request<B>) -> bool {
-        self.0 && IdempotentHttp.may_retry(request)
+        if !self.enabled {
+            return false;
+        }
+        if let Some(rule) = &self.rule {
+            return rule(request.method(), request.uri(), request.headers());
+        }
+        if self.trust_idempotency_key {
+            return IdempotentHttp.may_retry(request);
+        }
+        matches!(
+            *request.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        )
     }
 }
 
@@ -180,31 +220,23 @@ pub type HardenedService<S> = MetricsService<
 /// (`ReplayBody<B>` unless [`HttpServiceLayer::map_body`] says otherwise).
 pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
     EosMetricsService<
-        ResourceLimit<
-            OptionalTimeout<
-                BufferBodies<
-                    crate::recovery::RetryService<
-                        RetryPolicy<
+        BufferBodies<
+            ResourceLimit<
+                crate::recovery::RetryService<
+                    RetryPolicy<<P as Protocol>::Classifier, ReplayHttp, crate::recovery::AnyRequest>,
+                    BoxErrors<
+                        EosCircuitBreaker<
+                            ServiceTimeout<Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>>,
                             <P as Protocol>::Classifier,
-                            ReplayHttp,
-                            crate::recovery::AnyRequest,
-                        >,
-                        BoxErrors<
-                            EosCircuitBreaker<
-                                OptionalTimeout<
-                                    Fault<Rebody<S, F>, <P as Protocol>::FaultResponse>,
-                                >,
-                                <P as Protocol>::Classifier,
-                            >,
                         >,
                     >,
-                    HttpRetryEnabled,
                 >,
+                HttpPriority,
+                crate::limit::OneUnit,
+                StreamRelease,
+                <P as Protocol>::Classifier,
             >,
-            HttpPriority,
-            crate::limit::OneUnit,
-            crate::limit::OnResponse,
-            <P as Protocol>::Classifier,
+            HttpRetryEnabled,
         >,
         <P as Protocol>::Classifier,
     >,
@@ -279,6 +311,11 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     fn errors() -> Self::Errors;
     /// The faulty response.
     fn fault_response() -> Self::FaultResponse;
+    /// Whether a response's admission units are held until its body ends
+    /// (a gRPC server stream), rather than given back at its head.
+    fn holds_until_body_end() -> bool {
+        false
+    }
 }
 
 /// Plain HTTP: 5xx are failures, errors become 503 / 504 / 500.
@@ -321,6 +358,9 @@ impl Protocol for Grpc {
     fn fault_response() -> GrpcStatus {
         GrpcStatus
     }
+    fn holds_until_body_end() -> bool {
+        true
+    }
 }
 
 /// The same stack for `http::Request<B>`, from
@@ -330,16 +370,31 @@ impl Protocol for Grpc {
 /// become responses (the service's error type is `Infallible`, as axum and
 /// tonic require), priorities come from the request's extensions (never
 /// from a client's header), and retries replay only idempotent requests
-/// with a body of known size up to 64 KiB.
+/// (by method, or by [`idempotent`](Self::idempotent); never by a client's
+/// header unless the configuration trusts it) with a body of known size
+/// up to 64 KiB.
+///
+/// The client's body is the client's business. A body kept for retries
+/// is read before admission, within `body_timeout`, so a slow client
+/// holds no slot; a body the handler streams itself must be in within
+/// `upload_timeout`. A body that breaks is answered 400, one that stalls
+/// 408, one too large 413; none of them is charged to the breaker, and
+/// metrics count them `ignored`. The per-call `timeout` starts when the
+/// service has its body (see [`ServiceTimeout`]).
+///
+/// A gRPC stack holds a call's admission units until its response stream
+/// ends (or `stream_timeout` passes), so server streams count towards
+/// `max_concurrency` for as long as they run.
 ///
 /// The service below receives `Request<ReplayBody<B>>`; to give it back
 /// its own body type (what an axum `Router` or a tonic `Server` holds),
 /// add [`map_body`](Self::map_body): `.map_body(axum::body::Body::new)`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpServiceLayer<P = Http, F = KeepReplay> {
     parts: Arc<StackParts>,
     body: F,
     protocol: P,
+    idempotent: Option<Arc<IdempotentRule>>,
 }
 
 impl<P: Protocol> HttpServiceLayer<P> {
@@ -348,7 +403,19 @@ impl<P: Protocol> HttpServiceLayer<P> {
             parts,
             body: KeepReplay,
             protocol,
+            idempotent: None,
         }
+    }
+}
+
+impl<P: fmt::Debug, F: fmt::Debug> fmt::Debug for HttpServiceLayer<P, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServiceLayer")
+            .field("parts", &self.parts)
+            .field("body", &self.body)
+            .field("protocol", &self.protocol)
+            .field("idempotent", &self.idempotent.as_ref().map(|_| "Fn"))
+            .finish()
     }
 }
 
@@ -362,7 +429,29 @@ impl<P, F> HttpServiceLayer<P, F> {
             parts: self.parts,
             body: WithBody(map),
             protocol: self.protocol,
+            idempotent: self.idempotent,
         }
+    }
+
+    /// Which requests are idempotent, and so may be retried (when the
+    /// service's retries are on): the application's rule, in place of the
+    /// default (idempotent methods). A client chooses nothing here.
+    ///
+    /// ```
+    /// # use tower_hardening::{SystemHardening, config::SystemHardeningConfig};
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.api.retry]").unwrap();
+    /// # let hardening = SystemHardening::builder(config).build().unwrap();
+    /// let layer = hardening.http_layer("api").unwrap().idempotent(|method, uri, _headers| {
+    ///     method == http::Method::GET || uri.path() == "/search"
+    /// });
+    /// ```
+    #[must_use]
+    pub fn idempotent(
+        mut self,
+        rule: impl Fn(&http::Method, &http::Uri, &http::HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.idempotent = Some(Arc::new(rule));
+        self
     }
 
     /// The stack's breaker.
@@ -396,7 +485,8 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
             .clone()
             .responding(P::fault_response())
             .layer(inner);
-        let inner = OptionalTimeout::new(inner, parts.timeout);
+        // Measures the service, not the upload (see `ServiceTimeout`).
+        let inner = ServiceTimeout::new(inner, parts.timeout, parts.upload_timeout);
         // A gRPC status may come in the trailers: the breaker waits for
         // the end of the body when the head does not decide.
         let inner = parts
@@ -405,25 +495,35 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
             .classifier(classifier.clone())
             .at_end_of_stream()
             .layer(inner);
-        let enabled = HttpRetryEnabled(parts.retry_enabled);
+        let predicate = HttpRetryEnabled {
+            enabled: parts.retry_enabled,
+            trust_idempotency_key: parts.trust_idempotency_key,
+            rule: self.idempotent.clone(),
+        };
+        // The retries; their bodies are buffered above admission.
         let inner = parts
             .retry
             .clone()
             .classifier(classifier.clone())
-            .idempotent(enabled)
+            .idempotent(predicate.clone())
             .http(MAX_REPLAY_BODY)
-            .layer(inner);
-        // Reading a body to replay it happens after admission: bound it,
-        // with the retries, by the attempts' deadlines, so a client that
-        // trickles its body cannot hold an admission slot for ever.
-        let whole = parts
-            .timeout
-            .map(|timeout| timeout.saturating_mul(parts.retry_attempts.max(1)));
-        let inner = OptionalTimeout::new(inner, whole);
+            .layer(inner)
+            .into_inner();
+        let release = if P::holds_until_body_end() {
+            StreamRelease::at_end(parts.stream_timeout)
+        } else {
+            StreamRelease::at_head()
+        };
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(HttpPriority(parts.default_priority))
             .classify(classifier.clone())
+            .release_on(release)
             .layer(inner);
+        // A body kept for retries is read before admission, within its
+        // own deadline: a client that dawdles holds no slot.
+        let inner = BufferBodies::new(inner, MAX_REPLAY_BODY, Some(predicate))
+            .body_timeout(parts.body_timeout)
+            .upload_timeout(Some(parts.upload_timeout));
         // Counted when the body ends if the head does not decide (gRPC).
         let inner = parts
             .metrics

@@ -775,10 +775,12 @@ prop_compose! {
         wait_in_open in duration(1..30_000),
         max_wait_in_open in duration(30_000..300_000),
         half_open_permits in count(1..10),
+        probe_timeout in duration(1..30_000),
     ) -> BreakerConfig {
         BreakerConfig {
             enabled, failure_rate_threshold, slow_call_rate_threshold, slow_call_duration,
             sliding_window: window, minimum_calls, wait_in_open, max_wait_in_open, half_open_permits,
+            probe_timeout,
         }
     }
 }
@@ -793,10 +795,11 @@ prop_compose! {
         budget_ratio in mostly(0.0f64..10.0, prop_oneof![wild_fraction(), 0.0f64..2000.0]),
         budget_min_per_second in count(0..100),
         budget_ttl in duration(1_000..60_000),
+        trust_idempotency_key in any::<bool>(),
     ) -> RetryConfig {
         RetryConfig {
             enabled, max_attempts, initial_backoff, max_backoff, jitter, budget_ratio,
-            budget_min_per_second, budget_ttl,
+            budget_min_per_second, budget_ttl, trust_idempotency_key,
         }
     }
 }
@@ -835,7 +838,10 @@ prop_compose! {
         limit in any_limit(),
         fault in any_fault(),
     ) -> ServiceConfig {
-        ServiceConfig { criticality: Priority(criticality), timeout, breaker, retry, limit, fault }
+        ServiceConfig {
+            criticality: Priority(criticality), timeout, breaker, retry, limit, fault,
+            ..ServiceConfig::default()
+        }
     }
 }
 

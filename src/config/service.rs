@@ -41,8 +41,30 @@ pub struct ServiceConfig {
     pub criticality: Priority,
     /// A deadline for each call (tower's `TimeoutLayer`); a timeout is a
     /// failure to the breaker. `None`: no deadline.
+    ///
+    /// It measures the service, not the client: it starts once the
+    /// service has what it needs. A body buffered for retries is read
+    /// before (under `body_timeout`); for a body the handler streams
+    /// itself, the deadline starts when the body has been read to its end
+    /// (or dropped), and the upload before it is bounded by
+    /// `upload_timeout` instead.
     #[serde(with = "units::optional_duration")]
     pub timeout: Option<Duration>,
+    /// How long a client may take to send a request body that is buffered
+    /// for retries (HTTP and gRPC stacks). It is read before admission, so
+    /// a slow client holds no slot; past this it is answered 408.
+    #[serde(with = "units::duration")]
+    pub body_timeout: Duration,
+    /// How long a handler may take reading a request body it streams
+    /// itself (one not buffered), from the call to the body's end; past
+    /// this reading it fails, and the request is answered 408.
+    #[serde(with = "units::duration")]
+    pub upload_timeout: Duration,
+    /// How long a streamed response (a gRPC server stream) may hold its
+    /// admission units; after this they are given back and the stream goes
+    /// on uncounted.
+    #[serde(with = "units::duration")]
+    pub stream_timeout: Duration,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
     /// Retries (off unless the section is written).
@@ -62,6 +84,9 @@ impl Default for ServiceConfig {
         ServiceConfig {
             criticality: Priority::NORMAL,
             timeout: None,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            upload_timeout: DEFAULT_UPLOAD_TIMEOUT,
+            stream_timeout: DEFAULT_STREAM_TIMEOUT,
             breaker: BreakerConfig::default(),
             retry: RetryConfig {
                 enabled: false,
@@ -84,6 +109,9 @@ impl ServiceConfig {
         if let Some(timeout) = self.timeout {
             positive_duration(&format!("{prefix}.timeout"), timeout)?;
         }
+        positive_duration(&format!("{prefix}.body_timeout"), self.body_timeout)?;
+        positive_duration(&format!("{prefix}.upload_timeout"), self.upload_timeout)?;
+        positive_duration(&format!("{prefix}.stream_timeout"), self.stream_timeout)?;
         self.breaker.validate(&format!("{prefix}.breaker"))?;
         self.retry.validate(&format!("{prefix}.retry"))?;
         self.limit.validate(&format!("{prefix}.limit"))?;
@@ -98,6 +126,13 @@ impl ServiceConfig {
         Ok(())
     }
 }
+
+/// `body_timeout` unless configured.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `upload_timeout` unless configured.
+pub(crate) const DEFAULT_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// `stream_timeout` unless configured.
+pub(crate) const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A breaker's sliding window: the last N calls, or the calls of the last
 /// period.
@@ -137,6 +172,10 @@ pub struct BreakerConfig {
     pub max_wait_in_open: Duration,
     /// How many probe calls half-open lets through; at least 1.
     pub half_open_permits: u32,
+    /// How long a half-open probe may take to its verdict (a stream's
+    /// trailers); a later one is a failed probe and frees its permit.
+    #[serde(with = "units::duration")]
+    pub probe_timeout: Duration,
 }
 
 impl Default for BreakerConfig {
@@ -151,6 +190,7 @@ impl Default for BreakerConfig {
             wait_in_open: Duration::from_secs(30),
             max_wait_in_open: Duration::from_secs(300),
             half_open_permits: 5,
+            probe_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -206,7 +246,8 @@ impl BreakerConfig {
             .minimum_calls(self.minimum_calls)
             .wait_in_open(self.wait_in_open)
             .max_wait_in_open(self.max_wait_in_open)
-            .half_open_permits(self.half_open_permits);
+            .half_open_permits(self.half_open_permits)
+            .probe_timeout(self.probe_timeout);
         match self.slow_call_duration {
             Some(duration) => builder.slow_call_duration(duration),
             None => builder,
@@ -251,6 +292,11 @@ pub struct RetryConfig {
     /// How long a deposit to the budget lasts.
     #[serde(with = "units::duration")]
     pub budget_ttl: Duration,
+    /// Whether an HTTP request carrying an `Idempotency-Key` header may be
+    /// retried whatever its method. Off: a client could otherwise make any
+    /// `POST` run several times; turn it on only if the service
+    /// deduplicates by that key.
+    pub trust_idempotency_key: bool,
 }
 
 impl Default for RetryConfig {
@@ -266,6 +312,7 @@ impl Default for RetryConfig {
             budget_ratio: 0.2,
             budget_min_per_second: 10,
             budget_ttl: Duration::from_secs(10),
+            trust_idempotency_key: false,
         }
     }
 }

@@ -31,15 +31,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_hardening_core::sync::on_unwind;
-use tower_hardening_core::{BoxError, Classify, ClassifyEos, Outcome, rejection_of};
+use tower_hardening_core::{BoxError, Classify, ClassifyEos, Outcome};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::is_not_evidence;
 use crate::handle::BreakerHandle;
 use crate::permit::Permit;
 use crate::service::{CircuitBreaker, Reservation};
@@ -135,6 +137,7 @@ where
         match self.inner.take_reservation() {
             Reservation::Admitted(mut permit) => {
                 permit.start();
+                let deadline = permit.probe_deadline();
                 let mut slot = Some(permit);
                 let inner = self.inner.get_mut();
                 let future = on_unwind(&mut slot, Permit::panicked, || inner.call(request));
@@ -143,6 +146,7 @@ where
                         future,
                         permit: slot,
                         classifier,
+                        deadline,
                     },
                 }
             }
@@ -176,6 +180,8 @@ pin_project! {
             future: F,
             permit: Option<Permit>,
             classifier: C,
+            // A half-open probe's deadline, to its verdict; none otherwise.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         Rejected {
             rejection: Option<BoxError>,
@@ -200,15 +206,27 @@ where
                 future,
                 permit,
                 classifier,
+                deadline,
             } => {
-                let result = ready!(on_unwind(permit, Permit::panicked, || future.poll(cx)))
-                    .map_err(Into::into);
+                let polled = on_unwind(permit, Permit::panicked, || future.poll(cx));
+                let Poll::Ready(result) = polled else {
+                    if let Some(sleep) = deadline
+                        && sleep.as_mut().poll(cx).is_ready()
+                        && let Some(permit) = permit.take()
+                    {
+                        let error = permit.probe_timed_out();
+                        permit.finish(Some(true));
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    return Poll::Pending;
+                };
+                let result = result.map_err(Into::into);
                 match result {
                     Err(error) => {
                         let failed: Result<http::Response<B>, BoxError> = Err(error);
                         if let Some(permit) = permit.take() {
                             permit.finish(match &failed {
-                                Err(error) if rejection_of(&**error).is_some() => None,
+                                Err(error) if is_not_evidence(&**error) => None,
                                 _ => verdict(classifier.classify(&failed)),
                             });
                         }
@@ -228,15 +246,21 @@ where
                                         None,
                                     )));
                                 }
-                                // A half-open probe is not held for a whole
-                                // stream (it would keep the breaker
-                                // half-open as long as it lasts): the head
-                                // decides, a success so far.
-                                None if permit.is_probe() => permit.finish(Some(false)),
+                                // A half-open probe waits for its real
+                                // verdict too, within its deadline.
                                 None => waiting = Some((permit, classifier.clone())),
                             }
                         }
-                        Poll::Ready(Ok(response.map(|inner| EosBody { inner, waiting })))
+                        let deadline = if waiting.is_some() {
+                            deadline.take()
+                        } else {
+                            None
+                        };
+                        Poll::Ready(Ok(response.map(|inner| EosBody {
+                            inner,
+                            waiting,
+                            deadline,
+                        })))
                     }
                 }
             }
@@ -258,6 +282,8 @@ pin_project! {
         #[pin]
         inner: B,
         waiting: Option<(Permit, C)>,
+        // A probe's deadline, carried over from its call.
+        deadline: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -294,7 +320,17 @@ where
         if let Some((Some(permit), classifier)) = permit_slot {
             *this.waiting = Some((permit, classifier));
         }
-        let frame = ready!(polled);
+        let Poll::Ready(frame) = polled else {
+            // A stream that outlives its probe's deadline failed the
+            // probe; the stream itself goes on.
+            if let Some(sleep) = this.deadline
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                *this.deadline = None;
+                Self::finish(this.waiting, |_| Some(true));
+            }
+            return Poll::Pending;
+        };
         let inner_ended = inner_is_end(inner.as_ref());
         match &frame {
             Some(Ok(frame)) if frame.is_trailers() => {

@@ -18,13 +18,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_hardening_core::sync::on_unwind;
-use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
+use tower_hardening_core::{BoxError, Classify, Outcome, client_body_error_of, rejection_of};
 
 use crate::permit::Permit;
+
+/// An error that says nothing about the dependency: a rejection by a
+/// layer below, or the client's own body failing.
+pub(crate) fn is_not_evidence(error: &(dyn std::error::Error + 'static)) -> bool {
+    rejection_of(error).is_some() || client_body_error_of(error).is_some()
+}
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker):
@@ -34,8 +41,11 @@ pin_project! {
     /// Dropped before finishing, the call is recorded as neither success
     /// nor failure and a half-open probe permit is handed back; a panic in
     /// the inner future is recorded as a failure as it passes. A rejection
-    /// by a layer below (anything `rejection_of` recognises) is recorded
-    /// as neither: it says nothing about the dependency.
+    /// by a layer below (anything `rejection_of` recognises) or a failure
+    /// of the client's own body is recorded as neither: it says nothing
+    /// about the dependency. A half-open probe that takes longer than the
+    /// probe deadline fails with [`ProbeTimedOut`](crate::ProbeTimedOut)
+    /// and is recorded as a failure.
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
@@ -52,6 +62,8 @@ pin_project! {
             future: F,
             permit: Option<Permit>,
             classifier: C,
+            // A half-open probe's deadline; none for any other call.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         Rejected {
             rejection: Option<BoxError>,
@@ -65,6 +77,7 @@ impl<F, C> ResponseFuture<F, C> {
         ResponseFuture {
             kind: Kind::Called {
                 future,
+                deadline: permit.probe_deadline(),
                 permit: Some(permit),
                 classifier,
             },
@@ -95,12 +108,25 @@ where
                 future,
                 permit,
                 classifier,
+                deadline,
             } => {
-                let result = ready!(on_unwind(permit, Permit::panicked, || future.poll(cx)))
-                    .map_err(Into::into);
+                let polled = on_unwind(permit, Permit::panicked, || future.poll(cx));
+                let Poll::Ready(result) = polled else {
+                    // A late probe is a failed probe, and its permit is free.
+                    if let Some(sleep) = deadline
+                        && sleep.as_mut().poll(cx).is_ready()
+                        && let Some(permit) = permit.take()
+                    {
+                        let error = permit.probe_timed_out();
+                        permit.finish(Some(true));
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    return Poll::Pending;
+                };
+                let result = result.map_err(Into::into);
                 if let Some(permit) = permit.take() {
                     permit.finish(match &result {
-                        Err(error) if rejection_of(&**error).is_some() => None,
+                        Err(error) if is_not_evidence(&**error) => None,
                         _ => match classifier.classify(&result) {
                             Outcome::Success => Some(false),
                             Outcome::Failure => Some(true),

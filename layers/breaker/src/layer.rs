@@ -43,6 +43,9 @@ impl SlidingWindow {
     }
 }
 
+/// How long a half-open probe may take unless the builder says otherwise.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds a [`CircuitBreakerLayer`]; every setting has a default, and
 /// [`build`](Self::build) checks them all.
 ///
@@ -57,6 +60,7 @@ impl SlidingWindow {
 /// | `wait_in_open` | 30 s |
 /// | `max_wait_in_open` | 300 s |
 /// | `half_open_permits` | 5 |
+/// | `probe_timeout` | 10 s |
 /// | `classifier` | [`ErrorsAsFailures`] |
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
@@ -70,6 +74,7 @@ pub struct BreakerBuilder<C = ErrorsAsFailures> {
     wait_in_open: Duration,
     max_wait_in_open: Duration,
     half_open_permits: u32,
+    probe_timeout: Duration,
     classifier: C,
     events: Option<EventSink>,
 }
@@ -86,6 +91,7 @@ impl Default for BreakerBuilder<ErrorsAsFailures> {
             wait_in_open: Duration::from_secs(30),
             max_wait_in_open: Duration::from_secs(300),
             half_open_permits: 5,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
             classifier: ErrorsAsFailures,
             events: None,
         }
@@ -154,6 +160,16 @@ impl<C> BreakerBuilder<C> {
         self
     }
 
+    /// How long a half-open probe may take, from its call to its verdict
+    /// (for a streamed response, to its trailers). A probe that takes
+    /// longer is a failed probe: the breaker reopens and the permit is
+    /// free at once. Also the `Retry-After` hint of a call refused while
+    /// every probe is out.
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
     /// Publishes transitions and rejections to `sink`.
     pub fn events(mut self, sink: EventSink) -> Self {
         self.events = Some(sink);
@@ -172,6 +188,7 @@ impl<C> BreakerBuilder<C> {
             wait_in_open: self.wait_in_open,
             max_wait_in_open: self.max_wait_in_open,
             half_open_permits: self.half_open_permits,
+            probe_timeout: self.probe_timeout,
             classifier,
             events: self.events,
         }
@@ -250,6 +267,13 @@ impl<C> BreakerBuilder<C> {
                 "from 1 to 65,535",
             ));
         }
+        if self.probe_timeout.is_zero() {
+            return Err(invalid(
+                "probe_timeout",
+                self.probe_timeout,
+                "a duration above zero",
+            ));
+        }
         Ok(())
     }
 
@@ -264,6 +288,7 @@ impl<C> BreakerBuilder<C> {
                 wait_in_open: self.wait_in_open,
                 max_wait_in_open: self.max_wait_in_open,
                 half_open_permits: self.half_open_permits,
+                probe_timeout: self.probe_timeout,
                 events: self.events.clone(),
             },
             self.sliding_window.build(),

@@ -103,9 +103,9 @@ pub mod error;
 pub mod future;
 
 pub use eos::{EosBody, EosCircuitBreaker, EosCircuitBreakerLayer, EosFuture};
-pub use error::{CircuitOpen, ConfigError};
+pub use error::{CircuitOpen, ConfigError, ProbeTimedOut};
 pub use handle::{BreakerHandle, BreakerSnapshot};
 pub use keyed::{KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
-pub use layer::{BreakerBuilder, CircuitBreakerLayer, SlidingWindow};
+pub use layer::{BreakerBuilder, CircuitBreakerLayer, DEFAULT_PROBE_TIMEOUT, SlidingWindow};
 pub use service::CircuitBreaker;
 pub use tower_hardening_core::CircuitState;

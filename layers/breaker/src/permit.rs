@@ -96,6 +96,18 @@ impl Permit {
         self.kind() == PermitKind::Probe
     }
 
+    /// The deadline of a half-open probe, from now; `None` for any other
+    /// call (no timer on the closed path).
+    pub(crate) fn probe_deadline(&self) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
+        self.is_probe()
+            .then(|| Box::pin(tokio::time::sleep(self.state.settings.probe_timeout)))
+    }
+
+    /// The error of a probe that missed its deadline.
+    pub(crate) fn probe_timed_out(&self) -> crate::ProbeTimedOut {
+        crate::ProbeTimedOut::new(self.state.settings.name.clone())
+    }
+
     /// Records a panic in the inner service: a failure.
     pub(crate) fn panicked(self) {
         self.finish(Some(true));

@@ -7,9 +7,7 @@
 //! half-open is left, so no free permit outlives its period.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-
-use tower_hardening_core::CircuitOpen;
+use tower_hardening_core::{CircuitOpen, CircuitState};
 
 use crate::state::BreakerState;
 
@@ -57,8 +55,11 @@ impl BreakerState {
                 return Ok(false);
             }
             if probes & FREE_MASK == 0 {
-                // Every probe is out; no time is known when one comes back.
-                return Err(self.reject(generation, Duration::ZERO));
+                // Every probe is out; each is decided within the probe
+                // deadline at the latest.
+                return Err(self
+                    .reject(generation, self.settings.probe_timeout)
+                    .in_state(CircuitState::HalfOpen));
             }
             match self.probes.compare_exchange_weak(
                 probes,

@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub(crate) wait_in_open: Duration,
     pub(crate) max_wait_in_open: Duration,
     pub(crate) half_open_permits: u32,
+    /// How long a half-open probe may take before it counts as failed.
+    pub(crate) probe_timeout: Duration,
     pub(crate) events: Option<EventSink>,
 }
 
@@ -195,8 +197,12 @@ impl BreakerState {
                 CircuitState::Disabled => {
                     return Ok(permit(generation, PermitKind::Untracked));
                 }
-                // No end is known: the hint stays empty.
-                CircuitState::ForcedOpen => return Err(self.reject(generation, Duration::ZERO)),
+                // No end is known: the open wait is the hint.
+                CircuitState::ForcedOpen => {
+                    return Err(self
+                        .reject(generation, self.settings.wait_in_open)
+                        .in_state(CircuitState::ForcedOpen));
+                }
                 CircuitState::Open => {
                     let now = self.nanos_since_base(Instant::now());
                     let until = self.open_until.load(Ordering::Acquire);

@@ -259,7 +259,9 @@ async fn half_open_admits_exactly_the_permits_then_closes_on_success() {
     let (_tx4, fourth) = start_gated(&mut svc);
     let fourth = fourth.await;
     let rejection = is_open_error(&fourth).expect("a fourth concurrent probe is rejected");
-    assert_eq!(rejection.retry_after(), None);
+    // Every probe is decided within the probe deadline: that is the hint.
+    assert_eq!(rejection.retry_after(), Some(Duration::from_secs(10)));
+    assert_eq!(rejection.state(), CircuitState::HalfOpen);
     assert_eq!(handle.snapshot().probes_in_flight, 3);
 
     let mut futures = Vec::new();

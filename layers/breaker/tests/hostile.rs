@@ -110,18 +110,22 @@ async fn rejections_from_below_are_not_failures() {
     assert_eq!(handle.snapshot().calls, 0);
 }
 
-/// A rejection's message never says "retry after 0ns": forced open and
-/// out-of-probes rejections carry no hint, an open one a real one.
+/// Every refusal carries a non-zero hint and names the real state: forced
+/// open hints at the open wait (no end is known), and never "0ns".
 #[tokio::test(start_paused = true)]
-async fn rejections_carry_a_real_hint_or_none() {
+async fn rejections_carry_a_real_hint_and_their_state() {
     let layer = breaker().build().unwrap();
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<(), BoxError>(()) }));
     handle.force_open();
     let err = svc.ready().await.unwrap().call(()).await.unwrap_err();
     let open = err.downcast_ref::<CircuitOpen>().unwrap();
-    assert_eq!(open.retry_after(), None);
-    assert_eq!(err.to_string(), "circuit breaker `dep` is open");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
+    assert_eq!(open.state(), CircuitState::ForcedOpen);
+    assert_eq!(
+        err.to_string(),
+        "circuit breaker `dep` is forced open; retry after 10s"
+    );
 }
 
 /// `wait_in_open` of `Duration::MAX` (or doubling past what the clock
@@ -365,4 +369,76 @@ async fn ended_bodies_and_plain_server_errors_are_decided_at_the_head() {
     let _ = svc.ready().await.unwrap().call(503).await.unwrap();
     let snapshot = handle.snapshot();
     assert_eq!((snapshot.calls, snapshot.failures), (2, 1));
+}
+
+/// A half-open gRPC probe is decided by its trailers, not its head: a
+/// stream that ends in UNAVAILABLE reopens the breaker; one that stalls
+/// past the probe deadline is a failed probe and frees its permit.
+#[tokio::test(start_paused = true)]
+async fn a_grpc_probe_is_decided_by_its_trailers_within_the_probe_deadline() {
+    use http_body_util::BodyExt;
+    use tower_hardening_core::GrpcErrors;
+
+    let layer = breaker()
+        .half_open_permits(1)
+        .probe_timeout(Duration::from_secs(2))
+        .classifier(GrpcErrors::default())
+        .build()
+        .unwrap()
+        .at_end_of_stream();
+    let handle = layer.handle();
+    // Each call's body: the first frame now, trailers after `delay`.
+    let mut svc = layer.layer(service_fn(
+        |(status, delay): (&'static str, u64)| async move {
+            let frames = futures_util::stream::unfold(0u8, move |step| async move {
+                match step {
+                    0 => Some((
+                        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"chunk"))),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(delay)).await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+                        Some((
+                            Ok::<_, std::io::Error>(http_body::Frame::trailers(trailers)),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            });
+            let body = http_body_util::StreamBody::new(Box::pin(frames));
+            Ok::<_, std::io::Error>(http::Response::new(body))
+        },
+    ));
+    // Trip: four UNAVAILABLE streams read to the end.
+    for _ in 0..4 {
+        let response = svc.ready().await.unwrap().call(("14", 0)).await.unwrap();
+        let _ = response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(11)).await;
+
+    // The probe's head is fine; its trailers say UNAVAILABLE.
+    let response = svc.ready().await.unwrap().call(("14", 1)).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    assert_eq!(
+        handle.snapshot().probes_in_flight,
+        1,
+        "held until the trailers"
+    );
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open, "the trailers decide");
+
+    // The next probe stalls past its deadline: a failed probe.
+    tokio::time::advance(Duration::from_secs(21)).await;
+    let response = svc.ready().await.unwrap().call(("0", 60)).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    let mut body = response.into_body();
+    let _ = body.frame().await; // the first chunk
+    let late = tokio::time::timeout(Duration::from_secs(3), body.frame()).await;
+    assert!(late.is_err(), "the stream itself goes on");
+    assert_eq!(handle.state(), CircuitState::Open, "a late probe failed");
+    assert_eq!(handle.snapshot().probes_in_flight, 0);
 }

@@ -29,6 +29,8 @@ use tower_hardening_breaker::{
 use tower_hardening_core::{BoxError, Outcome};
 
 const SLOW_MS: u64 = 100;
+/// The breaker's default probe deadline.
+const PROBE_TIMEOUT_MS: u64 = 10_000;
 const WAIT_MS: u64 = 1_000;
 const MAX_WAIT_MS: u64 = 4_000;
 
@@ -175,11 +177,13 @@ impl Model {
         match self.state {
             CircuitState::Closed | CircuitState::MetricsOnly => Ok(call(Kind::Windowed)),
             CircuitState::Disabled => Ok(call(Kind::Untracked)),
-            CircuitState::ForcedOpen => Err(0),
+            // No end is known: the open wait is the hint.
+            CircuitState::ForcedOpen => Err(WAIT_MS),
             CircuitState::Open => Err(self.open_until_ms - self.now_ms),
             CircuitState::HalfOpen => {
                 if self.probes_free == 0 {
-                    Err(0)
+                    // Every probe is decided within the probe deadline.
+                    Err(PROBE_TIMEOUT_MS)
                 } else {
                     self.probes_free -= 1;
                     Ok(call(Kind::Probe))

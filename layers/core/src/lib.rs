@@ -40,6 +40,7 @@
 
 mod circuit;
 mod classify;
+mod client;
 mod config_error;
 mod event;
 mod health;
@@ -58,6 +59,7 @@ pub use circuit::CircuitState;
 pub use classify::{
     Classify, ClassifyEos, DEFAULT_FAILING_CODES, ErrorsAsFailures, GrpcErrors, HttpServerErrors,
 };
+pub use client::{ClientBodyError, ClientBodyErrorKind, client_body_error_of};
 pub use config_error::{ConfigError, ConfigErrorKind};
 pub use event::{Event, EventKind, EventSink, RecoveryStep};
 pub use health::HealthState;

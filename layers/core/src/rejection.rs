@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Priority;
+use crate::{CircuitState, Priority};
 
 /// Which layer turned a request away, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,22 +113,27 @@ fn rejection_here(err: &(dyn Error + 'static)) -> Option<Rejection> {
 /// slots) and did not call the inner service.
 ///
 /// ```
-/// use tower_hardening_core::CircuitOpen;
+/// use tower_hardening_core::{CircuitOpen, CircuitState};
 /// use std::time::Duration;
 ///
 /// let err = CircuitOpen::new("model-inference").with_retry_after(Duration::from_millis(1500));
 /// assert_eq!(err.name(), "model-inference");
 /// assert_eq!(err.to_string(), "circuit breaker `model-inference` is open; retry after 1.5s");
 ///
-/// // Forced open: no end is known, and the message does not invent one.
-/// let forced = CircuitOpen::new("model-inference");
-/// assert_eq!(forced.retry_after(), None);
-/// assert_eq!(forced.to_string(), "circuit breaker `model-inference` is open");
+/// // Half-open with every probe out: the message names the real state.
+/// let half_open = CircuitOpen::new("model-inference")
+///     .in_state(CircuitState::HalfOpen)
+///     .with_retry_after(Duration::from_secs(2));
+/// assert_eq!(
+///     half_open.to_string(),
+///     "circuit breaker `model-inference` is half-open (every probe is out); retry after 2s"
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitOpen {
     name: Arc<str>,
     retry_after: Option<Duration>,
+    state: CircuitState,
 }
 
 impl CircuitOpen {
@@ -137,7 +142,20 @@ impl CircuitOpen {
         CircuitOpen {
             name: name.into(),
             retry_after: None,
+            state: CircuitState::Open,
         }
+    }
+
+    /// Names the state that refused the call: `Open` (the default),
+    /// `HalfOpen` (every probe permit taken) or `ForcedOpen`.
+    pub fn in_state(mut self, state: CircuitState) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The state that refused the call.
+    pub fn state(&self) -> CircuitState {
+        self.state
     }
 
     /// Suggests when to try again: when the breaker will let a probe
@@ -152,8 +170,9 @@ impl CircuitOpen {
         &self.name
     }
 
-    /// How long until the breaker lets a probe through, when known (not
-    /// when it is half-open and out of probe slots, nor when forced open).
+    /// How long until trying again has a chance: until the breaker lets a
+    /// probe through, or (half-open, every probe out) until the probes in
+    /// flight are decided.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
@@ -161,7 +180,12 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit breaker `{}` is open", self.name)?;
+        let state = match self.state {
+            CircuitState::HalfOpen => "half-open (every probe is out)",
+            CircuitState::ForcedOpen => "forced open",
+            _ => "open",
+        };
+        write!(f, "circuit breaker `{}` is {state}", self.name)?;
         if let Some(after) = self.retry_after {
             write!(f, "; retry after {}", DisplayDuration(after))?;
         }

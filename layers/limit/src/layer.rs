@@ -148,12 +148,19 @@ impl<P, K, R, C> ResourceLimitLayer<P, K, R, C> {
     /// head arrives, so streaming responses count for their whole life.
     #[must_use]
     pub fn release_on_body_end(self) -> ResourceLimitLayer<P, K, OnBodyEnd, C> {
+        self.release_on(OnBodyEnd)
+    }
+
+    /// When units come back, by a [`ReleaseOn`](crate::ReleaseOn) of your
+    /// own (at the response, at the end of its body, or with a deadline).
+    #[must_use]
+    pub fn release_on<R2>(self, release: R2) -> ResourceLimitLayer<P, K, R2, C> {
         ResourceLimitLayer {
             pool: self.pool,
             stripes: self.stripes,
             priority: self.priority,
             cost: self.cost,
-            release: OnBodyEnd,
+            release,
             classify: self.classify,
             adaptive: self.adaptive,
         }

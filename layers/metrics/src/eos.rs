@@ -27,7 +27,9 @@ use std::task::{Context, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_hardening_core::sync::on_unwind;
-use tower_hardening_core::{BoxError, Classify, ClassifyEos, Outcome, rejection_of};
+use tower_hardening_core::{
+    BoxError, Classify, ClassifyEos, Outcome, client_body_error_of, rejection_of,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -39,7 +41,8 @@ type Outcomes = fn(&Handles) -> &(metrics::Counter, metrics::Histogram);
 fn outcome_of(outcome: Outcome) -> Outcomes {
     match outcome {
         Outcome::Failure => |h| &h.failure,
-        Outcome::Success | Outcome::Ignored => |h| &h.success,
+        Outcome::Success => |h| &h.success,
+        Outcome::Ignored => |h| &h.ignored,
     }
 }
 
@@ -168,6 +171,7 @@ where
                 let failed: Result<http::Response<B>, BoxError> = Err(error);
                 let outcome: Outcomes = match &failed {
                     Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,
+                    Err(error) if client_body_error_of(&**error).is_some() => |h| &h.ignored,
                     _ => outcome_of(this.classifier.classify(&failed)),
                 };
                 in_flight.finish(outcome);

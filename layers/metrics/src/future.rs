@@ -20,7 +20,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tower_hardening_core::sync::on_unwind;
-use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
+use tower_hardening_core::{BoxError, Classify, Outcome, client_body_error_of, rejection_of};
 
 use crate::layer::{Handles, HeldHandles, SharedHandles};
 
@@ -116,9 +116,11 @@ where
             .map_err(Into::into);
         let outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram) = match &result {
             Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,
+            Err(error) if client_body_error_of(&**error).is_some() => |h| &h.ignored,
             _ => match this.classifier.classify(&result) {
                 Outcome::Failure => |h| &h.failure,
-                Outcome::Success | Outcome::Ignored => |h| &h.success,
+                Outcome::Success => |h| &h.success,
+                Outcome::Ignored => |h| &h.ignored,
             },
         };
         if let Some(in_flight) = this.in_flight.take() {

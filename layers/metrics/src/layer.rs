@@ -38,6 +38,7 @@ pub(crate) struct Handles {
     pub(crate) success: (Counter, Histogram),
     pub(crate) failure: (Counter, Histogram),
     pub(crate) rejected: (Counter, Histogram),
+    pub(crate) ignored: (Counter, Histogram),
 }
 
 /// Builds a [`MetricsLayer`]: `MetricsLayer::builder().name("audio")
@@ -110,7 +111,7 @@ impl MetricsLayer {
         metrics::describe_counter!(
             names::REQUESTS_TOTAL,
             Unit::Count,
-            "Requests finished, by outcome (success, failure, rejected by a hardening layer)."
+            "Requests finished, by outcome (success, failure, rejected by a hardening layer, ignored: not evidence either way, such as a client body that failed)."
         );
         metrics::describe_histogram!(
             names::REQUEST_DURATION_SECONDS,
@@ -135,6 +136,7 @@ impl MetricsLayer {
                 success: pair("success"),
                 failure: pair("failure"),
                 rejected: pair("rejected"),
+                ignored: pair("ignored"),
             })),
             classifier: ErrorsAsFailures,
         }
@@ -148,7 +150,8 @@ impl<C> MetricsLayer<C> {
 
     /// What counts as a failure: any
     /// [`Classify`](tower_hardening_core::Classify) over the response and a
-    /// boxed error. `Ignored` results count as successes here; rejections
+    /// boxed error. `Ignored` results (and a client body that failed) count
+    /// as `ignored`; rejections
     /// by other hardening layers count as `rejected` whatever it says.
     #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> MetricsLayer<C2> {

@@ -6,8 +6,10 @@
 //!   `hardening_requests_total{service, outcome}`,
 //!   `hardening_request_duration_seconds{service, outcome}` and
 //!   `hardening_requests_in_flight{service}`. `outcome` is `success`,
-//!   `failure` (by the classifier) or `rejected` (a `CircuitOpen`,
-//!   `Overloaded`, `QueueTimeout` or `Recovering` from an inner layer).
+//!   `failure` (by the classifier), `rejected` (a `CircuitOpen`,
+//!   `Overloaded`, `QueueTimeout` or `Recovering` from an inner layer) or
+//!   `ignored` (the classifier's `Ignored`, or a client's request body
+//!   that broke or stalled: not the service's doing either way).
 //! - [`MetricsCollector`] is a `metrics::Recorder` that keeps each series
 //!   as a ring of time buckets over a bounded retention period, answers
 //!   window queries (count, sum, rate, mean, min, max, quantiles within

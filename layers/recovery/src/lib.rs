@@ -112,7 +112,8 @@ pub use recover::{
     Recover, RecoverBuilder, RecoverFuture, RecoverHandle, RecoverPair, RecoverState, RecoverStats,
 };
 pub use retry::{
-    AnyRequest, BufferBodies, BufferBodiesFuture, CloneRequests, HttpRetryLayer, IdempotentHttp,
-    ReplayBody, ReplayHttp, ReplayRequest, RetryBudget, RetryBuilder, RetryFuture, RetryHandle,
-    RetryLayer, RetryPolicy, RetryPredicate, RetryService, RetryStats,
+    AnyRequest, BufferBodies, BufferBodiesFuture, CloneRequests, DEFAULT_BODY_TIMEOUT,
+    HttpRetryLayer, IdempotentHttp, ReplayBody, ReplayHttp, ReplayRequest, RetryBudget,
+    RetryBuilder, RetryFuture, RetryHandle, RetryLayer, RetryPolicy, RetryPredicate, RetryService,
+    RetryStats, UploadProgress, UploadState,
 };

@@ -411,6 +411,11 @@ async fn a_body_that_lies_about_its_size_is_refused() {
         })
         .unwrap();
     let err = svc.oneshot(request).await.unwrap_err();
-    assert!(err.to_string().contains("length limit"), "{err}");
+    let client = tower_hardening_core::client_body_error_of(&*err).expect("the client's fault");
+    assert_eq!(
+        client.kind(),
+        tower_hardening_core::ClientBodyErrorKind::TooLarge,
+        "{err}"
+    );
     assert_eq!(*calls.lock().unwrap(), 0);
 }

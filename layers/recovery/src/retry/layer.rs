@@ -372,6 +372,7 @@ impl<C, P> RetryLayer<C, P> {
         HttpRetryLayer {
             retry: self,
             max_body_bytes,
+            body_timeout: super::replay::DEFAULT_BODY_TIMEOUT,
         }
     }
 
@@ -404,12 +405,21 @@ impl<S: Clone, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
 pub struct HttpRetryLayer<C = ErrorsAsFailures, P = AnyRequest> {
     retry: RetryLayer<C, P>,
     max_body_bytes: usize,
+    body_timeout: std::time::Duration,
 }
 
 impl<C, P> HttpRetryLayer<C, P> {
     /// The handle to this layer's counters.
     pub fn handle(&self) -> RetryHandle {
         self.retry.handle()
+    }
+
+    /// How long a client may take to send a body that is buffered for
+    /// replay (see [`BufferBodies::body_timeout`]); 10 s unless set.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 }
 
@@ -429,5 +439,6 @@ impl<S: Clone, C: Clone, P: Clone> Layer<S> for HttpRetryLayer<C, P> {
             self.max_body_bytes,
             self.retry.predicate.clone(),
         )
+        .body_timeout(self.body_timeout)
     }
 }

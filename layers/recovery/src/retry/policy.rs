@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::{Method, Request};
 use tower::util::rng::HasherRng;
 use tower_hardening_core::stripe;
-use tower_hardening_core::{BoxError, Classify, Outcome, rejection_of};
+use tower_hardening_core::{BoxError, Classify, Outcome, client_body_error_of, rejection_of};
 
 use super::replay::ReplayRequest;
 use super::shared::RetryShared;
@@ -197,10 +197,11 @@ impl<C, K, P> RetryPolicy<C, K, P> {
     {
         let shared = &self.shared;
         if let Err(error) = result
-            && rejection_of(&**error).is_some()
+            && (rejection_of(&**error).is_some() || client_body_error_of(&**error).is_some())
         {
-            // Another layer turned the call away on purpose: retrying now
-            // would only add load where it was refused.
+            // Another layer turned the call away on purpose (retrying now
+            // would only add load where it was refused), or the client's
+            // own body failed (it would fail again).
             return None;
         }
         if let Some(predicate) = &self.predicate

@@ -22,7 +22,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
@@ -30,9 +33,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower::util::Oneshot;
-use tower_hardening_core::BoxError;
 use tower_hardening_core::ready::{CallNow, Pristine};
+use tower_hardening_core::{BoxError, ClientBodyError};
 use tower_service::Service;
 
 use super::policy::{IdempotentHttp, RetryPredicate};
@@ -94,7 +98,69 @@ pin_project! {
         Streaming {
             #[pin]
             body: B,
+            // When the whole body must have arrived (see `upload_timeout`).
+            deadline: Option<Pin<Box<Sleep>>>,
+            // Told when the body ends or fails (see `ReplayBody::watch`).
+            progress: Option<ProgressGuard>,
         },
+    }
+}
+
+/// How a streamed request body is getting on, for a layer below that must
+/// not measure the upload (see [`ReplayBody::watch`]).
+///
+/// The state changes while the body is polled, which is while the service
+/// that reads it runs: check it after polling that service.
+#[derive(Debug, Default)]
+pub struct UploadProgress {
+    state: AtomicU8,
+}
+
+/// Tells the progress the body was dropped: whatever the service did not
+/// read it does not need.
+#[derive(Debug)]
+struct ProgressGuard(Arc<UploadProgress>);
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.0.set(ENDED);
+    }
+}
+
+const READING: u8 = 0;
+const ENDED: u8 = 1;
+const FAILED: u8 = 2;
+const TIMED_OUT: u8 = 3;
+
+/// Where a streamed upload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    /// Not all read yet.
+    Reading,
+    /// Read to its end.
+    Ended,
+    /// Reading it failed: a client error.
+    Failed,
+    /// It did not arrive within its deadline.
+    TimedOut,
+}
+
+impl UploadProgress {
+    /// Where the upload is now.
+    pub fn state(&self) -> UploadState {
+        match self.state.load(Ordering::Acquire) {
+            READING => UploadState::Reading,
+            ENDED => UploadState::Ended,
+            FAILED => UploadState::Failed,
+            _ => UploadState::TimedOut,
+        }
+    }
+
+    fn set(&self, state: u8) {
+        // The first end is the one that counts.
+        let _ = self
+            .state
+            .compare_exchange(READING, state, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -109,9 +175,30 @@ impl<B> ReplayBody<B> {
         }
     }
 
-    fn streaming(body: B) -> Self {
+    fn streaming(body: B, upload_timeout: Option<Duration>) -> Self {
         ReplayBody {
-            inner: Inner::Streaming { body },
+            inner: Inner::Streaming {
+                body,
+                deadline: upload_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout))),
+                progress: None,
+            },
+        }
+    }
+
+    /// For a streamed body not yet at its end: a handle that says when it
+    /// ends, fails or times out. `None` for a buffered body, or one that
+    /// has ended (there is nothing to wait for). Allocates once.
+    pub fn watch(&mut self) -> Option<Arc<UploadProgress>>
+    where
+        B: Body,
+    {
+        match &mut self.inner {
+            Inner::Streaming { body, progress, .. } if !body.is_end_stream() => {
+                let guard = progress
+                    .get_or_insert_with(|| ProgressGuard(Arc::new(UploadProgress::default())));
+                Some(guard.0.clone())
+            }
+            _ => None,
         }
     }
 
@@ -152,14 +239,37 @@ where
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
-            InnerProj::Streaming { body } => {
-                let frame = ready!(body.poll_frame(cx));
+            InnerProj::Streaming {
+                mut body,
+                deadline,
+                progress,
+            } => {
+                let note = |state| {
+                    if let Some(progress) = progress.as_ref() {
+                        progress.0.set(state);
+                    }
+                };
+                let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
+                    if let Some(sleep) = deadline
+                        && sleep.as_mut().poll(cx).is_ready()
+                    {
+                        note(TIMED_OUT);
+                        return Poll::Ready(Some(Err(ClientBodyError::timed_out().into())));
+                    }
+                    return Poll::Pending;
+                };
+                match &frame {
+                    None => note(ENDED),
+                    Some(Err(_)) => note(FAILED),
+                    Some(Ok(_)) if body.is_end_stream() => note(ENDED),
+                    Some(Ok(_)) => {}
+                }
                 Poll::Ready(frame.map(|result| {
                     result
                         .map(|frame| {
                             frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
                         })
-                        .map_err(Into::into)
+                        .map_err(|error| ClientBodyError::broken(error).into())
                 }))
             }
         }
@@ -168,7 +278,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
-            Inner::Streaming { body } => body.is_end_stream(),
+            Inner::Streaming { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -177,7 +287,7 @@ where
             Inner::Buffered { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Inner::Streaming { body } => body.size_hint(),
+            Inner::Streaming { body, .. } => body.size_hint(),
         }
     }
 }
@@ -199,13 +309,19 @@ where
 /// `poll_ready` is ready at once, and the response future first buffers
 /// the body, then drives `ready()` on a clone of the inner service and
 /// calls it (tower's `Oneshot`). A slow client keeps no permit of the
-/// layers below. Bound how long a client may take to send its body
-/// outside this layer (hyper's header and body timeouts, or a timeout
-/// layer around it).
+/// layers below, and buffering is bounded in time:
+/// [`body_timeout`](Self::body_timeout) (10 s unless set).
 ///
-/// A body that promised at most `max_body_bytes` in its `size_hint` and
-/// then sends more is refused with an error rather than buffered past the
-/// limit.
+/// A body passed through unread may be bounded too
+/// ([`upload_timeout`](Self::upload_timeout)): reading it past that
+/// deadline fails.
+///
+/// Every failure of the client's body is a
+/// [`ClientBodyError`](tower_hardening_core::ClientBodyError), which
+/// the breaker, retries and metrics recognise as the client's doing:
+/// broken (reading it failed), timed out, or too large (a body that
+/// promised at most `max_body_bytes` in its `size_hint` and then sends
+/// more is refused rather than buffered past the limit).
 #[derive(Debug, Clone)]
 pub struct BufferBodies<S, P> {
     inner: S,
@@ -213,16 +329,49 @@ pub struct BufferBodies<S, P> {
     pristine: Pristine<S>,
     max_body_bytes: usize,
     predicate: Option<P>,
+    body_timeout: Duration,
+    upload_timeout: Option<Duration>,
 }
 
+/// How long [`BufferBodies`] waits for a body it buffers unless told
+/// otherwise.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl<S: Clone, P> BufferBodies<S, P> {
-    pub(crate) fn new(inner: S, max_body_bytes: usize, predicate: Option<P>) -> Self {
+    /// Buffers the bodies of requests `predicate` allows to be retried
+    /// (every idempotent one when `None`; see [`IdempotentHttp`]) whose
+    /// size is known to be at most `max_body_bytes`, then calls `inner`.
+    /// [`RetryLayer::http`](crate::RetryLayer::http) makes one around its
+    /// retries; build one yourself to buffer above other layers (above
+    /// admission, so that a slow client holds no slot).
+    pub fn new(inner: S, max_body_bytes: usize, predicate: Option<P>) -> Self {
         BufferBodies {
             pristine: Pristine::new(&inner),
             inner,
             max_body_bytes,
             predicate,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            upload_timeout: None,
         }
+    }
+
+    /// How long a client may take to send a body that is buffered (from
+    /// the call to its last byte); past it the request fails with
+    /// [`ClientBodyError`](tower_hardening_core::ClientBodyError) (timed
+    /// out) and the service below is never called.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// How long the service below may take to read a body passed through
+    /// unbuffered (from the call to its last byte); past it, reading the
+    /// body fails with a `ClientBodyError` (timed out). Off unless set.
+    #[must_use]
+    pub fn upload_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.upload_timeout = timeout;
+        self
     }
 
     /// The wrapped service (the retrying service).
@@ -303,8 +452,10 @@ where
             // wait, so no clone of the service below.
             let body = if retryable {
                 ReplayBody::buffered(Bytes::new(), None)
+            } else if body.is_end_stream() {
+                ReplayBody::streaming(body, None)
             } else {
-                ReplayBody::streaming(body)
+                ReplayBody::streaming(body, self.upload_timeout)
             };
             return self.call_now(Request::from_parts(parts, body));
         }
@@ -313,6 +464,7 @@ where
         BufferBodiesFuture {
             state: BufferState::Collecting {
                 collect: Limited::new(body, max).collect(),
+                deadline: Box::pin(tokio::time::sleep(self.body_timeout)),
                 parts: Some(parts),
                 service: Some(self.inner.clone()),
             },
@@ -345,6 +497,7 @@ pin_project! {
         Collecting {
             #[pin]
             collect: Collect<Limited<B>>,
+            deadline: Pin<Box<Sleep>>,
             parts: Option<http::request::Parts>,
             service: Option<S>,
         },
@@ -387,10 +540,23 @@ where
             match this.state.as_mut().project() {
                 BufferStateProj::Collecting {
                     collect,
+                    deadline,
                     parts,
                     service,
                 } => {
-                    let collected = ready!(collect.poll(cx))?;
+                    let Poll::Ready(collected) = collect.poll(cx) else {
+                        if deadline.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(ClientBodyError::timed_out().into()));
+                        }
+                        return Poll::Pending;
+                    };
+                    let collected = collected.map_err(|error| -> BoxError {
+                        if error.is::<http_body_util::LengthLimitError>() {
+                            ClientBodyError::too_large().into()
+                        } else {
+                            ClientBodyError::broken(error).into()
+                        }
+                    })?;
                     let trailers = collected.trailers().cloned();
                     let body = ReplayBody::buffered(collected.to_bytes(), trailers);
                     let parts = parts

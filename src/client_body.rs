@@ -1,0 +1,277 @@
+//! The client's body in the HTTP and gRPC stacks: a per-call timeout that
+//! measures the service and not the upload, and admission units held by
+//! a streamed response until it ends, within a deadline.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_body_util::Full;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_hardening::config::SystemHardeningConfig;
+//! use tower_hardening::{BoxError, SystemHardening};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let config = SystemHardeningConfig::from_toml_str(r#"
+//!     [services.api]
+//!     timeout = "2s"          # the service's own time, from when its body is in
+//!     upload_timeout = "30s"  # a body the handler streams must be in by then
+//! "#)?;
+//! let hardening = SystemHardening::builder(config).build()?;
+//! let mut api = ServiceBuilder::new()
+//!     .layer(hardening.http_layer("api")?)
+//!     .service(service_fn(|_: http::Request<_>| async {
+//!         Ok::<_, BoxError>(http::Response::new(Full::new(bytes::Bytes::from("ok"))))
+//!     }));
+//! let request = http::Request::post("/upload").body(Full::new(bytes::Bytes::from("data")))?;
+//! let response = api.ready().await?.call(request).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_hardening_core::{BoxError, ClientBodyError};
+use tower_service::Service;
+
+use crate::limit::{Held, ReleaseOn};
+use crate::recovery::{ReplayBody, UploadProgress, UploadState};
+
+/// The per-call timeout below the breaker of an HTTP stack.
+///
+/// A request whose body has arrived (or was buffered) is timed from its
+/// call. A body the handler streams itself is the exception: the
+/// deadline starts when that body has been read to its end or dropped,
+/// and the upload before it is bounded by the stack's `upload_timeout`
+/// (the body fails past it). Either way, a body that broke or timed out
+/// makes the call fail with the [`ClientBodyError`] it had, whatever the
+/// handler answered: the client's doing, not the service's.
+///
+/// Without a timeout nothing is timed, but a streamed body is still
+/// watched (one allocation per such request) so that its failure is put
+/// down to the client.
+#[derive(Debug, Clone)]
+pub struct ServiceTimeout<S> {
+    inner: S,
+    timeout: Option<Duration>,
+    /// The longest a streamed upload may take before the deadline starts.
+    upload_timeout: Duration,
+}
+
+impl<S> ServiceTimeout<S> {
+    pub(crate) fn new(inner: S, timeout: Option<Duration>, upload_timeout: Duration) -> Self {
+        ServiceTimeout {
+            inner,
+            timeout,
+            upload_timeout,
+        }
+    }
+}
+
+impl<S, B> Service<http::Request<ReplayBody<B>>> for ServiceTimeout<S>
+where
+    S: Service<http::Request<ReplayBody<B>>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ServiceTimeoutFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReplayBody<B>>) -> Self::Future {
+        let progress = request.body_mut().watch();
+        let deadline = match (self.timeout, &progress) {
+            (None, _) => None,
+            (Some(timeout), None) => Some(Box::pin(tokio::time::sleep(timeout))),
+            // Until the upload ends, only its own bound and then the
+            // service's apply.
+            (Some(timeout), Some(_)) => Some(Box::pin(tokio::time::sleep(
+                self.upload_timeout.saturating_add(timeout),
+            ))),
+        };
+        ServiceTimeoutFuture {
+            future: self.inner.call(request),
+            upload: progress.map(|progress| Upload {
+                progress,
+                seen: UploadState::Reading,
+            }),
+            deadline,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Upload {
+    progress: Arc<UploadProgress>,
+    /// The state last seen, to restart the deadline once when it changes.
+    seen: UploadState,
+}
+
+impl Upload {
+    fn client_error(&self) -> Option<ClientBodyError> {
+        match self.progress.state() {
+            UploadState::Failed => Some(ClientBodyError::broken(
+                "the connection failed while the request body was read",
+            )),
+            UploadState::TimedOut => Some(ClientBodyError::timed_out()),
+            UploadState::Reading | UploadState::Ended => None,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ServiceTimeout`].
+    #[derive(Debug)]
+    pub struct ServiceTimeoutFuture<F> {
+        #[pin]
+        future: F,
+        upload: Option<Upload>,
+        deadline: Option<Pin<Box<Sleep>>>,
+        timeout: Option<Duration>,
+    }
+}
+
+impl<F, T, E> Future for ServiceTimeoutFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.future.poll(cx) {
+            if let Some(error) = this.upload.as_ref().and_then(Upload::client_error) {
+                return Poll::Ready(Err(error.into()));
+            }
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        // The body is read while the service runs: look where it is now.
+        if let Some(upload) = this.upload.as_mut() {
+            let state = upload.progress.state();
+            if state != upload.seen {
+                upload.seen = state;
+                if let (Some(deadline), Some(timeout)) = (this.deadline.as_mut(), *this.timeout) {
+                    deadline.as_mut().reset(Instant::now() + timeout);
+                }
+            }
+        }
+        if let Some(deadline) = this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            if let Some(error) = this.upload.as_ref().and_then(Upload::client_error) {
+                return Poll::Ready(Err(error.into()));
+            }
+            return Poll::Ready(Err(tower::timeout::error::Elapsed::new().into()));
+        }
+        Poll::Pending
+    }
+}
+
+/// When a response gives its admission units back: at its head (plain
+/// HTTP), or at the end of its body (gRPC, whose server streams must count
+/// for as long as they run), within a deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRelease {
+    until_end: bool,
+    deadline: Duration,
+}
+
+impl StreamRelease {
+    pub(crate) fn at_head() -> Self {
+        StreamRelease {
+            until_end: false,
+            deadline: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn at_end(deadline: Duration) -> Self {
+        StreamRelease {
+            until_end: true,
+            deadline,
+        }
+    }
+}
+
+impl<B: Body> ReleaseOn<http::Response<B>> for StreamRelease {
+    type Response = http::Response<StreamBody<B>>;
+
+    fn attach(&self, response: http::Response<B>, held: Held) -> Self::Response {
+        let hold = self.until_end && !response.body().is_end_stream();
+        response.map(|body| {
+            if hold {
+                StreamBody {
+                    body,
+                    held: Some(held),
+                    deadline: Some(Box::pin(tokio::time::sleep(self.deadline))),
+                }
+            } else {
+                drop(held);
+                StreamBody {
+                    body,
+                    held: None,
+                    deadline: None,
+                }
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// A response body that holds its request's admission units until it
+    /// ends, fails or is dropped, or its deadline passes (see
+    /// [`StreamRelease`]). The deadline is seen when the body is polled:
+    /// a stream stalled by its service is polled, and lets go on time.
+    #[derive(Debug)]
+    pub struct StreamBody<B> {
+        #[pin]
+        body: B,
+        held: Option<Held>,
+        deadline: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<B: Body> Body for StreamBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        let ended = matches!(polled, Poll::Ready(None | Some(Err(_))));
+        // Checked on every poll: a stream that keeps sending is bounded too.
+        let late = this
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if ended || late {
+            this.held.take();
+            this.deadline.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
