@@ -538,9 +538,8 @@ mod tests {
         }
     }
 
-    /// A reset publishes the new generation before it empties the window,
-    /// so a call admitted before the reset and finishing after it is not
-    /// recorded into the fresh window.
+    /// A call admitted before a reset and finishing after it is not
+    /// recorded into the fresh window (the serial case of the race above).
     #[tokio::test(start_paused = true)]
     async fn a_call_from_before_a_reset_is_not_recorded_after_it() {
         let state = state_of(
