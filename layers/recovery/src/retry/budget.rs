@@ -220,7 +220,12 @@ impl StripedBudget {
                 // (and read the clock later): its reading stands.
                 return;
             }
-            stripe.window.store(now, Ordering::Relaxed);
+            // Released after `committed` moved: a withdrawal that reads the
+            // new window also reads the deposits it took out of `pending`
+            // (on a weakly ordered CPU it could otherwise count them as
+            // pending in the new window although they belong to an
+            // expired one).
+            stripe.window.store(now, Ordering::Release);
             self.commit(&mut lock(&self.ring), seen, before - committed);
         }
     }
@@ -254,7 +259,7 @@ impl StripedBudget {
             }
         }
         for stripe in self.stripes.iter() {
-            if deposit_counts(stripe.window.load(Ordering::Relaxed)) {
+            if deposit_counts(stripe.window.load(Ordering::Acquire)) {
                 let deposits = i64::try_from(stripe.pending()).unwrap_or(i64::MAX);
                 balance = balance.saturating_add(deposits.saturating_mul(self.deposit_amount));
             }
