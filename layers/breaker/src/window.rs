@@ -223,28 +223,30 @@ fn slot_epoch(word: u64) -> u64 {
 /// and drops its own (it is older than the last N). So the window holds
 /// exactly the last N claimed calls, and a stall costs at most the
 /// staller's own call. Whoever replaces a value subtracts its
-/// contribution from the counts, after adding the new one's, in one
-/// `fetch_add`.
+/// contribution from the counts before its compare-and-swap, and adds the
+/// new one's after it.
 ///
 /// A healthy service's call (a success while the counts say every slot
 /// holds one) claims nothing and writes nothing: one load of the counts.
 ///
 /// What concurrent calls can do to it, exactly:
-/// - A reader may see the counts before a writer's update lands: the
-///   window as it was just before that call. A reader that catches a
-///   replacement's subtraction before the addition it undoes sees a field
-///   below zero, which [`WindowCounts::is_consistent`] refuses; a trip
-///   check refused so sets a flag in the counts word that the torn
-///   update's own `fetch_add` reads, and that writer looks again
-///   (`counts_for_trip`): no trip waits for the next failure.
+/// - A reading never counts a call the window does not hold: a value's
+///   contribution is added after it is in its slot and subtracted before
+///   it leaves. A writer part-way through makes a reading miss its call
+///   (and the one it replaces), or shows a field below zero, which
+///   [`WindowCounts::is_consistent`] refuses; a trip check refused so
+///   sets a flag in the counts word that the torn update's own
+///   `fetch_add` reads, and that writer looks again (`counts_for_trip`).
+///   A failure writer always looks after its own update: no trip waits
+///   for the next failure.
 /// - A success that finishes while the counts read as a full ring of
 ///   successes is dropped (the ring would look the same with it); a
 ///   failure or slow call never is.
 /// - A reset (see [`Window::reset`]) moves the cursor to a new epoch
 ///   before it sweeps: calls admitted before it are never counted after
 ///   it, and calls admitted after it are never swept. A writer of the old
-///   epoch caught between its slot and its counts while the reset runs
-///   leaves its call's counts in the window until its next instruction.
+///   epoch caught part-way while the reset runs can only make a reading
+///   torn (refused), never count its call in the new epoch.
 /// - The position wraps after 2^48 recorded calls; the ring then skips
 ///   ahead once, forgetting a few calls early.
 #[derive(Debug)]
@@ -312,16 +314,31 @@ impl CountWindow {
                 // last N.
                 return false;
             }
-            match slot.compare_exchange_weak(old, mine, Ordering::AcqRel, Ordering::Acquire) {
+            // The value replaced leaves the counts before it leaves its
+            // slot, and this one joins them after it is in its slot: a
+            // reading never counts a call the window does not hold (a
+            // racing replacement shows as a field below zero instead).
+            let gone = contribution(old & VALUE_MASK);
+            let changes = gone != contribution(value);
+            if changes && gone != 0 {
+                self.counts.fetch_sub(gone, Ordering::AcqRel);
+            }
+            match slot.compare_exchange(old, mine, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
-                Err(actual) => old = actual,
+                Err(actual) => {
+                    if changes && gone != 0 {
+                        self.counts.fetch_add(gone, Ordering::AcqRel);
+                    }
+                    old = actual;
+                }
             }
         }
-        let delta = contribution(value).wrapping_sub(contribution(old & VALUE_MASK));
-        if delta == 0 {
+        if contribution(old & VALUE_MASK) == contribution(value) {
+            // The same value again (a success for a success): the counts
+            // stay as they are.
             return false;
         }
-        let before = self.counts.fetch_add(delta, Ordering::AcqRel);
+        let before = self.counts.fetch_add(contribution(value), Ordering::AcqRel);
         if before & RECHECK != 0 {
             // A trip check read torn counts before this update landed.
             self.counts.fetch_and(!RECHECK, Ordering::AcqRel);
@@ -1065,6 +1082,32 @@ mod loom_models {
                     slow: 0
                 }
             );
+        });
+    }
+
+    /// A writer of the old epoch replacing a failure with a success while
+    /// a reset runs: a reading after the reset never shows that failure
+    /// (a phantom that could trip the freshly closed breaker), however the
+    /// writer's steps interleave with the sweep.
+    #[test]
+    fn loom_no_reading_after_a_reset_counts_an_older_failure() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(1));
+            window.record(FAIL, 0);
+            let stale = {
+                let window = window.clone();
+                thread::spawn(move || {
+                    window.record(OK, 0);
+                })
+            };
+            window.reset(1);
+            window.record(OK, 1);
+            let counts = window.counts();
+            assert!(
+                !counts.is_consistent(window.len) || counts.failures == 0,
+                "{counts:?}"
+            );
+            stale.join().unwrap();
         });
     }
 
