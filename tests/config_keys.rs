@@ -9,20 +9,27 @@
 //! without one.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_hardening::breaker::ProbeTimedOut;
 use tower_hardening::config::SystemHardeningConfig;
 use tower_hardening::core::{
     CircuitState, EventKind, HealthState, RecoveryStep, RejectionKind, names, rejection_of,
 };
 use tower_hardening::managed::BoxFuture;
 use tower_hardening::monitor::{CpuReading, ManualReadings, MemoryReading};
+use tower_hardening::recovery::ReplayBody;
 use tower_hardening::stack::ServiceLayer;
 use tower_hardening::{BoxError, HardeningHandle, ManagedService, SystemHardening};
 
@@ -111,6 +118,18 @@ const KEYS: &[(&str, &str)] = &[
         "criticality_decides_overall_health_and_priority",
     ),
     ("services.*.timeout", "timeout_ends_slow_calls"),
+    (
+        "services.*.body_timeout",
+        "body_timeout_bounds_the_wait_for_a_kept_body",
+    ),
+    (
+        "services.*.upload_timeout",
+        "upload_timeout_bounds_a_streamed_upload",
+    ),
+    (
+        "services.*.stream_timeout",
+        "stream_timeout_gives_a_streams_admission_back",
+    ),
     ("services.*.breaker", "breaker_keys_change_when_it_opens"),
     (
         "services.*.breaker.enabled",
@@ -156,6 +175,10 @@ const KEYS: &[(&str, &str)] = &[
         "services.*.breaker.half_open_permits",
         "half_open_permits_bounds_the_probes",
     ),
+    (
+        "services.*.breaker.probe_timeout",
+        "probe_timeout_fails_a_late_probe",
+    ),
     ("services.*.retry", "retry_keys_change_the_attempts"),
     ("services.*.retry.enabled", "retry_keys_change_the_attempts"),
     (
@@ -185,6 +208,10 @@ const KEYS: &[(&str, &str)] = &[
     (
         "services.*.retry.budget_ttl",
         "retry_budget_keys_change_the_retries_allowed",
+    ),
+    (
+        "services.*.retry.trust_idempotency_key",
+        "trust_idempotency_key_makes_keyed_posts_retryable",
     ),
     ("services.*.limit", "limit_keys_change_admission"),
     ("services.*.limit.enabled", "limit_keys_change_admission"),
@@ -1488,6 +1515,280 @@ async fn fault_status_keys_change_the_answer() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), status, "{toml}");
+    }
+}
+
+// ---------------------------------------------------------------------
+// Service keys: the client's body, streamed responses, probes and
+// idempotency keys, through the HTTP and gRPC stacks.
+
+/// A body fed by a channel: it ends when its sender is dropped, and
+/// stalls while the sender is kept and sends nothing (a client that does
+/// not send what it declared, a stream with nothing to say yet).
+/// `declared`: the size it promises up front (a `Content-Length`).
+struct Channel {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    declared: Option<u64>,
+}
+
+fn channel(declared: Option<u64>) -> (mpsc::UnboundedSender<Bytes>, Channel) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, Channel { rx, declared })
+}
+
+/// An empty body (what an injected fault answers with).
+impl Default for Channel {
+    fn default() -> Self {
+        channel(Some(0)).1
+    }
+}
+
+/// A body that has all of `data` and then ends.
+fn sent(data: &'static [u8]) -> Channel {
+    let (tx, body) = channel(Some(data.len() as u64));
+    tx.send(Bytes::from_static(data)).unwrap();
+    body
+}
+
+impl http_body::Body for Channel {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|data| data.map(|data| Ok(Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.declared.map(SizeHint::with_exact).unwrap_or_default()
+    }
+}
+
+/// Sends `request` through `api`'s HTTP stack to a handler that reads the
+/// request body to its end and answers `status` (500 if reading failed). Returns the answer's status, as a task, and the handler's
+/// call count.
+fn spawn_http(
+    hardening: &SystemHardening,
+    status: u16,
+    request: http::Request<Channel>,
+) -> (JoinHandle<u16>, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let svc = ServiceBuilder::new()
+        .layer(hardening.http_layer("api").unwrap())
+        .service(service_fn(
+            move |request: http::Request<ReplayBody<Channel>>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let read = request.into_body().collect().await.is_ok();
+                    let response = http::Response::builder()
+                        .status(if read { status } else { 500 })
+                        .body(Full::<Bytes>::default())
+                        .unwrap();
+                    Ok::<_, Infallible>(response)
+                }
+            },
+        ));
+    let answer = tokio::spawn(async move { svc.oneshot(request).await.unwrap().status().as_u16() });
+    (answer, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn body_timeout_bounds_the_wait_for_a_kept_body() {
+    let (second, ms) = (Duration::from_secs(1), Duration::from_millis);
+    for (toml, deadline) in [("", 10 * second), ("body_timeout = \"1s\"", second)] {
+        // Retries on: a GET's body of known size is kept for them, read
+        // in full before the service is called.
+        let hardening = hardening(&format!("[services.api]\n{toml}\n[services.api.retry]"));
+        let (client, body) = channel(Some(10));
+        client.send(Bytes::from_static(b"abc")).unwrap(); // 3 of 10 bytes
+        let started = Instant::now();
+        let request = http::Request::get("/search").body(body).unwrap();
+        let (answer, calls) = spawn_http(&hardening, 200, request);
+        tokio::time::sleep_until(started + deadline - ms(100)).await;
+        assert!(
+            !answer.is_finished(),
+            "{toml:?}: still waiting for the body"
+        );
+        tokio::time::sleep_until(started + deadline + ms(100)).await;
+        assert!(answer.is_finished(), "{toml:?}: answered at the deadline");
+        assert_eq!(answer.await.unwrap(), 408, "{toml:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "{toml:?}: the service never saw it"
+        );
+        drop(client);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn upload_timeout_bounds_a_streamed_upload() {
+    let (second, ms) = (Duration::from_secs(1), Duration::from_millis);
+    for (toml, deadline) in [("", 60 * second), ("upload_timeout = \"1s\"", second)] {
+        // A POST is not retried: its body goes to the handler as it comes.
+        let hardening = hardening(&format!("[services.api]\n{toml}"));
+        let (client, body) = channel(Some(10));
+        client.send(Bytes::from_static(b"abc")).unwrap(); // 3 of 10 bytes
+        let started = Instant::now();
+        let request = http::Request::post("/upload").body(body).unwrap();
+        let (answer, calls) = spawn_http(&hardening, 200, request);
+        tokio::time::sleep_until(started + deadline - ms(100)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "{toml:?}: the handler reads it"
+        );
+        assert!(!answer.is_finished(), "{toml:?}: still reading the body");
+        tokio::time::sleep_until(started + deadline + ms(100)).await;
+        assert!(answer.is_finished(), "{toml:?}: answered at the deadline");
+        assert_eq!(answer.await.unwrap(), 408, "{toml:?}");
+        drop(client);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_timeout_gives_a_streams_admission_back() {
+    let (second, ms) = (Duration::from_secs(1), Duration::from_millis);
+    for (toml, deadline) in [("", 300 * second), ("stream_timeout = \"1s\"", second)] {
+        let hardening = hardening(&format!(
+            "[services.api]\n{toml}\n[services.api.limit]\nmax_concurrency = 1\nmax_queue = 0"
+        ));
+        let layer = hardening.grpc_layer("api").unwrap();
+        let pool = layer.pool().clone();
+        // A server-streaming handler: each call's stream is fed by the
+        // test through its sender.
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let senders = streams.clone();
+        let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+            move |_: http::Request<ReplayBody<Full<Bytes>>>| {
+                let (tx, body) = channel(None);
+                senders.lock().unwrap().push(tx);
+                async move { Ok::<_, Infallible>(http::Response::new(body)) }
+            },
+        ));
+        let call = || {
+            http::Request::post("/feed.Feed/Subscribe")
+                .header("content-type", "application/grpc")
+                .body(Full::<Bytes>::default())
+                .unwrap()
+        };
+        let started = Instant::now();
+        let response = svc.clone().oneshot(call()).await.unwrap();
+        assert_eq!(response.headers().get("grpc-status"), None);
+        assert_eq!(
+            pool.stats().in_use,
+            1,
+            "{toml:?}: the stream holds its unit"
+        );
+        // The client reads the stream as it comes.
+        let frames = Arc::new(AtomicU32::new(0));
+        let read = frames.clone();
+        let reader = tokio::spawn(async move {
+            let mut body = Box::pin(response.into_body());
+            while let Some(frame) = body.frame().await {
+                if frame.is_ok_and(|frame| frame.is_data()) {
+                    read.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+
+        tokio::time::sleep_until(started + deadline - ms(100)).await;
+        assert_eq!(pool.stats().in_use, 1, "{toml:?}: held before the deadline");
+        let refused = svc.clone().oneshot(call()).await.unwrap();
+        assert_eq!(
+            refused.headers()["grpc-status"],
+            "8",
+            "{toml:?}: RESOURCE_EXHAUSTED while the stream counts"
+        );
+
+        tokio::time::sleep_until(started + deadline + ms(100)).await;
+        assert_eq!(
+            pool.stats().in_use,
+            0,
+            "{toml:?}: given back at the deadline"
+        );
+        let admitted = svc.clone().oneshot(call()).await.unwrap();
+        assert_eq!(admitted.headers().get("grpc-status"), None, "{toml:?}");
+        // The first stream goes on, uncounted.
+        streams.lock().unwrap()[0]
+            .send(Bytes::from_static(b"update"))
+            .unwrap();
+        tokio::time::sleep(ms(10)).await;
+        assert_eq!(
+            frames.load(Ordering::SeqCst),
+            1,
+            "{toml:?}: still streaming"
+        );
+        assert!(!reader.is_finished());
+        streams.lock().unwrap().clear();
+        reader.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_timeout_fails_a_late_probe() {
+    let (second, ms) = (Duration::from_secs(1), Duration::from_millis);
+    for (toml, deadline) in [("", 10 * second), ("probe_timeout = \"2s\"", 2 * second)] {
+        let (_hardening, layer) = opened(&format!(
+            "wait_in_open = \"1s\"\nhalf_open_permits = 1\n{toml}"
+        ))
+        .await;
+        tokio::time::sleep(ms(1500)).await;
+        // The probe would take 30 s.
+        let started = Instant::now();
+        let probe = tokio::spawn(
+            Inner::default()
+                .stack(&layer)
+                .oneshot(Call::Slow(30 * second)),
+        );
+        tokio::time::sleep_until(started + deadline - ms(100)).await;
+        let snapshot = layer.breaker().snapshot();
+        assert_eq!(snapshot.state, CircuitState::HalfOpen, "{toml:?}");
+        assert_eq!(snapshot.probes_in_flight, 1, "{toml:?}: the probe is out");
+        assert!(!probe.is_finished(), "{toml:?}");
+
+        tokio::time::sleep_until(started + deadline + ms(100)).await;
+        assert!(probe.is_finished(), "{toml:?}: failed at the deadline");
+        let error = probe.await.unwrap().expect_err("a late probe fails");
+        assert!(error.is::<ProbeTimedOut>(), "{toml:?}: {error}");
+        let snapshot = layer.breaker().snapshot();
+        assert_eq!(snapshot.state, CircuitState::Open, "{toml:?}: reopened");
+        assert_eq!(snapshot.probes_in_flight, 0, "{toml:?}: permit freed");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn trust_idempotency_key_makes_keyed_posts_retryable() {
+    let base = "[services.api.retry]\ninitial_backoff = \"1ms\"\n";
+    // (written, the request's method and idempotency key, calls the
+    // handler sees when every attempt answers 503)
+    let cases = [
+        ("", "GET", None, 3),
+        ("", "POST", None, 1),
+        ("", "POST", Some("42"), 1),
+        ("trust_idempotency_key = true", "GET", None, 3),
+        ("trust_idempotency_key = true", "POST", None, 1),
+        ("trust_idempotency_key = true", "POST", Some("42"), 3),
+    ];
+    for (toml, method, key, attempts) in cases {
+        let hardening = hardening(&format!("{base}{toml}"));
+        let mut request = http::Request::builder().method(method).uri("/charge");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request.body(sent(b"amount=10")).unwrap();
+        let (answer, calls) = spawn_http(&hardening, 503, request);
+        assert_eq!(answer.await.unwrap(), 503, "{toml:?} {method} {key:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            attempts,
+            "{toml:?} {method} {key:?}"
+        );
     }
 }
 
