@@ -1651,6 +1651,56 @@ async fn upload_timeout_bounds_a_streamed_upload() {
     }
 }
 
+/// `upload_timeout` counts from the handler's first read of the body:
+/// a POST queued for admission longer than the bound, whose body then
+/// arrives at once, is served, not answered 408 (the queue is the
+/// server's, not the client's).
+#[tokio::test(start_paused = true)]
+async fn upload_timeout_does_not_count_time_queued_for_admission() {
+    let (second, ms) = (Duration::from_secs(1), Duration::from_millis);
+    let hardening = hardening(
+        "[services.api]\nupload_timeout = \"2s\"\n\
+         [services.api.limit]\nmax_concurrency = 1\nqueue_timeout = \"30s\"",
+    );
+    let svc = ServiceBuilder::new()
+        .layer(hardening.http_layer("api").unwrap())
+        .service(service_fn(
+            |request: http::Request<ReplayBody<Channel>>| async move {
+                if request.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                let read = request.into_body().collect().await.is_ok();
+                let status = if read { 200 } else { 500 };
+                let response = http::Response::builder()
+                    .status(status)
+                    .body(Full::<Bytes>::default())
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            },
+        ));
+    // Holds the only slot for 3 s.
+    let slow = tokio::spawn(
+        svc.clone()
+            .oneshot(http::Request::get("/slow").body(sent(b"")).unwrap()),
+    );
+    tokio::time::sleep(ms(10)).await;
+    let (client, body) = channel(Some(3));
+    let upload = tokio::spawn(
+        svc.clone()
+            .oneshot(http::Request::post("/upload").body(body).unwrap()),
+    );
+    // Admitted at 3 s; the client sends its body 100 ms after that.
+    tokio::time::sleep(3 * second + ms(100)).await;
+    client.send(Bytes::from_static(b"abc")).unwrap();
+    drop(client);
+    let status = upload.await.unwrap().unwrap().status().as_u16();
+    assert_eq!(
+        status, 200,
+        "queued 3 s with upload_timeout 2s, then sent at once"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status().as_u16(), 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn stream_timeout_gives_a_streams_admission_back() {
     let (second, ms) = (Duration::from_secs(1), Duration::from_millis);

@@ -56,8 +56,9 @@ pub struct ServiceConfig {
     #[serde(with = "units::duration")]
     pub body_timeout: Duration,
     /// How long a handler may take reading a request body it streams
-    /// itself (one not buffered), from the call to the body's end; past
-    /// this reading it fails, and the request is answered 408.
+    /// itself (one not buffered), from its first read to the body's end
+    /// (time queued for admission does not count); past this reading it
+    /// fails, and the request is answered 408.
     #[serde(with = "units::duration")]
     pub upload_timeout: Duration,
     /// How long a streamed response (a gRPC server stream) may hold its

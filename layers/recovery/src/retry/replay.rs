@@ -98,7 +98,10 @@ pin_project! {
         Streaming {
             #[pin]
             body: B,
-            // When the whole body must have arrived (see `upload_timeout`).
+            // How long the whole body may take once the service first
+            // reads it (see `upload_timeout`), then the running deadline:
+            // the time it waited for admission is not the client's.
+            timeout: Option<Duration>,
             deadline: Option<Pin<Box<Sleep>>>,
             // Told when the body ends or fails (see `ReplayBody::watch`).
             progress: Option<ProgressGuard>,
@@ -179,7 +182,8 @@ impl<B> ReplayBody<B> {
         ReplayBody {
             inner: Inner::Streaming {
                 body,
-                deadline: upload_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout))),
+                timeout: upload_timeout,
+                deadline: None,
                 progress: None,
             },
         }
@@ -241,9 +245,13 @@ where
             }
             InnerProj::Streaming {
                 mut body,
+                timeout,
                 deadline,
                 progress,
             } => {
+                if let Some(timeout) = timeout.take() {
+                    *deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+                }
                 let note = |state| {
                     if let Some(progress) = progress.as_ref() {
                         progress.0.set(state);
@@ -366,7 +374,8 @@ impl<S: Clone, P> BufferBodies<S, P> {
     }
 
     /// How long the service below may take to read a body passed through
-    /// unbuffered (from the call to its last byte); past it, reading the
+    /// unbuffered (from its first read to its last byte: time spent
+    /// waiting for admission is not the client's); past it, reading the
     /// body fails with a `ClientBodyError` (timed out). Off unless set.
     #[must_use]
     pub fn upload_timeout(mut self, timeout: Option<Duration>) -> Self {
