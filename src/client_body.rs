@@ -164,8 +164,16 @@ where
             let state = upload.progress.state();
             if state != upload.seen {
                 upload.seen = state;
-                if let (Some(deadline), Some(timeout)) = (this.deadline.as_mut(), *this.timeout) {
-                    deadline.as_mut().reset(Instant::now() + timeout);
+                if let Some(timeout) = *this.timeout {
+                    // A timeout past what the clock can hold means none.
+                    match Instant::now().checked_add(timeout) {
+                        Some(at) => {
+                            if let Some(deadline) = this.deadline.as_mut() {
+                                deadline.as_mut().reset(at);
+                            }
+                        }
+                        None => *this.deadline = None,
+                    }
                 }
             }
         }

@@ -308,6 +308,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
+        // A stream that outlives its probe's deadline failed the probe,
+        // whether or not it has data ready; the stream itself goes on.
+        if let Some(sleep) = this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            *this.deadline = None;
+            Self::finish(this.waiting, |_| Some(true));
+        }
         let mut inner = this.inner;
         let mut permit_slot = this.waiting.take().map(|(permit, c)| (Some(permit), c));
         // A panic in the body's own code is the dependency's failure.
@@ -321,14 +329,6 @@ where
             *this.waiting = Some((permit, classifier));
         }
         let Poll::Ready(frame) = polled else {
-            // A stream that outlives its probe's deadline failed the
-            // probe; the stream itself goes on.
-            if let Some(sleep) = this.deadline
-                && sleep.as_mut().poll(cx).is_ready()
-            {
-                *this.deadline = None;
-                Self::finish(this.waiting, |_| Some(true));
-            }
             return Poll::Pending;
         };
         let inner_ended = inner_is_end(inner.as_ref());

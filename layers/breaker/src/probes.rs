@@ -7,6 +7,9 @@
 //! half-open is left, so no free permit outlives its period.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
 use tower_hardening_core::{CircuitOpen, CircuitState};
 
 use crate::state::BreakerState;
@@ -14,6 +17,10 @@ use crate::state::BreakerState;
 const FREE_BITS: u32 = 16;
 const FREE_MASK: u64 = (1 << FREE_BITS) - 1;
 const TAG_MASK: u64 = (1 << (64 - FREE_BITS)) - 1;
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 fn tag_of(generation: u64) -> u64 {
     generation & TAG_MASK
@@ -55,12 +62,27 @@ impl BreakerState {
                 return Ok(false);
             }
             if probes & FREE_MASK == 0 {
-                // Every probe is out; each is decided within the probe
-                // deadline at the latest.
+                // Every probe is out. One that outlived its deadline is a
+                // failed probe even if nothing polls it any more (a stream
+                // its client stopped reading): whoever finds it so reopens.
+                let now = self.nanos_since_base(Instant::now());
+                let overdue = self
+                    .last_probe_at
+                    .load(Ordering::Acquire)
+                    .saturating_add(duration_nanos(self.settings.probe_timeout));
+                if now >= overdue {
+                    self.probes_overdue(generation);
+                    return Ok(false);
+                }
+                // Each is decided within the probe deadline at the latest.
                 return Err(self
                     .reject(generation, self.settings.probe_timeout)
                     .in_state(CircuitState::HalfOpen));
             }
+            // Noted before the permit is taken: whoever sees every permit
+            // out sees this time or a later one.
+            self.last_probe_at
+                .fetch_max(self.nanos_since_base(Instant::now()), Ordering::AcqRel);
             match self.probes.compare_exchange_weak(
                 probes,
                 probes - 1,

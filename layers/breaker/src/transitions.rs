@@ -99,6 +99,18 @@ impl BreakerState {
         );
     }
 
+    /// Every probe of `generation` outlived the probe deadline: they are
+    /// failed probes, and the breaker opens again (their calls, when they
+    /// finish, find another generation and are not counted).
+    pub(crate) fn probes_overdue(&self, generation: u64) {
+        let mut transitions = self.lock_transitions();
+        let word = self.word.load(Ordering::Acquire);
+        if word != pack(generation, CircuitState::HalfOpen) {
+            return;
+        }
+        self.open(&mut transitions, word, CircuitState::HalfOpen);
+    }
+
     pub(crate) fn probe_finished(&self, generation: u64, failure: bool, slow: bool) {
         let mut transitions = self.lock_transitions();
         let word = self.word.load(Ordering::Acquire);

@@ -142,8 +142,7 @@ pub(crate) enum Window {
 impl Window {
     /// Records a call admitted at `generation`; returns whether the
     /// breaker should look at the counts now: a failure or slow call was
-    /// recorded, a count window grew (its calls may just have reached the
-    /// minimum), or a trip check asked for a second look.
+    /// recorded, or a trip check asked for a second look.
     #[inline]
     pub(crate) fn record(&self, record: CallRecord, now_nanos: u64, generation: u64) -> bool {
         match self {
@@ -344,10 +343,7 @@ impl CountWindow {
             self.counts.fetch_and(!RECHECK, Ordering::AcqRel);
             return true;
         }
-        // A call into an empty slot (the first N after build or reset)
-        // may bring the window up to its minimum number of calls with
-        // failures already in it: a success must look too then.
-        old & VALUE_MASK == 0
+        false
     }
 
     pub(crate) fn counts(&self) -> WindowCounts {
