@@ -31,12 +31,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tower_hardening_core::{BoxError, ClientBodyError};
 use tower_service::Service;
@@ -219,36 +220,63 @@ impl<B: Body> ReleaseOn<http::Response<B>> for StreamRelease {
 
     fn attach(&self, response: http::Response<B>, held: Held) -> Self::Response {
         let hold = self.until_end && !response.body().is_end_stream();
-        response.map(|body| {
-            if hold {
-                StreamBody {
-                    body,
-                    held: Some(held),
-                    deadline: Some(Box::pin(tokio::time::sleep(self.deadline))),
-                }
-            } else {
-                drop(held);
-                StreamBody {
-                    body,
-                    held: None,
-                    deadline: None,
-                }
+        let release = if hold {
+            Some(StreamHold::watched(held, self.deadline))
+        } else {
+            drop(held);
+            None
+        };
+        response.map(|body| StreamBody { body, release })
+    }
+}
+
+/// A streamed response's units, given back when its body ends or is
+/// dropped, or by a watchdog task when the deadline passes. A timer the
+/// body polled would not do: a client that stops reading stalls the
+/// stream in HTTP/2 flow control, and the server stops polling its body.
+#[derive(Debug)]
+struct StreamHold {
+    held: Arc<Mutex<Option<Held>>>,
+    // Dropped with the hold: the watchdog stops waiting.
+    _ended: oneshot::Sender<()>,
+}
+
+impl StreamHold {
+    fn watched(held: Held, deadline: Duration) -> Self {
+        let held = Arc::new(Mutex::new(Some(held)));
+        let (ended, watch) = oneshot::channel::<()>();
+        let late = held.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(deadline, watch).await.is_err() {
+                take(&late);
             }
-        })
+        });
+        StreamHold {
+            held,
+            _ended: ended,
+        }
+    }
+}
+
+fn take(held: &Mutex<Option<Held>>) -> Option<Held> {
+    held.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        take(&self.held);
     }
 }
 
 pin_project! {
     /// A response body that holds its request's admission units until it
     /// ends, fails or is dropped, or its deadline passes (see
-    /// [`StreamRelease`]). The deadline is seen when the body is polled:
-    /// a stream stalled by its service is polled, and lets go on time.
+    /// [`StreamRelease`]), whether or not it is being read.
     #[derive(Debug)]
     pub struct StreamBody<B> {
         #[pin]
         body: B,
-        held: Option<Held>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        release: Option<StreamHold>,
     }
 }
 
@@ -262,15 +290,8 @@ impl<B: Body> Body for StreamBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
-        let ended = matches!(polled, Poll::Ready(None | Some(Err(_))));
-        // Checked on every poll: a stream that keeps sending is bounded too.
-        let late = this
-            .deadline
-            .as_mut()
-            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-        if ended || late {
-            this.held.take();
-            this.deadline.take();
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.release.take();
         }
         polled
     }

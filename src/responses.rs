@@ -3,9 +3,9 @@
 //!
 //! | error | HTTP | gRPC (`grpc-status`) |
 //! | --- | --- | --- |
-//! | `CircuitOpen`, `Recovering` | 503 + `Retry-After` | 14 UNAVAILABLE |
+//! | `CircuitOpen`, `Recovering` | 503 + `Retry-After` | 14 UNAVAILABLE + `grpc-retry-pushback-ms` |
 //! | `RecoveryFailed`, `PoolClosed`, `Unsatisfiable` | 503 | 14 UNAVAILABLE |
-//! | `Overloaded` | 503 + `Retry-After`, or 429 when the caller exceeded its own share | 8 RESOURCE_EXHAUSTED |
+//! | `Overloaded` | 503 + `Retry-After`, or 429 when the caller exceeded its own share | 8 RESOURCE_EXHAUSTED + `grpc-retry-pushback-ms` |
 //! | `QueueTimeout`, a timeout (tower's `Elapsed`, a late half-open probe) | 504 | 4 DEADLINE_EXCEEDED |
 //! | the client's body broke (`ClientBodyError`) | 400 | 3 INVALID_ARGUMENT |
 //! | the client's body stalled | 408 | 4 DEADLINE_EXCEEDED |
@@ -13,7 +13,8 @@
 //! | anything else | 500, without the inner text | 13 INTERNAL, without the inner text |
 //!
 //! `Retry-After` is in whole seconds, rounded up, when the layer gave a
-//! hint. Rejection messages are the library's own ("circuit breaker
+//! hint; the gRPC answer to the same refusals carries the hint as
+//! `grpc-retry-pushback-ms` (milliseconds, rounded up, at least 1). Rejection messages are the library's own ("circuit breaker
 //! `audio` is open; retry after 2s") and name only the service; other
 //! errors' texts never reach the client (they can leak internals).
 //!
@@ -186,21 +187,29 @@ const INVALID_ARGUMENT: u16 = 3;
 /// percent-encoded `grpc-message`, so a tonic client sees a proper
 /// `Status`.
 pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
-    let (code, message) = match rejection_in(error) {
+    let (code, pushback, message) = match rejection_in(error) {
         Some((rejection, message)) => {
             let code = match rejection.kind {
                 RejectionKind::QueueTimeout => DEADLINE_EXCEEDED,
                 RejectionKind::Overloaded => RESOURCE_EXHAUSTED,
                 _ => UNAVAILABLE,
             };
-            (code, message)
+            // The refusals the HTTP stack sends `Retry-After` for.
+            let pushback = match rejection.kind {
+                RejectionKind::CircuitOpen
+                | RejectionKind::Recovering
+                | RejectionKind::Overloaded => rejection.retry_after,
+                _ => None,
+            };
+            (code, pushback, message)
         }
-        None if let Some((_, code, message)) = client_body(error) => (code, message),
+        None if let Some((_, code, message)) = client_body(error) => (code, None, message),
         None if is_timeout(error) => (
             DEADLINE_EXCEEDED,
+            None,
             "the service did not answer in time".to_owned(),
         ),
-        None => (INTERNAL, "internal error".to_owned()),
+        None => (INTERNAL, None, "internal error".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
@@ -212,7 +221,21 @@ pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
     if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
         headers.insert("grpc-message", value);
     }
+    if let Some(after) = pushback {
+        headers.insert(
+            "grpc-retry-pushback-ms",
+            HeaderValue::from(pushback_ms(after)),
+        );
+    }
     response
+}
+
+/// `grpc-retry-pushback-ms` (gRPC's server pushback, which its clients'
+/// retry policies obey): at least 1 ms, at most a day.
+fn pushback_ms(after: Duration) -> u64 {
+    u64::try_from(after.as_micros().div_ceil(1_000))
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_RETRY_AFTER * 1_000)
 }
 
 /// gRPC's percent-encoding of `grpc-message`: everything outside printable
@@ -462,6 +485,13 @@ mod tests {
             assert_eq!(
                 grpc_response.headers()["grpc-status"],
                 grpc.to_string().as_str()
+            );
+            assert_eq!(
+                grpc_response
+                    .headers()
+                    .contains_key("grpc-retry-pushback-ms"),
+                retry_after.is_some(),
+                "{error}"
             );
         }
     }

@@ -383,8 +383,10 @@ impl Protocol for Grpc {
 /// service has its body (see [`ServiceTimeout`]).
 ///
 /// A gRPC stack holds a call's admission units until its response stream
-/// ends (or `stream_timeout` passes), so server streams count towards
-/// `max_concurrency` for as long as they run.
+/// ends or is dropped (or `stream_timeout` passes, whether or not the
+/// client is still reading), so server streams count towards
+/// `max_concurrency` for as long as they run. Its refusals carry their
+/// hint as `grpc-retry-pushback-ms`.
 ///
 /// The service below receives `Request<ReplayBody<B>>`; to give it back
 /// its own body type (what an axum `Router` or a tonic `Server` holds),
