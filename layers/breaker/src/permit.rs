@@ -92,15 +92,25 @@ impl Permit {
     }
 
     /// Whether this is a half-open probe permit.
+    #[inline]
     pub(crate) fn is_probe(&self) -> bool {
         self.kind() == PermitKind::Probe
     }
 
     /// The deadline of a half-open probe, from now; `None` for any other
     /// call (no timer on the closed path).
+    #[inline]
     pub(crate) fn probe_deadline(&self) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
-        self.is_probe()
-            .then(|| Box::pin(tokio::time::sleep(self.state.settings.probe_timeout)))
+        if self.is_probe() {
+            Some(self.start_probe_deadline())
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    fn start_probe_deadline(&self) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+        Box::pin(tokio::time::sleep(self.state.settings.probe_timeout))
     }
 
     /// The error of a probe that missed its deadline.

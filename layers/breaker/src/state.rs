@@ -11,7 +11,7 @@
 //! lock, no allocation, no clock. Transitions take a mutex that the
 //! closed path never touches.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
@@ -121,10 +121,6 @@ pub(crate) struct BreakerState {
     pub(crate) open_until: AtomicU64,
     /// Nanoseconds after `base` when a probe permit was last asked for.
     pub(crate) last_probe_at: AtomicU64,
-    /// Set while a trip check found failures (or slow calls) in a window
-    /// below `minimum_calls`: every call then checks again, so the call
-    /// that reaches the minimum decides, whatever its outcome.
-    below_minimum: AtomicBool,
     rejected: AtomicU64,
     /// The state generation whose first rejection was published.
     last_rejection_event: AtomicU64,
@@ -146,7 +142,6 @@ impl BreakerState {
             probes: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             last_probe_at: AtomicU64::new(0),
-            below_minimum: AtomicBool::new(false),
             rejected: AtomicU64::new(0),
             last_rejection_event: AtomicU64::new(u64::MAX),
             metrics,
@@ -274,8 +269,7 @@ impl BreakerState {
                 };
                 let look = self
                     .window
-                    .record(CallRecord { failure, slow }, now, generation)
-                    || self.below_minimum.load(Ordering::Relaxed);
+                    .record(CallRecord { failure, slow }, now, generation);
                 if look && unpack(word).1 == CircuitState::Closed {
                     self.check_trip(word, now);
                 }
@@ -297,11 +291,12 @@ impl BreakerState {
         let Some(counts) = self.window.counts_for_trip(now) else {
             return;
         };
-        let below = counts.calls < u64::from(self.settings.minimum_calls)
-            && (counts.failures > 0 || counts.slow > 0);
-        if self.below_minimum.load(Ordering::Relaxed) != below {
-            self.below_minimum.store(below, Ordering::Relaxed);
-        }
+        // Failures below the minimum: every call looks until one reaches
+        // it, so that call decides whatever its outcome.
+        self.window.set_below_minimum(
+            counts.calls < u64::from(self.settings.minimum_calls)
+                && (counts.failures > 0 || counts.slow > 0),
+        );
         if self.should_trip(counts) {
             self.closed_to_open(word);
         }

@@ -16,9 +16,9 @@
 //! is never counted, however late it finishes.
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 const FIELD_BITS: u32 = 20;
@@ -142,12 +142,28 @@ pub(crate) enum Window {
 impl Window {
     /// Records a call admitted at `generation`; returns whether the
     /// breaker should look at the counts now: a failure or slow call was
-    /// recorded, or a trip check asked for a second look.
+    /// recorded, a trip check asked for a second look, or the window is
+    /// below its minimum with failures in it (see `set_below_minimum`).
     #[inline]
     pub(crate) fn record(&self, record: CallRecord, now_nanos: u64, generation: u64) -> bool {
         match self {
             Window::Count(window) => window.record(record, generation),
             Window::Time(window) => window.record(record, now_nanos, generation),
+        }
+    }
+
+    /// Set by a trip check that found failures (or slow calls) in a
+    /// window below `minimum_calls`: every recorded call then asks for a
+    /// look, so the call that reaches the minimum decides whatever its
+    /// outcome. (A count window whose every slot holds a success has no
+    /// failure in it: its healthy path never reads the flag.)
+    pub(crate) fn set_below_minimum(&self, below: bool) {
+        let flag = match self {
+            Window::Count(window) => &window.below_minimum,
+            Window::Time(window) => &window.below_minimum,
+        };
+        if flag.load(Ordering::Relaxed) != below {
+            flag.store(below, Ordering::Relaxed);
         }
     }
 
@@ -255,6 +271,7 @@ pub(crate) struct CountWindow {
     cursor: CachePadded<AtomicU64>,
     /// The packed counts above the `RECHECK` flag.
     counts: AtomicU64,
+    below_minimum: AtomicBool,
 }
 
 impl CountWindow {
@@ -267,6 +284,7 @@ impl CountWindow {
             len: u64::from(size),
             cursor: CachePadded(AtomicU64::new(0)),
             counts: AtomicU64::new(0),
+            below_minimum: AtomicBool::new(false),
         }
     }
 
@@ -335,7 +353,7 @@ impl CountWindow {
         if contribution(old & VALUE_MASK) == contribution(value) {
             // The same value again (a success for a success): the counts
             // stay as they are.
-            return false;
+            return self.below_minimum.load(Ordering::Relaxed);
         }
         let before = self.counts.fetch_add(contribution(value), Ordering::AcqRel);
         if before & RECHECK != 0 {
@@ -343,7 +361,7 @@ impl CountWindow {
             self.counts.fetch_and(!RECHECK, Ordering::AcqRel);
             return true;
         }
-        false
+        self.below_minimum.load(Ordering::Relaxed)
     }
 
     pub(crate) fn counts(&self) -> WindowCounts {
@@ -485,6 +503,7 @@ pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     bucket_nanos: u64,
     epoch: AtomicU64,
+    below_minimum: AtomicBool,
 }
 
 impl TimeWindow {
@@ -504,6 +523,7 @@ impl TimeWindow {
                 .collect(),
             bucket_nanos: u64::try_from(bucket_nanos).unwrap_or(u64::MAX),
             epoch: AtomicU64::new(0),
+            below_minimum: AtomicBool::new(false),
         }
     }
 
@@ -531,7 +551,8 @@ impl TimeWindow {
     }
 
     pub(crate) fn record(&self, record: CallRecord, now_nanos: u64, generation: u64) -> bool {
-        self.record_many(record, 1, now_nanos, generation) && (record.failure || record.slow)
+        self.record_many(record, 1, now_nanos, generation)
+            && (record.failure || record.slow || self.below_minimum.load(Ordering::Relaxed))
     }
 
     /// Records `n` identical calls at once; returns whether they were
