@@ -30,15 +30,19 @@ impl BreakerState {
     /// Opens a half-open period of `generation` with every permit free.
     pub(crate) fn fill_probes(&self, generation: u64) {
         let permits = u64::from(self.settings.half_open_permits) & FREE_MASK;
-        self.probes.store(
+        // Swaps, not stores, here and below: the same on hardware, and
+        // loom then orders them exactly against a racing hand-back (it
+        // lets a plain store fall before a compare-and-swap that read
+        // the value it replaced).
+        self.probes.swap(
             (tag_of(generation) << FREE_BITS) | permits,
-            Ordering::Release,
+            Ordering::AcqRel,
         );
     }
 
     /// Ends the half-open period: no permit can be taken or handed back.
     pub(crate) fn clear_probes(&self) {
-        self.probes.store(0, Ordering::Release);
+        self.probes.swap(0, Ordering::AcqRel);
     }
 
     /// Probe permits taken and not finished, while half-open.

@@ -11,6 +11,11 @@
 //! lock, no allocation, no clock. Transitions take a mutex that the
 //! closed path never touches.
 
+// Loom's atomics under `--cfg loom`: the state word and the probe
+// permits are model-checked (see `loom_models` below).
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -561,5 +566,68 @@ mod tests {
         state.set_manual(CircuitState::Closed);
         stale.finish(Some(true));
         assert_eq!(state.snapshot().counts, WindowCounts::default());
+    }
+}
+
+/// Model checks of the half-open probe permits with loom (`RUSTFLAGS="--cfg
+/// loom" cargo test -p tower-hardening-breaker --lib --release loom_`).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use crate::layer::BreakerBuilder;
+    use loom::thread;
+
+    fn half_open(permits: u32) -> Arc<BreakerState> {
+        let metrics = BreakerMetrics::register("model".into(), false);
+        let state = BreakerBuilder::default()
+            .half_open_permits(permits)
+            .new_state("model".into(), metrics);
+        state.set_manual(CircuitState::HalfOpen);
+        state
+    }
+
+    /// Three callers race for two probe permits: at most two are let
+    /// through, and a permit handed back (a cancelled probe) is taken by
+    /// exactly one later caller.
+    #[test]
+    fn loom_half_open_admits_at_most_its_permits() {
+        loom::model(|| {
+            let state = half_open(2);
+            let callers: Vec<_> = (0..3)
+                .map(|_| {
+                    let state = state.clone();
+                    thread::spawn(move || state.try_acquire().ok())
+                })
+                .collect();
+            let mut probes: Vec<Permit> = callers
+                .into_iter()
+                .filter_map(|caller| caller.join().unwrap())
+                .collect();
+            assert_eq!(probes.len(), 2, "two permits, three callers");
+            assert_eq!(state.probes_in_flight(unpack(state.word.load(Ordering::Acquire)).0), 2);
+            // A cancelled probe hands its permit back: one more caller
+            // gets it, the next does not.
+            probes.pop().unwrap().finish(None);
+            let again = state.try_acquire();
+            assert!(again.is_ok());
+            assert!(state.try_acquire().is_err());
+            drop(again);
+            drop(probes);
+        });
+    }
+
+    /// A probe handed back while an operator closes the breaker: no free
+    /// permit outlives its half-open period, whichever comes first.
+    #[test]
+    fn loom_a_permit_handed_back_never_outlives_its_period() {
+        loom::model(|| {
+            let state = half_open(1);
+            let probe = state.try_acquire().unwrap();
+            let cancel = thread::spawn(move || probe.finish(None));
+            state.set_manual(CircuitState::Closed);
+            cancel.join().unwrap();
+            assert_eq!(state.state(), CircuitState::Closed);
+            assert_eq!(state.probes.load(Ordering::Acquire), 0, "no permit left over");
+        });
     }
 }
