@@ -329,7 +329,7 @@ impl BreakerState {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let (generation, state) = unpack(self.word.load(Ordering::Acquire));
-        let counts = self.window.counts(self.nanos_since_base(now));
+        let counts = self.window.settled_counts(self.nanos_since_base(now));
         let last_transition = lock(&self.transitions).last_transition;
         let until_probe = match state {
             CircuitState::Open => {
@@ -604,7 +604,10 @@ mod loom_models {
                 .filter_map(|caller| caller.join().unwrap())
                 .collect();
             assert_eq!(probes.len(), 2, "two permits, three callers");
-            assert_eq!(state.probes_in_flight(unpack(state.word.load(Ordering::Acquire)).0), 2);
+            assert_eq!(
+                state.probes_in_flight(unpack(state.word.load(Ordering::Acquire)).0),
+                2
+            );
             // A cancelled probe hands its permit back: one more caller
             // gets it, the next does not.
             probes.pop().unwrap().finish(None);
@@ -627,7 +630,11 @@ mod loom_models {
             state.set_manual(CircuitState::Closed);
             cancel.join().unwrap();
             assert_eq!(state.state(), CircuitState::Closed);
-            assert_eq!(state.probes.load(Ordering::Acquire), 0, "no permit left over");
+            assert_eq!(
+                state.probes.load(Ordering::Acquire),
+                0,
+                "no permit left over"
+            );
         });
     }
 }

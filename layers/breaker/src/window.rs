@@ -185,6 +185,28 @@ impl Window {
         }
     }
 
+    /// The counts for a reader outside the request path (a snapshot, the
+    /// monitor, `/metrics`): never a torn reading. Reads again while a
+    /// writer is caught mid-update (a few instructions), and if one was
+    /// descheduled right there, clamps to a possible reading.
+    pub(crate) fn settled_counts(&self, now_nanos: u64) -> WindowCounts {
+        let capacity = self.capacity();
+        let mut counts = self.counts(now_nanos);
+        for _ in 0..64 {
+            if counts.is_consistent(capacity) {
+                return counts;
+            }
+            std::hint::spin_loop();
+            counts = self.counts(now_nanos);
+        }
+        let calls = counts.calls.min(capacity);
+        WindowCounts {
+            calls,
+            failures: counts.failures.min(calls),
+            slow: counts.slow.min(calls),
+        }
+    }
+
     /// The counts a trip check acts on, or `None` if they are torn by a
     /// writer caught mid-update: that writer then looks again once its
     /// update has landed (its `record` returns true), so no trip waits

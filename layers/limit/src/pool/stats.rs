@@ -63,15 +63,18 @@ impl PoolInner {
     pub(crate) fn stats(&self) -> PoolStats {
         let state = self.lock();
         let capacity = self.capacity();
+        let free = self.available.load(Ordering::Acquire);
         let available = if self.named {
             state.free_healthy() as u64
         } else {
-            u64::try_from(self.available.load(Ordering::Acquire)).unwrap_or(0)
+            u64::try_from(free).unwrap_or(0)
         };
         let in_use = if self.named {
             state.held() as u64
         } else {
-            capacity.saturating_sub(available)
+            // Free units go below zero when the pool shrank under units
+            // in use: those are in use too.
+            u64::try_from((i128::from(capacity) - i128::from(free)).max(0)).unwrap_or(u64::MAX)
         };
         let queued_by_priority: BTreeMap<Priority, usize> =
             state.queue.waiting_by_priority().collect();
