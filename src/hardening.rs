@@ -227,6 +227,26 @@ impl SystemHardeningBuilder {
                 ));
             }
         }
+        // A recoverable service is rebuilt through its `ManagedService`:
+        // a name that matches none (a typo, a service registered under
+        // another name) would leave recovery silently off.
+        for (index, name) in config.recoverable_services.iter().enumerate() {
+            if !managed.contains_key(name.as_str()) {
+                let registered: Vec<&str> = managed.keys().map(|name| &**name).collect();
+                return Err(ConfigError::invalid(
+                    format!("recoverable_services[{index}]"),
+                    format_args!("{name:?}"),
+                    format!(
+                        "the name of a service registered with `.service(name, ..)` (registered: {})",
+                        if registered.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            registered.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         let mut names: Vec<Arc<str>> = managed.keys().cloned().collect();
         names.extend(config.services.keys().map(|name| Arc::from(name.as_str())));
         names.sort();

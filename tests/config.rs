@@ -922,12 +922,18 @@ prop_compose! {
 /// none of it may fail or panic for a configuration validate() accepted.
 fn builds_and_starts(config: SystemHardeningConfig) {
     let names: Vec<String> = config.services.keys().cloned().collect();
-    let hardening = SystemHardening::builder(config.clone())
-        .readings(quiet_readings())
-        .build()
-        .unwrap_or_else(|err| {
-            panic!("validate() accepted what build() refused: {err}\n{config:#?}")
-        });
+    // Recoverable services are rebuilt through the services registered
+    // in code: register each one named (build() refuses a name that
+    // matches none).
+    let mut builder = SystemHardening::builder(config.clone()).readings(quiet_readings());
+    let recoverable: std::collections::BTreeSet<&String> =
+        config.recoverable_services.iter().collect();
+    for name in recoverable {
+        builder = builder.service(name.clone(), Idle);
+    }
+    let hardening = builder.build().unwrap_or_else(|err| {
+        panic!("validate() accepted what build() refused: {err}\n{config:#?}")
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
