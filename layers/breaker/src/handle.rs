@@ -50,11 +50,18 @@ impl BreakerHandle {
 
     /// Rejects every call until [`reset`](Self::reset) (or another manual
     /// state). For operators and the recovery manager.
+    ///
+    /// The window keeps the calls of the state before (a snapshot still
+    /// shows their rates). A call admitted before the switch that finishes
+    /// just after it may still be counted there, in the period it was
+    /// admitted in; no call made afterwards is.
     pub fn force_open(&self) {
         self.state.set_manual(CircuitState::ForcedOpen);
     }
 
-    /// Lets every call through and records nothing.
+    /// Lets every call through and records none of the calls it lets
+    /// through (a call admitted before the switch is counted as with
+    /// [`force_open`](Self::force_open)).
     pub fn disable(&self) {
         self.state.set_manual(CircuitState::Disabled);
     }
