@@ -685,15 +685,15 @@ impl TimeWindow {
 mod tests {
     use super::*;
 
-    const OK: CallRecord = CallRecord {
+    pub(super) const OK: CallRecord = CallRecord {
         failure: false,
         slow: false,
     };
-    const FAIL: CallRecord = CallRecord {
+    pub(super) const FAIL: CallRecord = CallRecord {
         failure: true,
         slow: false,
     };
-    const SLOW: CallRecord = CallRecord {
+    pub(super) const SLOW: CallRecord = CallRecord {
         failure: false,
         slow: true,
     };
@@ -1007,22 +1007,11 @@ mod tests {
 /// every interleaving of the atomics below, up to loom's preemption bound.
 #[cfg(all(test, loom))]
 mod loom_models {
+    use super::tests::{FAIL, OK, SLOW};
     use super::*;
     use loom::sync::{Arc, Mutex};
     use loom::thread;
 
-    const OK: CallRecord = CallRecord {
-        failure: false,
-        slow: false,
-    };
-    const FAIL: CallRecord = CallRecord {
-        failure: true,
-        slow: false,
-    };
-    const SLOW: CallRecord = CallRecord {
-        failure: false,
-        slow: true,
-    };
 
     /// Four slow calls fill a four-slot ring; two writers add a failure
     /// and then a success each. Every serial order leaves the four new
