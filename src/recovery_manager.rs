@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower_hardening_core::{CircuitState, EventSink, RecoveryStep};
 
-use crate::breaker::BreakerHandle;
+use crate::breaker::{BreakerHandle, BreakerSnapshot};
 use crate::managed::ManagedService;
 use crate::monitor::{call_with_timeout, record_attempt, recovery_event};
 
@@ -30,15 +30,13 @@ pub(crate) enum Owner {
 }
 
 /// Who set one service's breaker state, so that automation only ever
-/// undoes what automation did. Each side's mark is the breaker's state
-/// and its `last_transition` just after that side set it: once the
-/// breaker moved on, the mark no longer matches.
-///
-/// The breaker does not say who changed it. A state set straight on the
-/// breaker is recognised as a person's when it differs from the mark;
-/// the one case it cannot see is a `force_open` of a breaker the recovery
-/// manager already holds forced open (no transition to see), which is
-/// why the handle has its own `force_open`.
+/// undoes what automation did. Each side's mark is the breaker's
+/// generation just after that side moved it: every change of state, a
+/// manual one to the same state included, starts a new generation, so
+/// once anyone else moved the breaker the mark no longer matches. Every
+/// move by automation is a compare-and-set on the generation it read
+/// ([`BreakerHandle::transition_if`]): a person's change made in between
+/// is never overwritten.
 #[derive(Debug, Default)]
 pub(crate) struct Steering {
     marks: Mutex<Marks>,
@@ -46,17 +44,16 @@ pub(crate) struct Steering {
 
 #[derive(Debug, Default)]
 struct Marks {
-    recovery: Option<std::time::Instant>,
-    operator: Option<(CircuitState, std::time::Instant)>,
+    recovery: Option<u64>,
+    operator: Option<u64>,
 }
 
 impl Steering {
-    fn owner(marks: &Marks, breaker: &BreakerHandle) -> Owner {
-        let now = breaker.snapshot();
-        if now.state == CircuitState::ForcedOpen && marks.recovery == Some(now.last_transition) {
+    fn owner(marks: &Marks, now: &BreakerSnapshot) -> Owner {
+        if now.state == CircuitState::ForcedOpen && marks.recovery == Some(now.generation) {
             return Owner::Recovery;
         }
-        if marks.operator == Some((now.state, now.last_transition)) {
+        if marks.operator == Some(now.generation) {
             return Owner::Operator;
         }
         match now.state {
@@ -70,31 +67,42 @@ impl Steering {
     /// A person sets `state`: it stands until a person changes it.
     pub(crate) fn operator_sets(&self, breaker: &BreakerHandle, state: CircuitState) {
         let mut marks = tower_hardening_core::sync::lock(&self.marks);
-        match state {
-            CircuitState::ForcedOpen => breaker.force_open(),
-            CircuitState::Disabled => breaker.disable(),
-            CircuitState::MetricsOnly => breaker.metrics_only(),
-            _ => breaker.reset(),
-        }
-        let now = breaker.snapshot();
+        let to = match state {
+            CircuitState::ForcedOpen | CircuitState::Disabled | CircuitState::MetricsOnly => state,
+            _ => CircuitState::Closed,
+        };
+        // The person wins whatever the breaker did meanwhile: retry on
+        // the generation just read until the move lands, so the mark is
+        // exactly the person's.
+        let generation = loop {
+            if let Some(generation) = breaker.transition_if(breaker.snapshot().generation, to) {
+                break generation;
+            }
+        };
         marks.recovery = None;
-        marks.operator = Some((now.state, now.last_transition));
+        marks.operator = Some(generation);
     }
 
     /// Holds `breaker` forced open for a rebuild, unless a person owns its
     /// state. Whether the recovery holds it.
     pub(crate) fn hold(&self, breaker: &BreakerHandle) -> bool {
         let mut marks = tower_hardening_core::sync::lock(&self.marks);
-        match Self::owner(&marks, breaker) {
-            Owner::Operator => false,
-            Owner::Recovery => true,
-            Owner::Breaker => {
-                breaker.force_open();
-                let now = breaker.snapshot();
-                marks.operator = None;
-                marks.recovery =
-                    (now.state == CircuitState::ForcedOpen).then_some(now.last_transition);
-                marks.recovery.is_some()
+        loop {
+            let now = breaker.snapshot();
+            match Self::owner(&marks, &now) {
+                Owner::Operator => return false,
+                Owner::Recovery => return true,
+                Owner::Breaker => {
+                    // Only from what was just read: a person's change in
+                    // between makes this fail, and is looked at again.
+                    if let Some(generation) =
+                        breaker.transition_if(now.generation, CircuitState::ForcedOpen)
+                    {
+                        marks.operator = None;
+                        marks.recovery = Some(generation);
+                        return true;
+                    }
+                }
             }
         }
     }
@@ -103,10 +111,10 @@ impl Steering {
     /// holds it; whatever a person set meanwhile stays.
     pub(crate) fn release(&self, breaker: &BreakerHandle) {
         let mut marks = tower_hardening_core::sync::lock(&self.marks);
-        if Self::owner(&marks, breaker) == Owner::Recovery {
-            breaker.half_open();
+        if let Some(held) = marks.recovery.take() {
+            // Fails, changing nothing, if anyone moved it since the hold.
+            let _ = breaker.transition_if(held, CircuitState::HalfOpen);
         }
-        marks.recovery = None;
     }
 }
 

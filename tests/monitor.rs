@@ -146,6 +146,42 @@ async fn a_recovery_leaves_an_operators_force_open_alone() {
     handle.shutdown().await;
 }
 
+/// A recovery holds the breaker forced open while `initialize` takes
+/// 3 s; an operator forces it open too, straight on the breaker (no
+/// change of state to see, but a new generation). The successful rebuild
+/// leaves it forced open: the drain stands.
+#[tokio::test(start_paused = true)]
+async fn an_operators_force_open_during_a_recovery_hold_stands() {
+    let db = Dependency::default();
+    let handle = SystemHardening::builder(config(RECOVERABLE))
+        .service("db", db.clone())
+        .readings(readings_at(10))
+        .build()
+        .unwrap()
+        .start();
+    settle().await;
+    db.init_takes_ms.store(3_000, Ordering::SeqCst);
+    let _ = call(&handle, "db", true).await;
+    let _ = call(&handle, "db", true).await;
+    settle().await;
+    let breaker = handle.breaker("db").unwrap();
+    assert_eq!(
+        breaker.state(),
+        CircuitState::ForcedOpen,
+        "held for the rebuild"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    breaker.force_open();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(db.initialized.load(Ordering::SeqCst), 2, "rebuilt");
+    assert_eq!(
+        breaker.state(),
+        CircuitState::ForcedOpen,
+        "the operator's drain stands"
+    );
+    handle.shutdown().await;
+}
+
 /// A recovery is under way (the breaker held open while `initialize`
 /// takes 3 s); the operator resets the breaker meanwhile. The successful
 /// rebuild leaves it closed, not half-open.

@@ -36,6 +36,7 @@ impl BreakerHandle {
         let rate = |n: u64| decided.then(|| n as f64 / counts.calls as f64);
         BreakerSnapshot {
             state: reading.state,
+            generation: reading.generation,
             failure_rate: rate(counts.failures),
             slow_call_rate: rate(counts.slow),
             calls: counts.calls,
@@ -46,6 +47,24 @@ impl BreakerHandle {
             last_transition: reading.last_transition.into_std(),
             until_probe: reading.until_probe,
         }
+    }
+
+    /// Moves to `to` as [`force_open`](Self::force_open),
+    /// [`disable`](Self::disable), [`metrics_only`](Self::metrics_only),
+    /// [`half_open`](Self::half_open) or [`reset`](Self::reset) (for
+    /// `Closed`) would, but only if the breaker is still in the period
+    /// `generation` (from a [`snapshot`](Self::snapshot)): nobody and
+    /// nothing changed it since. Returns the new period's generation, or
+    /// `None` (and changes nothing) if it had moved on. `Open` is not a
+    /// manual state: it is refused the same way.
+    ///
+    /// For automation that must never undo a person's change: read, decide,
+    /// then move only from what was read.
+    pub fn transition_if(&self, generation: u64, to: CircuitState) -> Option<u64> {
+        if to == CircuitState::Open {
+            return None;
+        }
+        self.state.set_manual_if(generation, to)
     }
 
     /// Rejects every call until [`reset`](Self::reset) (or another manual
@@ -99,6 +118,11 @@ impl BreakerHandle {
 pub struct BreakerSnapshot {
     /// The state.
     pub state: CircuitState,
+    /// Which period of that state: it changes with every change of state,
+    /// a manual one to the same state included (a second `force_open`),
+    /// so that whoever steers the breaker can tell whether anyone else
+    /// did since it looked (see [`BreakerHandle::transition_if`]).
+    pub generation: u64,
     /// Failures over calls in the window; `None` until the window holds
     /// `minimum_calls` calls.
     pub failure_rate: Option<f64>,

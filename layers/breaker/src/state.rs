@@ -346,6 +346,7 @@ impl BreakerState {
         };
         Snapshot {
             state,
+            generation,
             counts,
             probes_in_flight,
             rejected: self.rejected.load(Ordering::Relaxed),
@@ -359,6 +360,7 @@ impl BreakerState {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Snapshot {
     pub(crate) state: CircuitState,
+    pub(crate) generation: u64,
     pub(crate) counts: WindowCounts,
     pub(crate) probes_in_flight: u32,
     pub(crate) rejected: u64,

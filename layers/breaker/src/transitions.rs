@@ -209,6 +209,28 @@ impl BreakerState {
     pub(crate) fn set_manual(&self, to: CircuitState) {
         let mut transitions = self.lock_transitions();
         let (generation, from) = unpack(self.word.load(Ordering::Acquire));
+        self.move_to(&mut transitions, generation, from, to);
+    }
+
+    /// [`set_manual`](Self::set_manual) if the breaker is still in the
+    /// period `expected`; the new period's generation if it moved.
+    pub(crate) fn set_manual_if(&self, expected: u64, to: CircuitState) -> Option<u64> {
+        let mut transitions = self.lock_transitions();
+        let (generation, from) = unpack(self.word.load(Ordering::Acquire));
+        if generation != expected {
+            return None;
+        }
+        self.move_to(&mut transitions, generation, from, to);
+        Some(generation + 1)
+    }
+
+    fn move_to(
+        &self,
+        transitions: &mut TransitionGuard<'_>,
+        generation: u64,
+        from: CircuitState,
+        to: CircuitState,
+    ) {
         if to == CircuitState::Closed {
             transitions.consecutive_opens = 0;
         }
@@ -222,6 +244,6 @@ impl BreakerState {
             // Before publishing, as when closing after probes.
             self.window.reset(generation + 1);
         }
-        self.publish(&mut transitions, generation + 1, from, to);
+        self.publish(transitions, generation + 1, from, to);
     }
 }
