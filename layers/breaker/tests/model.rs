@@ -118,6 +118,8 @@ struct Model {
     probe_failures: u32,
     probe_successes: u32,
     probe_slow: u32,
+    /// When the last probe was let through.
+    last_probe_ms: u64,
 }
 
 impl Model {
@@ -134,6 +136,7 @@ impl Model {
             probe_failures: 0,
             probe_successes: 0,
             probe_slow: 0,
+            last_probe_ms: 0,
         }
     }
 
@@ -182,10 +185,17 @@ impl Model {
             CircuitState::Open => Err(self.open_until_ms - self.now_ms),
             CircuitState::HalfOpen => {
                 if self.probes_free == 0 {
+                    if self.now_ms >= self.last_probe_ms + PROBE_TIMEOUT_MS {
+                        // Every probe outlived its deadline: failed probes,
+                        // found so by this caller; the breaker reopens.
+                        self.open();
+                        return Err(self.open_until_ms - self.now_ms);
+                    }
                     // Every probe is decided within the probe deadline.
                     Err(PROBE_TIMEOUT_MS)
                 } else {
                     self.probes_free -= 1;
+                    self.last_probe_ms = self.now_ms;
                     Ok(call(Kind::Probe))
                 }
             }
