@@ -68,14 +68,13 @@ impl HealthStatus {
     }
 
     /// The same status with inner error texts removed (for answers to
-    /// clients when `expose_details` is off).
+    /// clients when `expose_details` is off): each service's reason reads
+    /// [`HIDDEN_REASON`], which says how to show them.
     pub fn without_details(&self) -> HealthStatus {
         let mut status = self.clone();
+        let hidden: Arc<str> = Arc::from(HIDDEN_REASON);
         for service in status.services.values_mut() {
-            service.reason = service
-                .reason
-                .as_ref()
-                .map(|_| Arc::from("see server logs"));
+            service.reason = service.reason.as_ref().map(|_| hidden.clone());
         }
         status.reasons = self
             .reasons
@@ -85,6 +84,12 @@ impl HealthStatus {
         status
     }
 }
+
+/// A service's reason in [`HealthStatus::without_details`]: the inner
+/// error text is hidden, and nothing may be logged (without a tracing
+/// subscriber nothing is), so it says what shows it.
+pub const HIDDEN_REASON: &str =
+    "hidden: set `expose_details = true` in the hardening config to show the inner error here";
 
 /// Memory in use by the process against its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]

@@ -716,6 +716,14 @@ async fn expose_details_shows_inner_errors() {
             shown,
             "{toml}: {body}"
         );
+        // Hidden, the reason says what the operator can do (nothing is
+        // logged without a tracing subscriber).
+        assert!(!body.contains("see server logs"), "{body}");
+        assert_eq!(
+            body.contains("set `expose_details = true`"),
+            !shown,
+            "{toml}: {body}"
+        );
         handle.shutdown().await;
     }
 }
