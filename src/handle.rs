@@ -127,13 +127,19 @@ impl HardeningHandle {
         self.shared.health.load_full()
     }
 
-    /// One service's health, with its breaker's state read live; `None`
-    /// for a name the hardening does not know.
+    /// One service's health, with its breaker's state, rates and calls
+    /// read live (one snapshot of the breaker); the status and the rest
+    /// are the monitor's latest. `None` for a name the hardening does not
+    /// know.
     pub fn service_health(&self, name: &str) -> Option<ServiceHealth> {
         let health = self.shared.health.load();
         let mut service = health.services.get(name)?.clone();
         if let Some(parts) = self.shared.services.get(name).and_then(|e| e.stack.get()) {
-            service.circuit_state = Some(parts.breaker.state());
+            let snapshot = parts.breaker.snapshot();
+            service.circuit_state = Some(snapshot.state);
+            service.failure_rate = snapshot.failure_rate;
+            service.slow_call_rate = snapshot.slow_call_rate;
+            service.calls = snapshot.calls;
         }
         Some(service)
     }

@@ -117,11 +117,13 @@ pub struct ServiceHealth {
     #[serde(serialize_with = "ser::optional_circuit")]
     pub circuit_state: Option<CircuitState>,
     /// Failures over calls in the breaker's window (`None` before
-    /// `minimum_calls`).
+    /// `minimum_calls`); read live by `service_health`, as of
+    /// `checked_at` in `health()`.
     pub failure_rate: Option<f64>,
     /// Slow calls over calls in the breaker's window.
     pub slow_call_rate: Option<f64>,
-    /// Calls in the breaker's window.
+    /// Calls in the breaker's window; read live by `service_health`, as
+    /// of `checked_at` in `health()`.
     pub calls: u64,
     /// When a health check last failed or the breaker last opened.
     #[serde(serialize_with = "ser::optional_time")]

@@ -805,3 +805,36 @@ async fn a_requirement_written_as_text_matches_a_number() {
     handle.release_resource("cpu", id, "task-123").unwrap();
     handle.shutdown().await;
 }
+
+/// `service_health(name)` reads its breaker's window live, like the
+/// circuit state: 13 calls read 13 at once, not the 6 of the last tick.
+#[tokio::test(start_paused = true)]
+async fn service_health_reads_calls_live() {
+    let handle = SystemHardening::builder(config(
+        r#"
+        health_check_interval = "60s"
+        performance_check_interval = "60s"
+        [services.audio.breaker]
+        sliding_window = { count = 20 }
+        minimum_calls = 10
+        "#,
+    ))
+    .readings(quiet_readings())
+    .build()
+    .unwrap()
+    .start();
+    let mut audio = hardened(&handle, "audio", None);
+    settle().await;
+    for _ in 0..6 {
+        audio(false).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(handle.service_health("audio").unwrap().calls, 6);
+    for _ in 0..7 {
+        audio(false).await.unwrap();
+    }
+    let live = handle.service_health("audio").unwrap();
+    assert_eq!(live.calls, 13, "{live:?}");
+    assert_eq!(live.failure_rate, Some(0.0), "{live:?}");
+    handle.shutdown().await;
+}
