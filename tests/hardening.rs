@@ -838,3 +838,32 @@ async fn service_health_reads_calls_live() {
     assert_eq!(live.failure_rate, Some(0.0), "{live:?}");
     handle.shutdown().await;
 }
+
+/// A service whose admission is switched off has no admission pool in
+/// `/metrics` (it showed one of 1,099,511,627,776 units); one with
+/// admission on shows its pool.
+#[tokio::test(start_paused = true)]
+async fn admission_switched_off_shows_no_pool() {
+    let handle = SystemHardening::builder(config(
+        r#"
+        performance_check_interval = "1s"
+        [services.audio]
+        [services.api.limit]
+        max_concurrency = 4
+        "#,
+    ))
+    .readings(quiet_readings())
+    .build()
+    .unwrap()
+    .start();
+    let mut audio = hardened(&handle, "audio", None);
+    let mut api = hardened(&handle, "api", None);
+    audio(false).await.unwrap();
+    api(false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let text = handle.metrics().render_prometheus();
+    assert!(!text.contains("1099511627776"), "{text}");
+    assert!(!text.contains("audio/admission"), "{text}");
+    assert!(text.contains("pool=\"api/admission\""), "{text}");
+    handle.shutdown().await;
+}
