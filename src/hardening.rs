@@ -45,6 +45,7 @@ const EVENT_CAPACITY: usize = 1_024;
 ///     .service(service_fn(|prompt: String| async move { Ok::<_, BoxError>(prompt.len()) }));
 /// let handle = hardening.start();
 /// assert_eq!(model.ready().await?.call("hello".into()).await?, 5);
+/// tokio::task::yield_now().await; // ready once the monitor has run every `initialize`
 /// assert!(handle.ready());
 /// handle.shutdown().await;
 /// # Ok(())
@@ -315,6 +316,7 @@ impl SystemHardeningBuilder {
             shutdown,
             stopped,
             monitor_started: AtomicBool::new(false),
+            initialized: AtomicBool::new(false),
             monitor_died: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             steps: Mutex::new(None),

@@ -111,7 +111,8 @@ pub struct ServiceHealth {
     #[serde(serialize_with = "ser::health_state")]
     pub status: HealthState,
     /// Whether the service is critical (criticality `critical`): its
-    /// failure makes the whole process unhealthy and not ready.
+    /// failure makes the whole process unhealthy (readiness follows only
+    /// a service with `readiness = true`).
     pub critical: bool,
     /// Its breaker's state, read live; `None` when no breaker was built.
     #[serde(serialize_with = "ser::optional_circuit")]
@@ -181,7 +182,8 @@ pub enum RecoveryState {
     GaveUp,
 }
 
-/// Whether the process should receive traffic, and why not.
+/// Whether this instance should receive traffic, and why not (see
+/// [`HardeningHandle::ready`](crate::HardeningHandle::ready)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Readiness {
     /// True when ready.

@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stopped: watch::Sender<bool>,
     pub(crate) monitor_started: AtomicBool,
+    /// Set once the monitor has run every registered service's
+    /// `initialize` (whatever the outcome): readiness waits for it.
+    pub(crate) initialized: AtomicBool,
     /// Set when the monitor ended without `shutdown()`: readiness fails.
     pub(crate) monitor_died: AtomicBool,
     /// Set by whoever starts the shutdown steps (once).

@@ -117,6 +117,10 @@ const KEYS: &[(&str, &str)] = &[
         "services.*.criticality",
         "criticality_decides_overall_health_and_priority",
     ),
+    (
+        "services.*.readiness",
+        "readiness_lets_an_open_breaker_fail_readiness",
+    ),
     ("services.*.timeout", "timeout_ends_slow_calls"),
     (
         "services.*.body_timeout",
@@ -1058,6 +1062,30 @@ async fn metrics_resolution_sets_the_bucket_width() {
 
 // ---------------------------------------------------------------------
 // Service keys.
+
+#[tokio::test(start_paused = true)]
+async fn readiness_lets_an_open_breaker_fail_readiness() {
+    // A critical service's open circuit makes health unhealthy; readiness
+    // fails only when the service opted in.
+    for (toml, ready) in [
+        ("[services.api]\ncriticality = \"critical\"", true),
+        (
+            "[services.api]\ncriticality = \"critical\"\nreadiness = true",
+            false,
+        ),
+    ] {
+        let hardening = hardening(toml);
+        hardening.layer("api").unwrap();
+        let handle = hardening.start();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(handle.ready(), "{toml}: {:?}", handle.readiness());
+        handle.force_open("api").unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(handle.health().status, HealthState::Unhealthy, "{toml}");
+        assert_eq!(handle.ready(), ready, "{toml}: {:?}", handle.readiness());
+        handle.shutdown().await;
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn criticality_decides_overall_health_and_priority() {

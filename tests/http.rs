@@ -52,6 +52,7 @@ async fn hardened_app(failing: Arc<AtomicBool>) -> (SocketAddr, HardeningHandle)
         performance_check_interval = "200ms"
         [services.model-inference]
         criticality = "critical"
+        readiness = true
         [services.model-inference.breaker]
         sliding_window = { count = 10 }
         minimum_calls = 10
@@ -148,7 +149,7 @@ async fn a_client_sees_the_breaker_open_and_close() {
     let (status, _, body) = get_text(&client, url("/hardening/health/ready")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
-        body.contains("critical service `model-inference`"),
+        body.contains("service `model-inference` (readiness = true)"),
         "{body}"
     );
     wait_for_health(
