@@ -144,8 +144,10 @@ impl HardeningHandle {
         Some(service)
     }
 
-    /// The latest performance reading.
-    pub fn performance(&self) -> Arc<PerformanceSnapshot> {
+    /// The latest performance reading; `None` ("not measured yet") before
+    /// the monitor's first one, and always with
+    /// `enable_performance_monitoring = false`.
+    pub fn performance(&self) -> Option<Arc<PerformanceSnapshot>> {
         self.shared.performance.load_full()
     }
 

@@ -18,7 +18,6 @@ use crate::limit::ResourcePool;
 use crate::managed::ManagedService;
 use crate::metrics::MetricsCollector;
 use crate::monitor::{Monitor, Readings, SysinfoReadings};
-use crate::performance::PerformanceSnapshot;
 use crate::shared::{Command, ServiceEntry, Shared};
 use crate::stack::{Grpc, Http, HttpServiceLayer, ServiceLayer, StackParts};
 
@@ -307,7 +306,7 @@ impl SystemHardeningBuilder {
         );
         let shared = Arc::new(Shared {
             health: ArcSwap::from_pointee(starting),
-            performance: ArcSwap::from_pointee(PerformanceSnapshot::default()),
+            performance: arc_swap::ArcSwapOption::empty(),
             services,
             pools,
             collector,

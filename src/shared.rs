@@ -55,7 +55,8 @@ impl std::fmt::Debug for ServiceEntry {
 pub(crate) struct Shared {
     pub(crate) config: SystemHardeningConfig,
     pub(crate) health: ArcSwap<HealthStatus>,
-    pub(crate) performance: ArcSwap<PerformanceSnapshot>,
+    /// `None` until the first performance reading.
+    pub(crate) performance: arc_swap::ArcSwapOption<PerformanceSnapshot>,
     /// Fixed at build: every registered or configured service.
     pub(crate) services: BTreeMap<Arc<str>, ServiceEntry>,
     /// The pools of `request_resource`, by name.

@@ -194,8 +194,7 @@ async fn the_seed_usage_section() {
 
     // getPerformanceMetrics
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let performance = handle.performance();
-    assert!(performance.measured_at.is_some());
+    let performance = handle.performance().expect("measured");
     assert_eq!(performance.memory.rss, 100 << 20);
     assert!(performance.runtime.workers >= 1);
     assert!(performance.services.contains_key("audio-processing"));
@@ -445,7 +444,7 @@ async fn a_blocked_worker_shows_as_event_loop_latency() {
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let performance = handle.performance();
-        if performance.measured_at.is_some_and(|at| at > blocked_at) {
+        if let Some(performance) = performance.filter(|p| p.measured_at > blocked_at) {
             assert!(
                 performance.event_loop.max >= Duration::from_millis(150),
                 "{:?}",
@@ -919,5 +918,56 @@ async fn an_open_breaker_fails_readiness_only_for_services_that_opt_in() {
         !readiness.reasons.iter().any(|r| r.contains("`model`")),
         "{readiness:?}"
     );
+    handle.shutdown().await;
+}
+
+/// The dashboard's process figures as JSON.
+async fn dashboard_process(handle: &HardeningHandle) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let response = handle
+        .endpoints()
+        .oneshot(
+            http::Request::get("/dashboard/data")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    data["process"].clone()
+}
+
+/// Before the first performance reading (and with performance monitoring
+/// off, for good) nothing is measured: RSS and event-loop p99 read "not
+/// measured yet" (`null`), not 0 B and 0 ns.
+#[tokio::test(start_paused = true)]
+async fn performance_before_the_first_reading_is_not_measured() {
+    for (toml, settled) in [("", false), ("enable_performance_monitoring = false", true)] {
+        let handle = SystemHardening::builder(config(toml))
+            .readings(quiet_readings())
+            .build()
+            .unwrap()
+            .start();
+        if settled {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        assert!(handle.performance().is_none(), "{toml}");
+        let process = dashboard_process(&handle).await;
+        assert!(process["rss_bytes"].is_null(), "{toml}: {process}");
+        assert!(process["event_loop_p99_ms"].is_null(), "{toml}: {process}");
+        assert!(process["cpu_percent"].is_null(), "{toml}: {process}");
+        handle.shutdown().await;
+    }
+    // Once measured, the figures are there.
+    let handle = SystemHardening::builder(config(""))
+        .readings(quiet_readings())
+        .build()
+        .unwrap()
+        .start();
+    settle().await;
+    let process = dashboard_process(&handle).await;
+    assert_eq!(process["rss_bytes"], 100 << 20, "{process}");
+    assert!(process["event_loop_p99_ms"].is_number(), "{process}");
     handle.shutdown().await;
 }

@@ -371,7 +371,8 @@ async fn snapshots_serialize() {
     assert!(stats["capacity"].as_u64().unwrap() > 0);
     let health = json(serde_json::to_value(&*handle.health()).unwrap());
     assert_eq!(health["services"]["audio"]["critical"], false);
-    let performance = json(serde_json::to_value(&*handle.performance()).unwrap());
+    let performance =
+        json(serde_json::to_value(&*handle.performance().expect("measured")).unwrap());
     assert!(performance["event_loop"]["p99"].is_number());
     let mut events = handle.subscribe();
     breaker.reset();

@@ -230,7 +230,7 @@ impl Monitor {
             }
         });
 
-        self.shared.performance.store(Arc::new(PerformanceSnapshot {
+        self.shared.performance.store(Some(Arc::new(PerformanceSnapshot {
             cpu: CpuUsage {
                 process: cpu.process,
                 system: cpu.system,
@@ -246,8 +246,8 @@ impl Monitor {
             runtime,
             services,
             alerts,
-            measured_at: Some(SystemTime::now()),
-        }));
+            measured_at: SystemTime::now(),
+        })));
     }
 
 }
