@@ -321,9 +321,19 @@ async fn main() -> Result<(), BoxError> {
                 model_totals[i * 2 + 1] += rejected;
                 model_line.push_str(&format!("{ok:>3}/{rejected:<3} "));
             }
-            let performance = handle.performance();
+            let process = handle.performance().map_or_else(
+                || "not measured yet".to_owned(),
+                |performance| {
+                    format!(
+                        "cpu {:>5.1}% rss {:>4} MiB loop {:>5.1} ms",
+                        performance.cpu.process,
+                        performance.memory.rss >> 20,
+                        performance.event_loop.p99.as_secs_f64() * 1e3,
+                    )
+                },
+            );
             println!(
-                "{:>4.0}s {:9} | {:9} {:>4} rps {:>3.0}% ok p99 {:>4} | {} | cpu {:>5.1}% rss {:>4} MiB loop {:>5.1} ms{}",
+                "{:>4.0}s {:9} | {:9} {:>4} rps {:>3.0}% ok p99 {:>4} | {} | {}{}",
                 started.elapsed().as_secs_f64(),
                 name,
                 circuit,
@@ -331,9 +341,7 @@ async fn main() -> Result<(), BoxError> {
                 ok as f64 * 100.0 / total as f64,
                 p99.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis())),
                 model_line,
-                performance.cpu.process,
-                performance.memory.rss >> 20,
-                performance.event_loop.p99.as_secs_f64() * 1e3,
+                process,
                 handle
                     .health()
                     .shedding_below

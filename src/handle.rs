@@ -127,19 +127,27 @@ impl HardeningHandle {
         self.shared.health.load_full()
     }
 
-    /// One service's health, with its breaker's state read live; `None`
-    /// for a name the hardening does not know.
+    /// One service's health, with its breaker's state, rates and calls
+    /// read live (one snapshot of the breaker); the status and the rest
+    /// are the monitor's latest. `None` for a name the hardening does not
+    /// know.
     pub fn service_health(&self, name: &str) -> Option<ServiceHealth> {
         let health = self.shared.health.load();
         let mut service = health.services.get(name)?.clone();
         if let Some(parts) = self.shared.services.get(name).and_then(|e| e.stack.get()) {
-            service.circuit_state = Some(parts.breaker.state());
+            let snapshot = parts.breaker.snapshot();
+            service.circuit_state = Some(snapshot.state);
+            service.failure_rate = snapshot.failure_rate;
+            service.slow_call_rate = snapshot.slow_call_rate;
+            service.calls = snapshot.calls;
         }
         Some(service)
     }
 
-    /// The latest performance reading.
-    pub fn performance(&self) -> Arc<PerformanceSnapshot> {
+    /// The latest performance reading; `None` ("not measured yet") before
+    /// the monitor's first one, and always with
+    /// `enable_performance_monitoring = false`.
+    pub fn performance(&self) -> Option<Arc<PerformanceSnapshot>> {
         self.shared.performance.load_full()
     }
 
@@ -196,34 +204,61 @@ impl HardeningHandle {
         stats
     }
 
-    /// Whether the process should receive traffic: not shutting down, the
-    /// monitor not dead, not unhealthy, and no critical service with its
-    /// breaker open.
+    /// Whether this instance can serve (what `/health/ready` answers):
+    /// the monitor started and has run every registered service's
+    /// `initialize`, it has not died, `shutdown()` was not called, memory
+    /// is under `memory_critical`, and no service that opted in with
+    /// `readiness = true` has its breaker open (or forced open) or is
+    /// unhealthy.
+    ///
+    /// Nothing else fails it: an open breaker of any other service, even
+    /// a critical one, makes [`health`](Self::health) degraded or
+    /// unhealthy for alerts, and leaves readiness alone. A dependency every
+    /// replica shares fails on every replica at once; failing readiness
+    /// for it would take every replica out of the load balancer (in
+    /// Kubernetes, every pod out of its Service's endpoints), turning a
+    /// partial outage into a total one.
     pub fn ready(&self) -> bool {
         self.readiness().ready
     }
 
     /// [`ready`](Self::ready), with the reasons when not.
     pub fn readiness(&self) -> Readiness {
+        let shared = &self.shared;
         let mut reasons = Vec::new();
-        if self.shared.is_shutting_down() {
+        if shared.is_shutting_down() {
             reasons.push("shutting down".to_owned());
         }
-        if self.shared.monitor_died.load(Ordering::SeqCst) {
+        if shared.monitor_died.load(Ordering::SeqCst) {
             reasons.push(crate::monitor::MONITOR_DIED.to_owned());
+        } else if !shared.initialized.load(Ordering::Acquire) {
+            reasons.push("starting: the monitor has not initialized the services yet".to_owned());
         }
-        let health = self.shared.health.load();
-        if health.status == HealthState::Unhealthy {
-            reasons.push("unhealthy".to_owned());
-            reasons.extend(health.reasons.iter().map(|r| r.to_string()));
+        let health = shared.health.load();
+        let memory = health.memory;
+        if memory.limit > 0 && memory.percentage / 100.0 >= shared.config.memory_critical {
+            reasons.push(format!(
+                "memory: {:.1}% of the limit, above the critical mark",
+                memory.percentage
+            ));
         }
-        for entry in self.shared.services.values().filter(|e| e.critical) {
+        for entry in shared.services.values().filter(|e| e.config.readiness) {
             let state = entry.stack.get().map(|parts| parts.breaker.state());
             if let Some(state @ (CircuitState::Open | CircuitState::ForcedOpen)) = state {
-                let reason = format!("critical service `{}`: circuit {state}", entry.name);
-                if !reasons.contains(&reason) {
-                    reasons.push(reason);
-                }
+                reasons.push(format!(
+                    "service `{}` (readiness = true): circuit {state}",
+                    entry.name
+                ));
+            } else if let Some(service) = health
+                .services
+                .get(&entry.name)
+                .filter(|s| s.status == HealthState::Unhealthy)
+            {
+                reasons.push(format!(
+                    "service `{}` (readiness = true): {}",
+                    entry.name,
+                    service.reason.as_deref().unwrap_or("unhealthy")
+                ));
             }
         }
         Readiness {

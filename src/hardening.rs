@@ -18,7 +18,6 @@ use crate::limit::ResourcePool;
 use crate::managed::ManagedService;
 use crate::metrics::MetricsCollector;
 use crate::monitor::{Monitor, Readings, SysinfoReadings};
-use crate::performance::PerformanceSnapshot;
 use crate::shared::{Command, ServiceEntry, Shared};
 use crate::stack::{Grpc, Http, HttpServiceLayer, ServiceLayer, StackParts};
 
@@ -45,6 +44,7 @@ const EVENT_CAPACITY: usize = 1_024;
 ///     .service(service_fn(|prompt: String| async move { Ok::<_, BoxError>(prompt.len()) }));
 /// let handle = hardening.start();
 /// assert_eq!(model.ready().await?.call("hello".into()).await?, 5);
+/// tokio::task::yield_now().await; // ready once the monitor has run every `initialize`
 /// assert!(handle.ready());
 /// handle.shutdown().await;
 /// # Ok(())
@@ -306,7 +306,7 @@ impl SystemHardeningBuilder {
         );
         let shared = Arc::new(Shared {
             health: ArcSwap::from_pointee(starting),
-            performance: ArcSwap::from_pointee(PerformanceSnapshot::default()),
+            performance: arc_swap::ArcSwapOption::empty(),
             services,
             pools,
             collector,
@@ -315,6 +315,7 @@ impl SystemHardeningBuilder {
             shutdown,
             stopped,
             monitor_started: AtomicBool::new(false),
+            initialized: AtomicBool::new(false),
             monitor_died: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             steps: Mutex::new(None),

@@ -68,14 +68,13 @@ impl HealthStatus {
     }
 
     /// The same status with inner error texts removed (for answers to
-    /// clients when `expose_details` is off).
+    /// clients when `expose_details` is off): each service's reason reads
+    /// [`HIDDEN_REASON`], which says how to show them.
     pub fn without_details(&self) -> HealthStatus {
         let mut status = self.clone();
+        let hidden: Arc<str> = Arc::from(HIDDEN_REASON);
         for service in status.services.values_mut() {
-            service.reason = service
-                .reason
-                .as_ref()
-                .map(|_| Arc::from("see server logs"));
+            service.reason = service.reason.as_ref().map(|_| hidden.clone());
         }
         status.reasons = self
             .reasons
@@ -85,6 +84,12 @@ impl HealthStatus {
         status
     }
 }
+
+/// A service's reason in [`HealthStatus::without_details`]: the inner
+/// error text is hidden, and nothing may be logged (without a tracing
+/// subscriber nothing is), so it says what shows it.
+pub const HIDDEN_REASON: &str =
+    "hidden: set `expose_details = true` in the hardening config to show the inner error here";
 
 /// Memory in use by the process against its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -106,17 +111,20 @@ pub struct ServiceHealth {
     #[serde(serialize_with = "ser::health_state")]
     pub status: HealthState,
     /// Whether the service is critical (criticality `critical`): its
-    /// failure makes the whole process unhealthy and not ready.
+    /// failure makes the whole process unhealthy (readiness follows only
+    /// a service with `readiness = true`).
     pub critical: bool,
     /// Its breaker's state, read live; `None` when no breaker was built.
     #[serde(serialize_with = "ser::optional_circuit")]
     pub circuit_state: Option<CircuitState>,
     /// Failures over calls in the breaker's window (`None` before
-    /// `minimum_calls`).
+    /// `minimum_calls`); read live by `service_health`, as of
+    /// `checked_at` in `health()`.
     pub failure_rate: Option<f64>,
     /// Slow calls over calls in the breaker's window.
     pub slow_call_rate: Option<f64>,
-    /// Calls in the breaker's window.
+    /// Calls in the breaker's window; read live by `service_health`, as
+    /// of `checked_at` in `health()`.
     pub calls: u64,
     /// When a health check last failed or the breaker last opened.
     #[serde(serialize_with = "ser::optional_time")]
@@ -174,7 +182,8 @@ pub enum RecoveryState {
     GaveUp,
 }
 
-/// Whether the process should receive traffic, and why not.
+/// Whether this instance should receive traffic, and why not (see
+/// [`HardeningHandle::ready`](crate::HardeningHandle::ready)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Readiness {
     /// True when ready.

@@ -8,8 +8,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 /// One performance reading, from [`HardeningHandle::performance`](crate::HardeningHandle::performance),
-/// measured every `performance_check_interval`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+/// measured every `performance_check_interval`. There is none before the
+/// first reading (nor ever with `enable_performance_monitoring = false`):
+/// `performance()` is `None` then, never a reading of zeros.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PerformanceSnapshot {
     /// CPU use in percent.
@@ -24,9 +26,9 @@ pub struct PerformanceSnapshot {
     pub services: BTreeMap<Arc<str>, ServicePerformance>,
     /// Performance thresholds crossed now.
     pub alerts: Vec<Arc<str>>,
-    /// When it was measured (wall clock); `None` before the first reading.
-    #[serde(serialize_with = "optional_time")]
-    pub measured_at: Option<SystemTime>,
+    /// When it was measured (wall clock).
+    #[serde(serialize_with = "time")]
+    pub measured_at: SystemTime,
 }
 
 /// CPU use in percent.
@@ -114,6 +116,6 @@ fn optional_seconds<S: serde::Serializer>(d: &Option<Duration>, ser: S) -> Resul
     }
 }
 
-fn optional_time<S: serde::Serializer>(t: &Option<SystemTime>, ser: S) -> Result<S::Ok, S::Error> {
-    crate::health::ser::optional_time(t, ser)
+fn time<S: serde::Serializer>(t: &SystemTime, ser: S) -> Result<S::Ok, S::Error> {
+    crate::health::ser::time(t, ser)
 }

@@ -55,7 +55,8 @@ impl std::fmt::Debug for ServiceEntry {
 pub(crate) struct Shared {
     pub(crate) config: SystemHardeningConfig,
     pub(crate) health: ArcSwap<HealthStatus>,
-    pub(crate) performance: ArcSwap<PerformanceSnapshot>,
+    /// `None` until the first performance reading.
+    pub(crate) performance: arc_swap::ArcSwapOption<PerformanceSnapshot>,
     /// Fixed at build: every registered or configured service.
     pub(crate) services: BTreeMap<Arc<str>, ServiceEntry>,
     /// The pools of `request_resource`, by name.
@@ -68,6 +69,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) stopped: watch::Sender<bool>,
     pub(crate) monitor_started: AtomicBool,
+    /// Set once the monitor has run every registered service's
+    /// `initialize` (whatever the outcome): readiness waits for it.
+    pub(crate) initialized: AtomicBool,
     /// Set when the monitor ended without `shutdown()`: readiness fails.
     pub(crate) monitor_died: AtomicBool,
     /// Set by whoever starts the shutdown steps (once).

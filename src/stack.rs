@@ -48,6 +48,9 @@ pub(crate) struct StackParts {
     pub(crate) breaker_layer: CircuitBreakerLayer<ErrorsAsFailures>,
     pub(crate) breaker: BreakerHandle,
     pub(crate) pool: ResourcePool,
+    /// Whether admission is on (`limit.enabled`): off, `pool` is unlimited
+    /// and no figure of it is published.
+    pub(crate) admission: bool,
     pub(crate) retry: RetryLayer<ErrorsAsFailures, RetryEnabled>,
     pub(crate) metrics: MetricsLayer<ErrorsAsFailures>,
     pub(crate) fault: FaultLayer,
@@ -96,6 +99,7 @@ impl StackParts {
             breaker_layer,
             breaker,
             pool,
+            admission: config.limit.enabled,
             retry,
             metrics,
             fault,
@@ -263,7 +267,9 @@ impl ServiceLayer {
         self.parts.breaker.clone()
     }
 
-    /// The stack's admission pool.
+    /// The stack's admission pool. With admission off (`limit.enabled =
+    /// false`) it is an unlimited stand-in (2^40 units) that only
+    /// memory-pressure shedding refuses; `/metrics` leaves it out.
     pub fn pool(&self) -> &ResourcePool {
         &self.parts.pool
     }
@@ -461,7 +467,9 @@ impl<P, F> HttpServiceLayer<P, F> {
         self.parts.breaker.clone()
     }
 
-    /// The stack's admission pool.
+    /// The stack's admission pool. With admission off (`limit.enabled =
+    /// false`) it is an unlimited stand-in (2^40 units) that only
+    /// memory-pressure shedding refuses; `/metrics` leaves it out.
     pub fn pool(&self) -> &ResourcePool {
         &self.parts.pool
     }

@@ -264,6 +264,7 @@ async fn a_passing_check_clears_a_failed_initialize() {
         health_check_interval = "1s"
         [services.db]
         criticality = "critical"
+        readiness = true
         "#,
     ))
     .service("db", db.clone())

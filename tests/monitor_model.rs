@@ -304,6 +304,8 @@ impl Model {
     }
 
     fn ready(&self) -> bool {
+        // The service opted in (`readiness = true`) and is critical: the
+        // process is unhealthy exactly when it is, or memory is critical.
         self.overall() != HealthState::Unhealthy
             && !matches!(self.breaker, CircuitState::Open | CircuitState::ForcedOpen)
     }
@@ -500,6 +502,7 @@ fn configuration(params: Params) -> SystemHardeningConfig {
         recoverable_services = [{recoverable}]
         [services.db]
         criticality = "critical"
+        readiness = true
         [services.db.breaker]
         sliding_window = {{ count = 1 }}
         minimum_calls = 1

@@ -39,6 +39,15 @@ pub struct ServiceConfig {
     /// priority and its weight in the overall health status.
     #[serde(with = "units::priority")]
     pub criticality: Priority,
+    /// Whether this service's trouble takes the instance out of rotation:
+    /// with `true`, `/health/ready` fails while its breaker is open (or
+    /// forced open) or it is unhealthy. Default `false`: an open breaker
+    /// makes health degraded or unhealthy (for alerts) but leaves
+    /// readiness alone, since a dependency every replica shares would
+    /// otherwise take every replica out of a load balancer at once. Opt in
+    /// only for what this instance alone can get wrong (a local model, its
+    /// own cache), not for a shared upstream.
+    pub readiness: bool,
     /// A deadline for each call (tower's `TimeoutLayer`); a timeout is a
     /// failure to the breaker. `None`: no deadline.
     ///
@@ -84,6 +93,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             criticality: Priority::NORMAL,
+            readiness: false,
             timeout: None,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             upload_timeout: DEFAULT_UPLOAD_TIMEOUT,

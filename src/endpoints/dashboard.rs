@@ -26,15 +26,17 @@ pub(crate) struct Data {
     events: Vec<RecentEvent>,
 }
 
+/// `null` for a figure not measured yet (before the first performance
+/// reading, or with performance monitoring off).
 #[derive(Debug, Serialize)]
 struct Process {
-    cpu_percent: f32,
-    rss_bytes: u64,
+    cpu_percent: Option<f32>,
+    rss_bytes: Option<u64>,
     memory_limit_bytes: u64,
     memory_percent: f64,
-    event_loop_p99_ms: f64,
-    event_loop_max_ms: f64,
-    alive_tasks: usize,
+    event_loop_p99_ms: Option<f64>,
+    event_loop_max_ms: Option<f64>,
+    alive_tasks: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,13 +113,17 @@ pub(crate) fn data(handle: &HardeningHandle) -> Data {
         },
         shedding_below: health.shedding_below.map(|p| p.to_string()),
         process: Process {
-            cpu_percent: performance.cpu.process,
-            rss_bytes: performance.memory.rss,
+            cpu_percent: performance.as_ref().map(|p| p.cpu.process),
+            rss_bytes: performance.as_ref().map(|p| p.memory.rss),
             memory_limit_bytes: health.memory.limit,
             memory_percent: health.memory.percentage,
-            event_loop_p99_ms: performance.event_loop.p99.as_secs_f64() * 1e3,
-            event_loop_max_ms: performance.event_loop.max.as_secs_f64() * 1e3,
-            alive_tasks: performance.runtime.alive_tasks,
+            event_loop_p99_ms: performance
+                .as_ref()
+                .map(|p| p.event_loop.p99.as_secs_f64() * 1e3),
+            event_loop_max_ms: performance
+                .as_ref()
+                .map(|p| p.event_loop.max.as_secs_f64() * 1e3),
+            alive_tasks: performance.as_ref().map(|p| p.runtime.alive_tasks),
         },
         services,
         events,

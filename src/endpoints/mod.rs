@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `GET /health` | the [`HealthStatus`](crate::HealthStatus) as JSON; 200 healthy or degraded, 503 unhealthy |
 //! | `GET /health/live` | 200 while the monitor runs, 503 once it stopped |
-//! | `GET /health/ready` | the [`Readiness`](crate::health::Readiness) as JSON; 200 ready, 503 not (unhealthy, shutting down, a critical service's breaker open) |
+//! | `GET /health/ready` | the [`Readiness`](crate::health::Readiness) as JSON; 200 ready, 503 not (starting, shutting down, monitor dead, memory critical, or a service with `readiness = true` open or unhealthy; an open breaker otherwise fails health, not readiness) |
 //! | `GET /metrics` | Prometheus text of every figure the library records |
 //! | `GET /dashboard` | a self-contained HTML page (no CDN, no script from elsewhere) polling `dashboard/data` |
 //! | `GET /dashboard/data` | the dashboard's JSON |

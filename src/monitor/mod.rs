@@ -228,6 +228,9 @@ impl Monitor {
                 .push(tokio::spawn(probe::run(self.latency.clone())));
         }
         self.initialize_services().await;
+        self.shared
+            .initialized
+            .store(true, std::sync::atomic::Ordering::Release);
         // With both monitors off nothing would read memory again: a
         // reading now would set shedding that nothing ever clears.
         if config.enable_health_monitoring || config.enable_performance_monitoring {

@@ -198,11 +198,13 @@ impl Monitor {
             metrics::gauge!(names::RUNTIME_GLOBAL_QUEUE_DEPTH)
                 .set(runtime.global_queue_depth as f64);
             // A service's admission pool is labelled `{service}/admission`,
-            // apart from the resource pools, whatever their names.
+            // apart from the resource pools, whatever their names. With
+            // admission off it is an unlimited stand-in: not published.
             let stack_pools = self.shared.services.values().filter_map(|entry| {
                 entry
                     .stack
                     .get()
+                    .filter(|parts| parts.admission)
                     .map(|parts| (Arc::from(format!("{}/admission", entry.name)), &parts.pool))
             });
             let resource_pools = self
@@ -228,7 +230,7 @@ impl Monitor {
             }
         });
 
-        self.shared.performance.store(Arc::new(PerformanceSnapshot {
+        self.shared.performance.store(Some(Arc::new(PerformanceSnapshot {
             cpu: CpuUsage {
                 process: cpu.process,
                 system: cpu.system,
@@ -244,8 +246,8 @@ impl Monitor {
             runtime,
             services,
             alerts,
-            measured_at: Some(SystemTime::now()),
-        }));
+            measured_at: SystemTime::now(),
+        })));
     }
 
 }

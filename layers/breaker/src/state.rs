@@ -57,15 +57,32 @@ pub(crate) struct BreakerMetrics {
     /// The state gauge; none for the breakers of a keyed layer, whose
     /// states are read from its handle.
     pub(crate) state: Option<metrics::Gauge>,
-    /// One transition counter per (from, to) pair, indexed
-    /// `from * STATES + to`: registered here, with the recorder in force
-    /// at build, since a transition happens on whatever thread finishes a
+    /// One transition counter per (from, to) pair that can happen (see
+    /// [`possible_transition`]), indexed `from * STATES + to`; `None` for
+    /// a pair that cannot. Registered here, with the recorder in force at
+    /// build, since a transition happens on whatever thread finishes a
     /// call (or in a recovery task), outside any local recorder.
-    transitions: Arc<[metrics::Counter]>,
+    transitions: Arc<[Option<metrics::Counter>]>,
 }
 
 /// How many `CircuitState`s there are.
 const STATES: u8 = 6;
+
+/// Whether a breaker can move from `from` to `to`: the automatic moves
+/// (closed -> open, open -> half-open, half-open -> open or closed) and
+/// every manual one (`set_manual`: from any other state to closed,
+/// half-open, forced-open, disabled or metrics-only). Nothing but a trip
+/// enters `open`, and no state moves to itself.
+pub(crate) fn possible_transition(from: CircuitState, to: CircuitState) -> bool {
+    use CircuitState::{Closed, HalfOpen, Open};
+    if from == to {
+        return false;
+    }
+    match to {
+        Open => matches!(from, Closed | HalfOpen),
+        _ => true,
+    }
+}
 
 impl BreakerMetrics {
     /// Registers the handles of a breaker labelled `label`: the layer's
@@ -74,14 +91,16 @@ impl BreakerMetrics {
     pub(crate) fn register(label: Arc<str>, with_state_gauge: bool) -> Self {
         let transitions = (0..STATES * STATES)
             .map(|index| {
-                let from = CircuitState::from_index(index / STATES).unwrap_or(CircuitState::Closed);
-                let to = CircuitState::from_index(index % STATES).unwrap_or(CircuitState::Closed);
-                metrics::counter!(
-                    names::CIRCUIT_TRANSITIONS_TOTAL,
-                    names::LABEL_BREAKER => label.clone(),
-                    names::LABEL_FROM => from.as_str(),
-                    names::LABEL_TO => to.as_str()
-                )
+                let from = CircuitState::from_index(index / STATES)?;
+                let to = CircuitState::from_index(index % STATES)?;
+                possible_transition(from, to).then(|| {
+                    metrics::counter!(
+                        names::CIRCUIT_TRANSITIONS_TOTAL,
+                        names::LABEL_BREAKER => label.clone(),
+                        names::LABEL_FROM => from.as_str(),
+                        names::LABEL_TO => to.as_str()
+                    )
+                })
             })
             .collect();
         BreakerMetrics {
@@ -95,7 +114,8 @@ impl BreakerMetrics {
 
     pub(crate) fn transition(&self, from: CircuitState, to: CircuitState) {
         let index = usize::from(from.as_index() * STATES + to.as_index());
-        if let Some(counter) = self.transitions.get(index) {
+        debug_assert!(possible_transition(from, to), "{from} -> {to}");
+        if let Some(Some(counter)) = self.transitions.get(index) {
             counter.increment(1);
         }
     }

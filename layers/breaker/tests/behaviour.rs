@@ -817,3 +817,45 @@ fn assert_send_sync() {
     check::<Breaker>();
     check::<BreakerHandle>();
 }
+
+/// A breaker registers a transition series only for a pair that can
+/// happen: no `closed` -> `closed`, no `forced_open` -> `open` (a forced
+/// breaker leaves only by a manual change), while `closed` -> `open` and
+/// every manual change (`open` -> `forced_open`) are there from the start.
+#[test]
+fn only_possible_transitions_are_registered() {
+    use metrics_util::debugging::DebuggingRecorder;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let _layer = count_breaker(10, 10).name("one").build().unwrap();
+    });
+    let mut pairs: Vec<(String, String)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, _, _, _)| key.key().name() == "hardening_circuit_transitions_total")
+        .map(|(key, _, _, _)| {
+            let label = |name: &str| {
+                key.key()
+                    .labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            (label("from"), label("to"))
+        })
+        .collect();
+    pairs.sort();
+    let has = |from: &str, to: &str| pairs.iter().any(|(f, t)| f == from && t == to);
+    assert!(has("closed", "open"), "{pairs:?}");
+    assert!(has("half_open", "closed"), "{pairs:?}");
+    assert!(has("open", "forced_open"), "{pairs:?}");
+    assert!(!has("closed", "closed"), "{pairs:?}");
+    assert!(!has("forced_open", "open"), "{pairs:?}");
+    assert!(!has("metrics_only", "open"), "{pairs:?}");
+    assert!(pairs.iter().all(|(f, t)| f != t), "{pairs:?}");
+    // 4 automatic moves and every manual one: 27, not 36.
+    assert_eq!(pairs.len(), 27, "{pairs:?}");
+}
