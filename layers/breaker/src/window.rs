@@ -1012,7 +1012,6 @@ mod loom_models {
     use loom::sync::{Arc, Mutex};
     use loom::thread;
 
-
     /// Four slow calls fill a four-slot ring; two writers add a failure
     /// and then a success each. Every serial order leaves the four new
     /// calls: (4 calls, 2 failures, 0 slow). A cursor advanced by a load
