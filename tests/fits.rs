@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_hardening::config::SystemHardeningConfig;
+use tower_hardening::stack::{fits_http_layer, fits_layer, fits_layer_without_retries};
 use tower_hardening::{BoxError, SystemHardening};
 
 fn hardening(toml: &str) -> SystemHardening {
@@ -65,7 +66,7 @@ impl HttpBody for IncomingLike {
 mod hyper_like {
     /// hyper's own error type: not a `BoxError`.
     #[derive(Debug)]
-    pub struct Error;
+    pub(crate) struct Error;
     impl std::fmt::Display for Error {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("hyper-like error")
@@ -83,10 +84,9 @@ macro_rules! plain_stack_spawns {
         #[tokio::test]
         async fn $name() {
             let hardening = hardening($config);
-            let svc = hardening
-                .layer("api")
-                .unwrap()
-                .layer(service_fn(|x: u32| async move { Ok::<u32, $error>(x + 1) }));
+            let inner = service_fn(|x: u32| async move { Ok::<u32, $error>(x + 1) });
+            fits_layer::<u32, _>(&inner);
+            let svc = hardening.layer("api").unwrap().layer(inner);
             let answer = tokio::spawn(svc.clone().oneshot(41))
                 .await
                 .unwrap()
@@ -110,13 +110,14 @@ macro_rules! plain_stack_takes_non_clone_requests {
     ($name:ident, $error:ty) => {
         #[tokio::test]
         async fn $name() {
-            let hardening = hardening(RETRIES_OFF);
+            let hardening = hardening(EVERYTHING_ON);
+            let inner = service_fn(|x: NotClone| async move { Ok::<u32, $error>(x.0 + 1) });
+            fits_layer_without_retries::<NotClone, _>(&inner);
             let svc = hardening
                 .layer("api")
                 .unwrap()
-                .layer(service_fn(|x: NotClone| async move {
-                    Ok::<u32, $error>(x.0 + 1)
-                }));
+                .without_retries()
+                .layer(inner);
             let mut svc = svc;
             let answer = tokio::spawn(async move { svc.ready().await?.call(NotClone(41)).await })
                 .await
@@ -127,21 +128,34 @@ macro_rules! plain_stack_takes_non_clone_requests {
     };
 }
 
+plain_stack_takes_non_clone_requests!(
+    layer_without_retries_takes_a_non_clone_request_box_error,
+    BoxError
+);
+plain_stack_takes_non_clone_requests!(
+    layer_without_retries_takes_a_non_clone_request_io_error,
+    io::Error
+);
+plain_stack_takes_non_clone_requests!(
+    layer_without_retries_takes_a_non_clone_request_infallible,
+    Infallible
+);
+
 macro_rules! http_stack_spawns {
     ($name:ident, $method:ident, $config:expr, $error:ty, $response_body:expr) => {
         #[tokio::test]
         async fn $name() {
             let hardening = hardening($config);
+            let inner = service_fn(|request: http::Request<axum::body::Body>| async move {
+                drop(request);
+                Ok::<_, $error>(http::Response::new($response_body))
+            });
+            fits_http_layer::<axum::body::Body, _, _>(&inner);
             let svc = hardening
                 .$method("api")
                 .unwrap()
                 .map_body(axum::body::Body::new)
-                .layer(service_fn(
-                    |request: http::Request<axum::body::Body>| async move {
-                        drop(request);
-                        Ok::<_, $error>(http::Response::new($response_body))
-                    },
-                ));
+                .layer(inner);
             let request = || {
                 http::Request::get("/")
                     .body(IncomingLike(Some(Bytes::from_static(b"hi"))))
@@ -207,3 +221,45 @@ http_stack_spawns!(
 );
 
 // hyper-like responses (a body without `Default`), fault injection off.
+http_stack_spawns!(
+    http_layer_over_a_response_body_without_default_box_error,
+    http_layer,
+    EVERYTHING_ON,
+    BoxError,
+    IncomingLike(None)
+);
+http_stack_spawns!(
+    http_layer_over_a_response_body_without_default_io_error,
+    http_layer,
+    RETRIES_OFF,
+    io::Error,
+    IncomingLike(None)
+);
+http_stack_spawns!(
+    http_layer_over_a_response_body_without_default_infallible,
+    http_layer,
+    EVERYTHING_ON,
+    Infallible,
+    IncomingLike(None)
+);
+http_stack_spawns!(
+    grpc_layer_over_a_response_body_without_default_box_error,
+    grpc_layer,
+    EVERYTHING_ON,
+    BoxError,
+    IncomingLike(None)
+);
+http_stack_spawns!(
+    grpc_layer_over_a_response_body_without_default_io_error,
+    grpc_layer,
+    RETRIES_OFF,
+    io::Error,
+    IncomingLike(None)
+);
+http_stack_spawns!(
+    grpc_layer_over_a_response_body_without_default_infallible,
+    grpc_layer,
+    EVERYTHING_ON,
+    Infallible,
+    IncomingLike(None)
+);

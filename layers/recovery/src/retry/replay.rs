@@ -47,6 +47,19 @@ pub trait ReplayRequest<Req>: Clone {
     fn replay(&self, request: &Req) -> Option<Req>;
 }
 
+/// Replays nothing: every request is sent once and never retried. It asks
+/// nothing of `Req` (not even `Clone`): for a stack whose retries are off
+/// over requests that cannot be copied (axum's `Body`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NeverReplay;
+
+impl<Req> ReplayRequest<Req> for NeverReplay {
+    #[inline]
+    fn replay(&self, _: &Req) -> Option<Req> {
+        None
+    }
+}
+
 /// Replays any `Req: Clone` by cloning it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CloneRequests;
