@@ -14,7 +14,13 @@
 //! error is `BoxError`, with any layer that converts errors, tower's own
 //! `Timeout` included: that is rustc's, rust-lang/rust#110338.
 
-#![cfg(feature = "full")]
+#![cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics",
+    feature = "fault"
+))]
 
 use std::convert::Infallible;
 use std::io;
