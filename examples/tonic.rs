@@ -56,7 +56,7 @@ async fn main() -> Result<(), BoxError> {
     // counts those as failures and opens; then rejections arrive as
     // UNAVAILABLE with the breaker's message.
     faults.set_status(14);
-    faults.set_response_rate(1.0);
+    faults.set_status_rate(1.0);
     faults.enable();
     for _ in 0..7 {
         let status = client.check(request()).await.unwrap_err();

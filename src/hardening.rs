@@ -104,18 +104,44 @@ impl SystemHardening {
     /// shares one breaker, pool and retry budget, which the handle reads.
     ///
     /// A name never registered nor configured is an error naming it.
+    ///
+    /// **What it needs of your service** `S` for requests `Req`:
+    /// `S: Service<Req> + Clone` with `S::Error: Into<BoxError>`, and
+    /// `Req: Clone` (a retry sends a copy), even when the service's retries
+    /// are off; [`without_retries`](ServiceLayer::without_retries) drops
+    /// that bound. To spawn the call, `S`, `S::Future`, `S::Response` and
+    /// `Req` must be `Send + 'static`. Nothing else: fault injection asks
+    /// nothing of the response. Where the stack does not fit, the compiler
+    /// names the stack's type, not the bound; call
+    /// [`stack::fits_layer`](crate::stack::fits_layer) on your service and
+    /// it names the bound.
     pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
         parts(&self.shared, service).map(ServiceLayer::new)
     }
 
     /// The same stack for `http::Request<B>`, answering errors with HTTP
     /// statuses: see [`HttpServiceLayer`].
+    ///
+    /// **What it needs of your service** `S` (behind
+    /// [`map_body`](HttpServiceLayer::map_body), which gives it its own
+    /// request body type `ReqBody`): `S: Service<http::Request<ReqBody>,
+    /// Response = http::Response<ResBody>> + Clone` with `S::Error:
+    /// Into<BoxError>` and `ResBody: http_body::Body`; to spawn the call,
+    /// `S`, `S::Future` and `ResBody` `Send + 'static`. Requests need not be
+    /// `Clone`, and response bodies need not be `Default` (hyper's
+    /// `Incoming` fits: an injected fault status is answered by the stack).
+    /// [`stack::fits_http_layer`](crate::stack::fits_http_layer) names the
+    /// missing bound where the stack does not fit.
     pub fn http_layer(&self, service: &str) -> Result<HttpServiceLayer<Http>, BoxError> {
         parts(&self.shared, service).map(|parts| HttpServiceLayer::new(parts, Http))
     }
 
     /// The same stack for gRPC (tonic): failing `grpc-status` codes count as
     /// failures, errors become gRPC statuses (see [`HttpServiceLayer`]).
+    ///
+    /// It needs of your service what [`http_layer`](Self::http_layer)
+    /// needs (a tonic `Server`'s routes fit); see
+    /// [`stack::fits_http_layer`](crate::stack::fits_http_layer).
     pub fn grpc_layer(&self, service: &str) -> Result<HttpServiceLayer<Grpc>, BoxError> {
         parts(&self.shared, service).map(|parts| HttpServiceLayer::new(parts, Grpc))
     }

@@ -111,7 +111,14 @@ pub use tower_hardening_core::{BoxError, Priority};
 /// The guide: the README, with the seed's usage section in Rust, how
 /// health is decided, the one right order for metrics, best practices,
 /// troubleshooting and what to alert on. Its examples are compiled and run
-/// as doc tests.
-#[cfg(feature = "full")]
+/// as doc tests. Built with the default features (it needs every layer,
+/// as the facade does).
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics",
+    feature = "fault"
+))]
 #[doc = include_str!("../README.md")]
 pub mod guide {}

@@ -10,6 +10,7 @@
 //! | the client's body broke (`ClientBodyError`) | 400 | 3 INVALID_ARGUMENT |
 //! | the client's body stalled | 408 | 4 DEADLINE_EXCEEDED |
 //! | the client's body was too large | 413 | 8 RESOURCE_EXHAUSTED |
+//! | a status the fault layer injected (`InjectedStatus`) | that status (503 for a gRPC code) | that code (14 UNAVAILABLE for an HTTP status) |
 //! | anything else | 500, without the inner text | 13 INTERNAL, without the inner text |
 //!
 //! `Retry-After` is in whole seconds, rounded up, when the layer gave a
@@ -121,6 +122,20 @@ fn client_body(error: &BoxError) -> Option<(StatusCode, u16, String)> {
     Some((status, code, found.to_string()))
 }
 
+/// A status the fault layer injected (`status_rate`): answered as it is,
+/// an HTTP status or a gRPC code.
+#[cfg(feature = "fault")]
+fn injected_status(error: &BoxError) -> Option<u16> {
+    chain(error)
+        .find_map(|err| err.downcast_ref::<crate::fault::InjectedStatus>())
+        .map(crate::fault::InjectedStatus::status)
+}
+
+#[cfg(not(feature = "fault"))]
+fn injected_status(_: &BoxError) -> Option<u16> {
+    None
+}
+
 fn client_share_exceeded(error: &BoxError) -> bool {
     chain(error)
         .find_map(|err| err.downcast_ref::<Overloaded>())
@@ -148,6 +163,16 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
             (status, retry_after, message)
         }
         None if let Some((status, _, message)) = client_body(error) => (status, None, message),
+        None if let Some(status) = injected_status(error) => (
+            // A gRPC code (0 to 16) is no HTTP status: 503, as gRPC's
+            // UNAVAILABLE maps to.
+            StatusCode::from_u16(status)
+                .ok()
+                .filter(|_| status >= 100)
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            None,
+            "fault injected".to_owned(),
+        ),
         None if is_timeout(error) => (
             StatusCode::GATEWAY_TIMEOUT,
             None,
@@ -204,6 +229,13 @@ pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
             (code, pushback, message)
         }
         None if let Some((_, code, message)) = client_body(error) => (code, None, message),
+        // A status that is no gRPC code (HTTP's 503, the default) is
+        // UNAVAILABLE.
+        None if let Some(status) = injected_status(error) => (
+            if status <= 16 { status } else { UNAVAILABLE },
+            None,
+            "fault injected".to_owned(),
+        ),
         None if is_timeout(error) => (
             DEADLINE_EXCEEDED,
             None,

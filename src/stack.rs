@@ -6,6 +6,17 @@
 //! a disabled breaker records nothing, disabled retries never retry (and
 //! never clone a request), disabled admission is a pool too large to fill
 //! (it still sheds under memory pressure), and no timeout is no timer.
+//!
+//! A part switched off asks nothing of your types, with one exception the
+//! type cannot know about: [`ServiceLayer`] needs `Req: Clone` for its
+//! retries even when the configuration turns them off;
+//! [`ServiceLayer::without_retries`] drops that bound. Fault injection
+//! asks nothing of the response (the HTTP and gRPC stacks answer an
+//! injected status themselves). Each stack's bounds are listed next to
+//! [`SystemHardening::layer`](crate::SystemHardening::layer) and
+//! [`http_layer`](crate::SystemHardening::http_layer); where a stack does
+//! not fit, [`fits_layer`] and [`fits_http_layer`] make the compiler name
+//! the missing bound.
 
 use std::fmt;
 use std::future::Future;
@@ -26,10 +37,10 @@ use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, EosCirc
 use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
 use crate::metrics::{EosMetricsService, MetricsLayer, MetricsService};
-use crate::fault::{FaultHandle, FaultLayer, Fault, GrpcStatus, HttpStatus, NoResponse};
+use crate::fault::{Fault, FaultHandle, FaultLayer, NoResponse, StatusError};
 use crate::client_body::{ServiceTimeout, StreamRelease};
 use crate::recovery::{
-    BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, ReplayBody, ReplayHttp, RetryHandle,
+    BoxErrors, BufferBodies, CloneRequests, IdempotentHttp, NeverReplay, ReplayBody, ReplayHttp, RetryHandle,
     RetryLayer, RetryPolicy, RetryPredicate,
 };
 use crate::responses::{ErrorResponse, ErrorResponses, GrpcErrorResponses, HttpErrorResponses};
@@ -203,11 +214,13 @@ impl<B> PriorityOf<http::Request<B>> for HttpPriority {
     }
 }
 
-/// The service a [`ServiceLayer`] builds around `S`.
-pub type HardenedService<S> = MetricsService<
+/// The service a [`ServiceLayer`] builds around `S`; `K` is how a
+/// request is copied for a retry ([`CloneRequests`], or [`NeverReplay`]
+/// after [`ServiceLayer::without_retries`]).
+pub type HardenedService<S, K = CloneRequests> = MetricsService<
     ResourceLimit<
         crate::recovery::RetryService<
-            RetryPolicy<ErrorsAsFailures, CloneRequests, RetryEnabled>,
+            RetryPolicy<ErrorsAsFailures, K, RetryEnabled>,
             BoxErrors<CircuitBreaker<OptionalTimeout<Fault<S, NoResponse>>, ErrorsAsFailures>>,
         >,
         ServicePriority,
@@ -253,15 +266,49 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
 /// the service's section. Every error is a `BoxError`; every clone shares
 /// one breaker, pool and budget.
 #[derive(Debug, Clone)]
-pub struct ServiceLayer {
+pub struct ServiceLayer<K = CloneRequests> {
     parts: Arc<StackParts>,
+    replay: K,
 }
 
 impl ServiceLayer {
     pub(crate) fn new(parts: Arc<StackParts>) -> Self {
-        ServiceLayer { parts }
+        ServiceLayer {
+            parts,
+            replay: CloneRequests,
+        }
     }
 
+    /// The same stack without retries, whatever the configuration says:
+    /// its requests need not be `Clone` (axum's `Body` is not). Every other
+    /// part stays as configured.
+    ///
+    /// ```
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # use tower_hardening::{SystemHardening, config::SystemHardeningConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_hardening::BoxError> {
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.api]")?;
+    /// # let hardening = SystemHardening::builder(config).build()?;
+    /// struct Upload(std::fs::File); // not `Clone`
+    ///
+    /// let svc = hardening.layer("api")?.without_retries().layer(service_fn(
+    ///     |upload: Upload| async move { upload.0.metadata() },
+    /// ));
+    /// # let _ = svc;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn without_retries(self) -> ServiceLayer<NeverReplay> {
+        ServiceLayer {
+            parts: self.parts,
+            replay: NeverReplay,
+        }
+    }
+}
+
+impl<K> ServiceLayer<K> {
     /// The stack's breaker.
     pub fn breaker(&self) -> BreakerHandle {
         self.parts.breaker.clone()
@@ -285,15 +332,15 @@ impl ServiceLayer {
     }
 }
 
-impl<S: Clone> Layer<S> for ServiceLayer {
-    type Service = HardenedService<S>;
+impl<S: Clone, K: Clone> Layer<S> for ServiceLayer<K> {
+    type Service = HardenedService<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
         let inner = parts.fault.layer(inner);
         let inner = OptionalTimeout::new(inner, parts.timeout);
         let inner = parts.breaker_layer.layer(inner);
-        let inner = parts.retry.layer(inner);
+        let inner = parts.retry.layer_replaying(inner, self.replay.clone());
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(ServicePriority(parts.default_priority))
             .layer(inner);
@@ -308,7 +355,10 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     type Classifier: Clone + Send + Sync + 'static;
     /// How errors become responses.
     type Errors: ErrorResponse;
-    /// What an injected faulty response looks like.
+    /// How an injected status travels up: as an
+    /// [`InjectedStatus`](crate::fault::InjectedStatus) error that the
+    /// stack's error responses answer ([`StatusError`]), so the service's
+    /// response body need not be `Default`.
     type FaultResponse: Clone + Send + Sync + 'static;
 
     /// The classifier.
@@ -331,7 +381,7 @@ pub struct Http;
 impl Protocol for Http {
     type Classifier = HttpServerErrors;
     type Errors = HttpErrorResponses;
-    type FaultResponse = HttpStatus;
+    type FaultResponse = StatusError;
 
     fn classifier() -> HttpServerErrors {
         HttpServerErrors::default()
@@ -339,8 +389,8 @@ impl Protocol for Http {
     fn errors() -> HttpErrorResponses {
         HttpErrorResponses
     }
-    fn fault_response() -> HttpStatus {
-        HttpStatus
+    fn fault_response() -> StatusError {
+        StatusError
     }
 }
 
@@ -353,7 +403,7 @@ pub struct Grpc;
 impl Protocol for Grpc {
     type Classifier = GrpcErrors;
     type Errors = GrpcErrorResponses;
-    type FaultResponse = GrpcStatus;
+    type FaultResponse = StatusError;
 
     fn classifier() -> GrpcErrors {
         GrpcErrors::default()
@@ -361,8 +411,8 @@ impl Protocol for Grpc {
     fn errors() -> GrpcErrorResponses {
         GrpcErrorResponses
     }
-    fn fault_response() -> GrpcStatus {
-        GrpcStatus
+    fn fault_response() -> StatusError {
+        StatusError
     }
     fn holds_until_body_end() -> bool {
         true
@@ -696,4 +746,107 @@ where
             }
         }
     }
+}
+
+/// Compiles only if [`SystemHardening::layer`](crate::SystemHardening::layer)'s
+/// stack fits `service` for requests of type `Req` and can be spawned:
+/// call it where the stack does not compile, and the compiler names the
+/// bound that is missing (the stack's own error names only its type).
+///
+/// The bounds: `S: Service<Req> + Clone + Send + 'static` (every clone
+/// shares one breaker, pool and budget), `S::Error: Into<BoxError>`,
+/// `S::Future: Send + 'static`, `S::Response: Send + 'static`,
+/// `Req: Send + 'static`, and `Req: Clone` for retries (drop it with
+/// [`ServiceLayer::without_retries`] and [`fits_layer_without_retries`]).
+///
+/// ```
+/// use tower::service_fn;
+/// use tower_hardening::stack::fits_layer;
+///
+/// let svc = service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+/// fits_layer::<u32, _>(&svc);
+/// ```
+///
+/// A request that is not `Clone`:
+///
+/// ```compile_fail
+/// use tower::service_fn;
+/// use tower_hardening::stack::fits_layer;
+///
+/// struct Upload(std::fs::File);
+/// let svc = service_fn(|u: Upload| async move { u.0.metadata() });
+/// // error[E0277]: the trait bound `Upload: Clone` is not satisfied
+/// //   note: required by a bound in `fits_layer`
+/// fits_layer::<Upload, _>(&svc);
+/// ```
+pub fn fits_layer<Req, S>(service: &S)
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Clone + Send + 'static,
+{
+    let _ = service;
+}
+
+/// [`fits_layer`] for [`ServiceLayer::without_retries`]: the same bounds
+/// but `Req: Clone`.
+pub fn fits_layer_without_retries<Req, S>(service: &S)
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+{
+    let _ = service;
+}
+
+/// Compiles only if the stack of
+/// [`SystemHardening::http_layer`](crate::SystemHardening::http_layer) or
+/// [`grpc_layer`](crate::SystemHardening::grpc_layer), with
+/// [`map_body`](HttpServiceLayer::map_body) giving the service its body
+/// type `ReqBody`, fits `service` and can be spawned; the compiler then
+/// names the bound that is missing.
+///
+/// The bounds: `S: Service<http::Request<ReqBody>, Response =
+/// http::Response<ResBody>> + Clone + Send + 'static`, `S::Error:
+/// Into<BoxError>`, `S::Future: Send + 'static`, and a response body
+/// `ResBody: http_body::Body + Send + 'static`. Nothing more: the body need
+/// not be `Default` (hyper's `Incoming` fits), and requests need not be
+/// `Clone` (bodies are buffered for retries by the stack itself).
+///
+/// ```
+/// use tower::service_fn;
+/// use tower_hardening::stack::fits_http_layer;
+///
+/// let svc = service_fn(|_: http::Request<axum::body::Body>| async move {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+/// });
+/// fits_http_layer::<axum::body::Body, _, _>(&svc);
+/// ```
+///
+/// A response that is no `http::Response`:
+///
+/// ```compile_fail
+/// use tower::service_fn;
+/// use tower_hardening::stack::fits_http_layer;
+///
+/// let svc = service_fn(|_: http::Request<axum::body::Body>| async move {
+///     Ok::<_, std::convert::Infallible>("hello")
+/// });
+/// // error[E0271]: expected `{async block}` to be a future that resolves to
+/// //   `Result<Response<_>, _>`, but it resolves to `Result<&str, Infallible>`
+/// //   note: required by a bound in `fits_http_layer`
+/// fits_http_layer::<axum::body::Body, _, _>(&svc);
+/// ```
+pub fn fits_http_layer<ReqBody, ResBody, S>(service: &S)
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body + Send + 'static,
+{
+    let _ = service;
 }

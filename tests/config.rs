@@ -821,7 +821,7 @@ prop_compose! {
         error_rate in fraction(0.0..=1.0),
         hang_rate in mostly(Just(0.0), wild_fraction()),
         status_rate in fraction(0.0..=1.0),
-        status in mostly(100u16..600, prop_oneof![0u16..20, any::<u16>()]),
+        status in proptest::option::of(mostly(100u16..600, prop_oneof![0u16..20, any::<u16>()])),
         latency_rate in fraction(0.0..=1.0),
         latency in duration(0..1_000),
     ) -> FaultConfig {

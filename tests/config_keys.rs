@@ -1550,6 +1550,48 @@ async fn fault_status_keys_change_the_answer() {
     }
 }
 
+/// `status` unset means each protocol's "unavailable" (issue 19, item
+/// 15): 503 from the HTTP stack, 14 UNAVAILABLE from the gRPC stack; and
+/// the handle's method has the key's name, `set_status_rate`.
+#[tokio::test(start_paused = true)]
+async fn fault_status_defaults_to_each_protocols_unavailable() {
+    assert_eq!(
+        tower_hardening::config::FaultConfig::default().status,
+        None,
+        "no HTTP status written as the default for gRPC too"
+    );
+    let hardening = hardening("[services.api.fault]\nstatus_rate = 0.0");
+    let http = hardening.http_layer("api").unwrap();
+    http.faults().set_status_rate(1.0);
+    let grpc = hardening.grpc_layer("api").unwrap();
+    let ok = || {
+        service_fn(|_: http::Request<_>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+        })
+    };
+    let request = || {
+        http::Request::get("/")
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+
+    let response = tower::Layer::layer(&http, ok())
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let response = tower::Layer::layer(&grpc, ok())
+        .oneshot(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a trailers-only gRPC answer");
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(
+        hardening.handle().faults("api").unwrap().stats().responses,
+        2
+    );
+}
+
 // ---------------------------------------------------------------------
 // Service keys: the client's body, streamed responses, probes and
 // idempotency keys, through the HTTP and gRPC stacks.

@@ -65,7 +65,7 @@ async fn grpc_rejections_are_statuses_and_unavailable_trips_the_breaker() {
     assert_eq!(breaker.state(), CircuitState::Closed);
 
     // The dependency answers UNAVAILABLE (a trailers-only status).
-    faults.set_response_rate(1.0);
+    faults.set_status_rate(1.0);
     faults.enable();
     let mut codes = Vec::new();
     for _ in 0..6 {

@@ -483,11 +483,16 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Share of calls left hanging (a timeout above ends them).
     pub hang_rate: f64,
-    /// Share of calls answered with `status` (HTTP and gRPC stacks).
+    /// Share of calls answered with `status` (HTTP and gRPC stacks; the
+    /// plain `layer()` stack has no response to make, and lets them
+    /// through).
+    /// At run time: `FaultHandle::set_status_rate`.
     pub status_rate: f64,
-    /// The HTTP status (or gRPC code, for `grpc_layer`) of injected
-    /// answers; default 503.
-    pub status: u16,
+    /// The HTTP status (or gRPC code) of injected answers. Unset, each
+    /// protocol's "unavailable": 503 from `http_layer`, 14 UNAVAILABLE from
+    /// `grpc_layer`. A status that is no gRPC code (above 16) is
+    /// UNAVAILABLE to gRPC; a gRPC code (0 to 16) is 503 to HTTP.
+    pub status: Option<u16>,
     /// Share of calls given `latency` more.
     pub latency_rate: f64,
     /// The latency added.
@@ -497,14 +502,15 @@ pub struct FaultConfig {
 
 impl Default for FaultConfig {
     /// A written section's defaults: on, with every rate 0 (nothing
-    /// injected until a rate is set), status 503.
+    /// injected until a rate is set), status per protocol (503 for HTTP,
+    /// 14 UNAVAILABLE for gRPC).
     fn default() -> Self {
         FaultConfig {
             enabled: true,
             error_rate: 0.0,
             hang_rate: 0.0,
             status_rate: 0.0,
-            status: 503,
+            status: None,
             latency_rate: 0.0,
             latency: Duration::ZERO,
         }
@@ -515,16 +521,17 @@ impl FaultConfig {
     /// Checked by the fault layer's own builder.
     #[cfg(feature = "fault")]
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !(self.status <= 16 || (100..=599).contains(&self.status)) {
+        if let Some(status) = self.status
+            && !(status <= 16 || (100..=599).contains(&status))
+        {
             return Err(ConfigError::invalid(
                 format!("{prefix}.status"),
-                self.status,
+                status,
                 "an HTTP status (100 to 599) or a gRPC code (0 to 16)",
             ));
         }
         self.to_builder("config-check").validate().map_err(|err| {
             let key = match err.field() {
-                "response_rate" => "status_rate",
                 "latency" => "latency_rate",
                 field => field,
             };
@@ -549,7 +556,9 @@ impl FaultConfig {
         if !self.enabled {
             builder = builder.disabled();
         }
-        builder.response_rate(self.status_rate, self.status)
+        // 503 is HTTP's "unavailable"; the gRPC stack answers it as 14
+        // UNAVAILABLE (it is no gRPC code).
+        builder.status_rate(self.status_rate, self.status.unwrap_or(503))
     }
 }
 

@@ -4,13 +4,26 @@ use std::str::FromStr;
 /// How important a request (or a resource request) is; higher is more
 /// important.
 ///
-/// Four named levels cover most services; any `u8` is allowed and ranks by
-/// its value, so a value above [`Priority::CRITICAL`] ranks above it.
+/// Four named levels cover most services, and they are numbers:
+///
+/// | level | number | meaning |
+/// | --- | --- | --- |
+/// | [`LOW`](Priority::LOW) | `Priority(0)` | background work, shed first |
+/// | [`NORMAL`](Priority::NORMAL) | `Priority(1)` | ordinary traffic, the default |
+/// | [`HIGH`](Priority::HIGH) | `Priority(2)` | traffic that should survive overload |
+/// | [`CRITICAL`](Priority::CRITICAL) | `Priority(3)` | served if anything is; never shed |
+///
+/// So the seed's `requestResource('cpu', 'task-123', 2, …)` is
+/// `Priority(2)`, that is `Priority::HIGH`. Any `u8` is allowed and ranks
+/// by its value (higher is served first from a queue): a value above 3
+/// ranks above [`Priority::CRITICAL`], and like it is never shed. Prefer
+/// the names; a number is for a level of your own above `CRITICAL`.
 ///
 /// ```
 /// use tower_hardening_core::Priority;
 ///
 /// assert!(Priority::HIGH > Priority::NORMAL);
+/// assert_eq!(Priority(2), Priority::HIGH);
 /// assert_eq!(Priority::default(), Priority::NORMAL);
 /// assert_eq!("high".parse::<Priority>(), Ok(Priority::HIGH));
 /// assert_eq!("7".parse::<Priority>(), Ok(Priority(7)));

@@ -40,6 +40,43 @@ impl fmt::Display for InjectedFault {
 
 impl std::error::Error for InjectedFault {}
 
+/// A status the fault layer injected, as an error: what
+/// [`StatusError`](crate::StatusError) answers with, for stacks that turn
+/// errors into responses themselves (the facade's `http_layer` and
+/// `grpc_layer`), so the service's response body need not be `Default`.
+///
+/// Not a rejection: to the breaker, retry and metrics it is a failure of
+/// the dependency, whatever the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedStatus {
+    name: Arc<str>,
+    status: u16,
+}
+
+impl InjectedStatus {
+    pub(crate) fn new(name: Arc<str>, status: u16) -> Self {
+        InjectedStatus { name, status }
+    }
+
+    /// The fault layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The status injected: an HTTP status, or a gRPC code (0 to 16).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+}
+
+impl fmt::Display for InjectedStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "status {} injected by `{}`", self.status, self.name)
+    }
+}
+
+impl std::error::Error for InjectedStatus {}
+
 pub(crate) fn invalid(
     field: &'static str,
     value: impl fmt::Debug,

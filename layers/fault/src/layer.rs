@@ -74,10 +74,23 @@ impl<R> FaultBuilder<R> {
     /// code), as the layer's response kind makes it ([`NoResponse`]: calls
     /// that roll a response go through; see [`http_status`](Self::http_status),
     /// [`grpc_status`](Self::grpc_status) and [`FaultLayer::responding`]).
-    pub fn response_rate(mut self, rate: f64, status: u16) -> Self {
+    ///
+    /// Named after the facade's configuration key (`status_rate`); the
+    /// default status is 503 (a gRPC responder turns any status that is
+    /// no gRPC code into 14 UNAVAILABLE).
+    pub fn status_rate(mut self, rate: f64, status: u16) -> Self {
         self.rates.respond = rate;
         self.rates.status = status;
         self
+    }
+
+    /// The old name of [`status_rate`](Self::status_rate).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `status_rate`, after the configuration key"
+    )]
+    pub fn response_rate(self, rate: f64, status: u16) -> Self {
+        self.status_rate(rate, status)
     }
 
     /// Starts switched off (see [`FaultHandle::enable`]).
@@ -125,7 +138,7 @@ impl<R> FaultBuilder<R> {
         };
         rate("error_rate", self.rates.error)?;
         rate("hang_rate", self.rates.hang)?;
-        rate("response_rate", self.rates.respond)?;
+        rate("status_rate", self.rates.respond)?;
         rate("latency", self.rates.latency)?;
         if self.rates.error + self.rates.hang + self.rates.respond > 1.0 + 1e-9 {
             return Err(invalid(

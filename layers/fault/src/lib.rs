@@ -6,7 +6,9 @@
 //!
 //! - fails it with [`InjectedFault`] instead of calling the service;
 //! - answers with an HTTP status ([`FaultBuilder::http_status`]) or a gRPC
-//!   status ([`FaultBuilder::grpc_status`]) instead of calling it;
+//!   status ([`FaultBuilder::grpc_status`]) instead of calling it, or
+//!   fails it with that status as an [`InjectedStatus`] error
+//!   ([`StatusError`], for a stack that answers errors itself);
 //! - never answers (a hang: only a timeout above ends it);
 //! - or adds latency before the answer.
 //!
@@ -45,8 +47,8 @@ mod state;
 pub mod error;
 pub mod future;
 
-pub use error::{ConfigError, InjectedFault};
+pub use error::{ConfigError, InjectedFault, InjectedStatus};
 pub use layer::{FaultBuilder, FaultLayer};
-pub use response::{GrpcStatus, HttpStatus, InjectResponse, NoResponse};
+pub use response::{GrpcStatus, HttpStatus, InjectResponse, NoResponse, StatusError};
 pub use service::Fault;
 pub use state::{FaultHandle, FaultStats};

@@ -10,12 +10,44 @@
 //! assert_eq!(grpc.unwrap().headers()["grpc-status"], "14");
 //! ```
 
+use std::sync::Arc;
+
+use tower_hardening_core::BoxError;
+
+use crate::error::InjectedStatus;
+
 /// Makes the response an injected status becomes, for responses of type
 /// `Res`.
 pub trait InjectResponse<Res>: Clone {
     /// A response carrying `status`; `None` when this kind of response
     /// cannot be made (the call then goes through).
     fn make(&self, status: u16) -> Option<Res>;
+
+    /// What the call answers instead of calling the service: by default
+    /// [`make`](Self::make)'s response; [`StatusError`] answers an
+    /// [`InjectedStatus`] error instead. `name` is the fault layer's.
+    fn inject(&self, status: u16, name: &Arc<str>) -> Option<Result<Res, BoxError>> {
+        let _ = name;
+        self.make(status).map(Ok)
+    }
+}
+
+/// Injected statuses as [`InjectedStatus`] errors, for any response type:
+/// for a stack that answers errors itself (the facade's `http_layer` and
+/// `grpc_layer` answer it with that HTTP status, or that gRPC code).
+/// Unlike [`HttpStatus`] and [`GrpcStatus`], it asks nothing of the
+/// response's body (hyper's `Incoming` is not `Default`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusError;
+
+impl<Res> InjectResponse<Res> for StatusError {
+    fn make(&self, _: u16) -> Option<Res> {
+        None
+    }
+
+    fn inject(&self, status: u16, name: &Arc<str>) -> Option<Result<Res, BoxError>> {
+        Some(Err(InjectedStatus::new(name.clone(), status).into()))
+    }
 }
 
 /// No injected responses: for services whose responses the layer cannot
@@ -29,7 +61,8 @@ impl<Res> InjectResponse<Res> for NoResponse {
     }
 }
 
-/// An `http::Response` with the injected status and an empty body.
+/// An `http::Response` with the injected status and an empty body: the
+/// body type must be `Default` (see [`StatusError`] otherwise).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpStatus;
 
@@ -44,7 +77,8 @@ impl<B: Default> InjectResponse<http::Response<B>> for HttpStatus {
 
 /// A gRPC "trailers-only" error: HTTP 200 with `grpc-status` (the injected
 /// code; a status that is no gRPC code, such as HTTP's 503, becomes 14
-/// UNAVAILABLE) and `grpc-message` headers.
+/// UNAVAILABLE) and `grpc-message` headers. The body type must be
+/// `Default` (see [`StatusError`] otherwise).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcStatus;
 

@@ -73,10 +73,10 @@ where
             ),
             Decision::Respond => {
                 let status = self.state.status.load(Ordering::Relaxed);
-                match self.respond.make(status) {
-                    Some(response) => {
+                match self.respond.inject(status, &self.state.name) {
+                    Some(answer) => {
                         self.state.responded();
-                        FaultFuture::ready(Ok(response), latency)
+                        FaultFuture::ready(answer, latency)
                     }
                     None => FaultFuture::called(self.inner.call(request), latency),
                 }

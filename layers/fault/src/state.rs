@@ -159,11 +159,21 @@ impl FaultHandle {
         self.state.error_ppm.store(to_ppm(rate), Ordering::Relaxed);
     }
 
-    /// Answers this share of calls with the configured status.
-    pub fn set_response_rate(&self, rate: f64) {
+    /// Answers this share of calls with the configured status (the
+    /// configuration's `status_rate`).
+    pub fn set_status_rate(&self, rate: f64) {
         self.state
             .respond_ppm
             .store(to_ppm(rate), Ordering::Relaxed);
+    }
+
+    /// The old name of [`set_status_rate`](Self::set_status_rate).
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `set_status_rate`, after the configuration key `status_rate`"
+    )]
+    pub fn set_response_rate(&self, rate: f64) {
+        self.set_status_rate(rate);
     }
 
     /// The HTTP status (or gRPC code) injected responses carry.

@@ -42,12 +42,15 @@ use crate::release::{Held, ReleaseOn};
 pin_project! {
     /// Waits for admission, then for the inner service's readiness, then
     /// runs the inner call, holding the request's units throughout.
-    pub struct LimitFuture<S, Req, R, C>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// `F` is the inner service's future. It is a parameter of its own,
+    /// not `S::Future`, so that whether this future is `Send` is read from
+    /// its fields alone: a projection would make the compiler prove `S`'s
+    /// `Service` bounds again inside an `async` block, where it cannot for
+    /// an error type with a lifetime (`BoxError`).
+    pub struct LimitFuture<S, Req, R, C, F> {
         #[pin]
-        state: State<S, Req>,
+        state: State<S, Req, F>,
         release: R,
         classify: C,
     }
@@ -55,10 +58,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
-    where
-        S: Service<Req>,
-    {
+    enum State<S, Req, F> {
         // Queued: holds its place in the pool's queue, a clone of the inner
         // service that was never polled, and the request.
         Waiting {
@@ -76,7 +76,7 @@ pin_project! {
         },
         Calling {
             #[pin]
-            future: S::Future,
+            future: F,
             permit: Option<Permit>,
         },
         Failed {
@@ -86,13 +86,13 @@ pin_project! {
     }
 }
 
-impl<S: Service<Req>, Req, R, C> std::fmt::Debug for LimitFuture<S, Req, R, C> {
+impl<S, Req, R, C, F> std::fmt::Debug for LimitFuture<S, Req, R, C, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimitFuture").finish_non_exhaustive()
     }
 }
 
-impl<S: Service<Req>, Req, R, C> LimitFuture<S, Req, R, C> {
+impl<S: Service<Req>, Req, R, C> LimitFuture<S, Req, R, C, S::Future> {
     /// Admitted already: next, the inner service's readiness.
     #[inline]
     pub(crate) fn admitted(
@@ -155,7 +155,7 @@ impl<S: Service<Req>, Req, R, C> LimitFuture<S, Req, R, C> {
     }
 }
 
-impl<S, Req, R, C> Future for LimitFuture<S, Req, R, C>
+impl<S, Req, R, C> Future for LimitFuture<S, Req, R, C, S::Future>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,

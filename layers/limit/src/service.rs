@@ -107,7 +107,7 @@ where
 {
     type Response = R::Response;
     type Error = BoxError;
-    type Future = LimitFuture<S, Req, R, C>;
+    type Future = LimitFuture<S, Req, R, C, S::Future>;
 
     /// Always ready: admission happens in `call` and its future, and the
     /// inner service's readiness is awaited only once admitted.

@@ -113,7 +113,7 @@ pub use recover::{
 };
 pub use retry::{
     AnyRequest, BufferBodies, BufferBodiesFuture, CloneRequests, DEFAULT_BODY_TIMEOUT,
-    HttpRetryLayer, IdempotentHttp, ReplayBody, ReplayHttp, ReplayRequest, RetryBudget,
-    RetryBuilder, RetryFuture, RetryHandle, RetryLayer, RetryPolicy, RetryPredicate, RetryService,
-    RetryStats, UploadProgress, UploadState,
+    HttpRetryLayer, IdempotentHttp, NeverReplay, ReplayBody, ReplayHttp, ReplayRequest,
+    RetryBudget, RetryBuilder, RetryFuture, RetryHandle, RetryLayer, RetryPolicy, RetryPredicate,
+    RetryService, RetryStats, UploadProgress, UploadState,
 };

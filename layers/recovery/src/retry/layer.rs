@@ -376,6 +376,24 @@ impl<C, P> RetryLayer<C, P> {
         }
     }
 
+    /// Wraps `inner` as [`Layer::layer`] does, with requests copied for a
+    /// retry by `replay` instead of cloned: with [`NeverReplay`](super::NeverReplay)
+    /// nothing is ever retried and the request need not be `Clone`.
+    pub fn layer_replaying<S, K>(
+        &self,
+        inner: S,
+        replay: K,
+    ) -> RetryService<RetryPolicy<C, K, P>, BoxErrors<S>>
+    where
+        S: Clone,
+        C: Clone,
+        P: Clone,
+        K: Clone,
+    {
+        let policy = self.policy(replay, self.predicate.clone());
+        RetryService::new(BoxErrors::new(inner), policy)
+    }
+
     fn policy<K, P2>(&self, replay: K, predicate: Option<P2>) -> RetryPolicy<C, K, P2>
     where
         C: Clone,

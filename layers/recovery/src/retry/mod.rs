@@ -22,8 +22,8 @@ mod shared;
 pub use layer::{HttpRetryLayer, RetryBudget, RetryBuilder, RetryLayer};
 pub use policy::{AnyRequest, IdempotentHttp, RetryPolicy, RetryPredicate};
 pub use replay::{
-    BufferBodies, BufferBodiesFuture, CloneRequests, DEFAULT_BODY_TIMEOUT, ReplayBody, ReplayHttp,
-    ReplayRequest, UploadProgress, UploadState,
+    BufferBodies, BufferBodiesFuture, CloneRequests, DEFAULT_BODY_TIMEOUT, NeverReplay, ReplayBody,
+    ReplayHttp, ReplayRequest, UploadProgress, UploadState,
 };
 pub use service::{RetryFuture, RetryService};
 pub use shared::{RetryHandle, RetryStats};

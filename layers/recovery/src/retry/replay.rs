@@ -24,7 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -34,7 +34,6 @@ use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::util::Oneshot;
 use tower_hardening_core::ready::{CallNow, Pristine};
 use tower_hardening_core::{BoxError, ClientBodyError};
 use tower_service::Service;
@@ -46,6 +45,19 @@ pub trait ReplayRequest<Req>: Clone {
     /// A copy of `request` to send again, or `None` if it cannot be sent
     /// again (it is then never retried).
     fn replay(&self, request: &Req) -> Option<Req>;
+}
+
+/// Replays nothing: every request is sent once and never retried. It asks
+/// nothing of `Req` (not even `Clone`): for a stack whose retries are off
+/// over requests that cannot be copied (axum's `Body`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NeverReplay;
+
+impl<Req> ReplayRequest<Req> for NeverReplay {
+    #[inline]
+    fn replay(&self, _: &Req) -> Option<Req> {
+        None
+    }
 }
 
 /// Replays any `Req: Clone` by cloning it.
@@ -412,7 +424,10 @@ impl<S: Clone, P> BufferBodies<S, P> {
 impl<S, P> BufferBodies<S, P> {
     /// Calls the inner service itself when it is ready now; see
     /// `tower_hardening_core::ready`.
-    fn call_now<B>(&mut self, request: Request<ReplayBody<B>>) -> BufferBodiesFuture<S, B>
+    fn call_now<B>(
+        &mut self,
+        request: Request<ReplayBody<B>>,
+    ) -> BufferBodiesFuture<S, B, S::Future>
     where
         S: Service<Request<ReplayBody<B>>, Error = BoxError> + Clone,
         B: Body,
@@ -420,8 +435,9 @@ impl<S, P> BufferBodies<S, P> {
     {
         let state = match self.pristine.call_now(&mut self.inner, request) {
             CallNow::Called(future) => BufferState::Called { future },
-            CallNow::NotReady(asked, request) => BufferState::Calling {
-                oneshot: Oneshot::new(asked, request),
+            CallNow::NotReady(asked, request) => BufferState::Readying {
+                service: asked,
+                request: Some(request),
             },
             CallNow::Failed(error, _request) => BufferState::Failed { error: Some(error) },
         };
@@ -438,7 +454,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BufferBodiesFuture<S, B>;
+    type Future = BufferBodiesFuture<S, B, S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -484,22 +500,24 @@ where
 pin_project! {
     /// The response future of [`BufferBodies`]: reads the body (if it is
     /// buffered), then waits for the inner service and calls it.
-    pub struct BufferBodiesFuture<S, B>
+    ///
+    /// `F` is the inner service's future, a parameter of its own rather
+    /// than `S::Future` so that this future is `Send` inside an `async`
+    /// block whatever the inner error type.
+    pub struct BufferBodiesFuture<S, B, F>
     where
-        S: Service<Request<ReplayBody<B>>>,
         B: Body,
         B::Error: Into<BoxError>,
     {
         #[pin]
-        state: BufferState<S, B>,
+        state: BufferState<S, B, F>,
     }
 }
 
 pin_project! {
     #[project = BufferStateProj]
-    enum BufferState<S, B>
+    enum BufferState<S, B, F>
     where
-        S: Service<Request<ReplayBody<B>>>,
         B: Body,
         B::Error: Into<BoxError>,
     {
@@ -510,13 +528,14 @@ pin_project! {
             parts: Option<http::request::Parts>,
             service: Option<S>,
         },
-        Calling {
-            #[pin]
-            oneshot: Oneshot<S, Request<ReplayBody<B>>>,
+        // Waits for the inner service's readiness (tower's `Oneshot`).
+        Readying {
+            service: S,
+            request: Option<Request<ReplayBody<B>>>,
         },
         Called {
             #[pin]
-            future: S::Future,
+            future: F,
         },
         Failed {
             error: Option<BoxError>,
@@ -524,9 +543,8 @@ pin_project! {
     }
 }
 
-impl<S, B> std::fmt::Debug for BufferBodiesFuture<S, B>
+impl<S, B, F> std::fmt::Debug for BufferBodiesFuture<S, B, F>
 where
-    S: Service<Request<ReplayBody<B>>>,
     B: Body,
     B::Error: Into<BoxError>,
 {
@@ -535,7 +553,7 @@ where
     }
 }
 
-impl<S, B> Future for BufferBodiesFuture<S, B>
+impl<S, B> Future for BufferBodiesFuture<S, B, S::Future>
 where
     S: Service<Request<ReplayBody<B>>, Error = BoxError>,
     B: Body,
@@ -574,10 +592,22 @@ where
                     let service = service
                         .take()
                         .expect("BufferBodiesFuture polled after completion");
-                    let oneshot = Oneshot::new(service, Request::from_parts(parts, body));
-                    this.state.set(BufferState::Calling { oneshot });
+                    this.state.set(BufferState::Readying {
+                        service,
+                        request: Some(Request::from_parts(parts, body)),
+                    });
                 }
-                BufferStateProj::Calling { oneshot } => return oneshot.poll(cx),
+                BufferStateProj::Readying { service, request } => {
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(BufferState::Failed { error: Some(error) });
+                        continue;
+                    }
+                    let request = request
+                        .take()
+                        .expect("BufferBodiesFuture polled after completion");
+                    let future = service.call(request);
+                    this.state.set(BufferState::Called { future });
+                }
                 BufferStateProj::Called { future } => return future.poll(cx),
                 BufferStateProj::Failed { error } => {
                     let error = error

@@ -123,7 +123,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = RetryFuture<RetryPolicy<C, K, Pr>, S, Req>;
+    type Future = RetryFuture<RetryPolicy<C, K, Pr>, S, Req, S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -149,11 +149,11 @@ where
 }
 
 pin_project! {
-    /// The response future of [`RetryService`].
-    pub struct RetryFuture<P, S, Req>
-    where
-        S: Service<Req>,
-    {
+    /// The response future of [`RetryService`]. `F` is the inner
+    /// service's future, a parameter of its own rather than `S::Future` so
+    /// that this future is `Send` inside an `async` block whatever the
+    /// inner error type (see `LimitFuture` in the limit crate).
+    pub struct RetryFuture<P, S, Req, F> {
         // The copy to send if this attempt fails.
         request: Option<Req>,
         attempts: Attempts,
@@ -161,14 +161,11 @@ pin_project! {
         // Cloned from the template on the first retry only.
         service: Option<S>,
         #[pin]
-        state: State<S::Future, Req>,
+        state: State<F, Req>,
     }
 }
 
-impl<P, S, Req> std::fmt::Debug for RetryFuture<P, S, Req>
-where
-    S: Service<Req>,
-{
+impl<P, S, Req, F> std::fmt::Debug for RetryFuture<P, S, Req, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryFuture")
             .field("attempts", &self.attempts.finished)
@@ -198,7 +195,7 @@ pin_project! {
     }
 }
 
-impl<C, K, Pr, S, Req> Future for RetryFuture<RetryPolicy<C, K, Pr>, S, Req>
+impl<C, K, Pr, S, Req> Future for RetryFuture<RetryPolicy<C, K, Pr>, S, Req, S::Future>
 where
     C: Classify<S::Response, BoxError>,
     K: ReplayRequest<Req>,
