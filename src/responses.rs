@@ -13,6 +13,13 @@
 //! | a status the fault layer injected (`InjectedStatus`) | that status (503 for a gRPC code) | that code (14 UNAVAILABLE for an HTTP status) |
 //! | anything else | 500, without the inner text | 13 INTERNAL, without the inner text |
 //!
+//! Every row naming a rejection is the stack's own refusal, and says so:
+//! the response carries [`REFUSAL_HEADER`] (`x-hardening-refusal`, as a
+//! header or gRPC metadata) with the rejection's name ([`refusal_name`]:
+//! `circuit-open`, `overloaded`, `queue-timeout`, ...), and the core
+//! [`Rejection`] (kind and retry hint) in its extensions. An upstream's
+//! own 503, a timeout or any other error carries neither.
+//!
 //! `Retry-After` is in whole seconds, rounded up, when the layer gave a
 //! hint; the gRPC answer to the same refusals carries the hint as
 //! `grpc-retry-pushback-ms` (milliseconds, rounded up, at least 1). Rejection messages are the library's own ("circuit breaker
@@ -28,6 +35,9 @@
 //! let response = error_response(&err);
 //! assert_eq!(response.status(), 503);
 //! assert_eq!(response.headers()["retry-after"], "2");
+//! assert_eq!(response.headers()["x-hardening-refusal"], "circuit-open");
+//! let refusal = response.extensions().get::<tower_hardening::core::Rejection>().unwrap();
+//! assert_eq!(refusal.retry_after, Some(Duration::from_millis(1_200)));
 //!
 //! let err: BoxError = "db password is hunter2".into();
 //! assert_eq!(error_response(&err).status(), 500); // and the text stays inside
@@ -49,6 +59,40 @@ use tower_hardening_core::{
     RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, client_body_error_of, rejection_of,
 };
 use tower_service::Service;
+
+/// The header that names a refusal the stack answered itself (HTTP
+/// header, gRPC metadata): `circuit-open`, `overloaded`, `queue-timeout`,
+/// `recovering`, `recovery-failed`, `pool-closed` or `unsatisfiable`
+/// (see [`refusal_name`]). An upstream's own 503 never carries it.
+pub const REFUSAL_HEADER: &str = "x-hardening-refusal";
+
+/// The value of [`REFUSAL_HEADER`] for a rejection: its kind in kebab
+/// case.
+pub fn refusal_name(kind: RejectionKind) -> &'static str {
+    match kind {
+        RejectionKind::CircuitOpen => "circuit-open",
+        RejectionKind::Overloaded => "overloaded",
+        RejectionKind::QueueTimeout => "queue-timeout",
+        RejectionKind::Recovering => "recovering",
+        RejectionKind::RecoveryFailed => "recovery-failed",
+        RejectionKind::PoolClosed => "pool-closed",
+        RejectionKind::Unsatisfiable => "unsatisfiable",
+        // A kind added to core later: named, though not by its own name.
+        _ => "refused",
+    }
+}
+
+/// Marks `response` as the stack's own refusal: the [`Rejection`] in its
+/// extensions, and its name in [`REFUSAL_HEADER`].
+fn mark_refusal<B>(response: &mut Response<B>, rejection: Option<Rejection>) {
+    if let Some(rejection) = rejection {
+        response.headers_mut().insert(
+            REFUSAL_HEADER,
+            HeaderValue::from_static(refusal_name(rejection.kind)),
+        );
+        response.extensions_mut().insert(rejection);
+    }
+}
 
 /// The longest `Retry-After` sent: a day (a hint beyond it says "not
 /// soon", which a day says as well).
@@ -145,7 +189,9 @@ fn client_share_exceeded(error: &BoxError) -> bool {
 /// The HTTP response for `error` (see the module's table), with a short
 /// `text/plain` body.
 pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
-    let (status, retry_after, message) = match rejection_in(error) {
+    let found = rejection_in(error);
+    let refusal = found.as_ref().map(|(rejection, _)| *rejection);
+    let (status, retry_after, message) = match found {
         Some((rejection, message)) => {
             let status = match rejection.kind {
                 RejectionKind::QueueTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -197,6 +243,7 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
             HeaderValue::from(retry_after_secs(after)),
         );
     }
+    mark_refusal(&mut response, refusal);
     response
 }
 
@@ -212,7 +259,9 @@ const INVALID_ARGUMENT: u16 = 3;
 /// percent-encoded `grpc-message`, so a tonic client sees a proper
 /// `Status`.
 pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
-    let (code, pushback, message) = match rejection_in(error) {
+    let found = rejection_in(error);
+    let refusal = found.as_ref().map(|(rejection, _)| *rejection);
+    let (code, pushback, message) = match found {
         Some((rejection, message)) => {
             let code = match rejection.kind {
                 RejectionKind::QueueTimeout => DEADLINE_EXCEEDED,
@@ -259,6 +308,7 @@ pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
             HeaderValue::from(pushback_ms(after)),
         );
     }
+    mark_refusal(&mut response, refusal);
     response
 }
 
@@ -329,6 +379,7 @@ struct BrokenAnswer {
     status: StatusCode,
     headers: http::HeaderMap,
     body: Bytes,
+    refusal: Option<Rejection>,
 }
 
 impl BrokenAnswer {
@@ -336,6 +387,9 @@ impl BrokenAnswer {
         let mut response = Response::new(Full::new(self.body.clone()));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers.clone();
+        if let Some(refusal) = self.refusal {
+            response.extensions_mut().insert(refusal);
+        }
         response
     }
 }
@@ -395,6 +449,7 @@ where
             };
             self.broken = Some(std::sync::Arc::new(BrokenAnswer {
                 status: parts.status,
+                refusal: parts.extensions.get::<Rejection>().copied(),
                 headers: parts.headers,
                 body,
             }));
