@@ -100,25 +100,53 @@ impl fmt::Display for UnknownName {
 
 impl std::error::Error for UnknownName {}
 
-/// Every resource pool's figures and their totals, from
+/// Every resource pool's figures, each pool on its own, from
 /// [`HardeningHandle::resource_stats`].
+///
+/// Pools count different things (bytes of the memory pool, cores of a
+/// CPU pool, plain units), so their units are never added together: read
+/// a pool's figures from [`pools`](Self::pools), with the kind of unit it
+/// counts. The totals here count leases and requests, the same thing in
+/// every pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResourceStats {
-    /// Each pool's figures, by name.
-    pub pools: BTreeMap<String, PoolStats>,
-    /// Units (or resources) free now, over every pool (the seed's `ready`).
-    pub ready: u64,
-    /// Units in use now, over every pool.
-    pub in_use: u64,
-    /// Leases held now (the seed's `activeAllocations`).
+    /// Each pool's figures and unit, by name.
+    pub pools: BTreeMap<String, PoolFigures>,
+    /// Leases held now, over every pool (the seed's `activeAllocations`).
     pub active_allocations: usize,
-    /// Requests waiting now.
+    /// Requests waiting now, over every pool.
     pub queued: usize,
-    /// Requests refused so far.
+    /// Requests refused so far, over every pool.
     pub rejected_total: u64,
-    /// Leases taken back so far.
+    /// Leases taken back so far, over every pool.
     pub reclaimed_total: u64,
+}
+
+/// One pool's figures in [`ResourceStats`], and what its units are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolFigures {
+    /// What one unit of the pool is.
+    pub unit: PoolUnit,
+    /// Its counters (`available` is the seed's `ready`).
+    pub stats: PoolStats,
+}
+
+/// What one unit of a pool counts, so figures of different pools are
+/// never added as if they were the same thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum PoolUnit {
+    /// Bytes: the memory pool the hardening makes from
+    /// `max_resource_memory`.
+    Bytes,
+    /// Named resources (a pool built with `resources(..)`, e.g. CPU
+    /// cores): one unit is one resource.
+    Resources,
+    /// Plain units whose meaning is the application's (a pool built with
+    /// `capacity(..)`).
+    Units,
 }
 
 impl HardeningHandle {
@@ -187,19 +215,28 @@ impl HardeningHandle {
             .map_err(|err: ReleaseError| err.into())
     }
 
-    /// Every resource pool's figures and the totals (the seed's
-    /// `getResourceStats`).
+    /// Every resource pool's figures, each with its unit, and the totals
+    /// of leases and requests (the seed's `getResourceStats`). Units of
+    /// different pools are never added: the memory pool counts bytes, a
+    /// CPU pool cores.
     pub fn resource_stats(&self) -> ResourceStats {
         let mut stats = ResourceStats::default();
         for (name, pool) in &self.shared.pools {
+            let unit = if pool.has_named_resources() {
+                PoolUnit::Resources
+            } else if self.shared.memory_pool_made && &**name == crate::config::MEMORY_POOL {
+                PoolUnit::Bytes
+            } else {
+                PoolUnit::Units
+            };
             let pool = pool.stats();
-            stats.ready += pool.available;
-            stats.in_use += pool.in_use;
             stats.active_allocations += pool.active_leases;
             stats.queued += pool.queued;
             stats.rejected_total += pool.rejected_total;
             stats.reclaimed_total += pool.reclaimed_total;
-            stats.pools.insert(name.to_string(), pool);
+            stats
+                .pools
+                .insert(name.to_string(), PoolFigures { unit, stats: pool });
         }
         stats
     }

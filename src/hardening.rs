@@ -307,6 +307,7 @@ impl SystemHardeningBuilder {
                 ));
             }
         }
+        let mut memory_pool_made = false;
         if config.enable_resource_management && !pools.contains_key(MEMORY_POOL) {
             let mut readings = SysinfoReadings::new();
             let bytes = config.max_resource_memory.unwrap_or_else(|| {
@@ -319,6 +320,7 @@ impl SystemHardeningBuilder {
                     .events(events.clone())
                     .build()?;
                 pools.insert(Arc::from(MEMORY_POOL), pool);
+                memory_pool_made = true;
             }
         }
 
@@ -335,6 +337,7 @@ impl SystemHardeningBuilder {
             performance: arc_swap::ArcSwapOption::empty(),
             services,
             pools,
+            memory_pool_made,
             collector,
             recorder,
             events,

@@ -73,7 +73,9 @@ with_every_layer! {
     pub mod client_body;
 
     pub use builder_ext::{NormalPriority, ServiceBuilderExt, StackSource};
-    pub use handle::{HardeningHandle, Requirements, ResourceStats, UnknownName};
+    pub use handle::{
+        HardeningHandle, PoolFigures, PoolUnit, Requirements, ResourceStats, UnknownName,
+    };
     pub use hardening::{SystemHardening, SystemHardeningBuilder};
     pub use health::{HealthStatus, ServiceHealth};
     pub use performance::PerformanceSnapshot;

@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub(crate) services: BTreeMap<Arc<str>, ServiceEntry>,
     /// The pools of `request_resource`, by name.
     pub(crate) pools: BTreeMap<Arc<str>, crate::limit::ResourcePool>,
+    /// Whether the hardening made the memory pool (bytes) itself, rather
+    /// than the application giving a pool of that name.
+    pub(crate) memory_pool_made: bool,
     pub(crate) collector: crate::metrics::MetricsCollector,
     /// What stacks and the monitor record into: the collector, or the
     /// collector fanned out to the application's own recorder.

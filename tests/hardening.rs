@@ -174,8 +174,8 @@ async fn the_seed_usage_section() {
     let stats = handle.resource_stats();
     assert_eq!(
         (
-            stats.pools["cpu"].available,
-            stats.pools["cpu"].active_leases
+            stats.pools["cpu"].stats.available,
+            stats.pools["cpu"].stats.active_leases
         ),
         (7, 1)
     );
@@ -183,14 +183,14 @@ async fn the_seed_usage_section() {
     // releaseResource: owner-checked
     assert!(handle.release_resource("cpu", id, "task-999").is_err());
     handle.release_resource("cpu", id, "task-123").unwrap();
-    assert_eq!(handle.resource_stats().pools["cpu"].available, 8);
+    assert_eq!(handle.resource_stats().pools["cpu"].stats.available, 8);
     let err = handle
         .request_resource("gpu", "task-1", Priority::NORMAL, Requirements::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("no resource pool `gpu`"), "{err}");
     // The memory pool is made from max_resource_memory.
-    assert_eq!(stats.pools["memory"].capacity, 1_000_000_000);
+    assert_eq!(stats.pools["memory"].stats.capacity, 1_000_000_000);
 
     // getPerformanceMetrics
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -590,7 +590,7 @@ async fn shutdown_leaves_nothing_behind() {
     );
     assert_eq!(backend.shut_down.load(Ordering::SeqCst), 1);
     assert!(held.is_reclaimed());
-    assert_eq!(handle.resource_stats().in_use, 0);
+    assert_eq!(handle.resource_stats().pools["cpu"].stats.in_use, 0);
     let err = handle
         .request_resource("cpu", "t", Priority::CRITICAL, Requirements::new())
         .await

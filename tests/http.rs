@@ -367,7 +367,7 @@ async fn snapshots_serialize() {
     assert_eq!(snapshot["state"], "forced_open");
     assert!(snapshot.get("failure_rate").is_some() && snapshot.get("until_probe").is_some());
     let stats =
-        json(serde_json::to_value(handle.resource_stats().pools["memory"].clone()).unwrap());
+        json(serde_json::to_value(handle.resource_stats().pools["memory"].stats.clone()).unwrap());
     assert!(stats["capacity"].as_u64().unwrap() > 0);
     let health = json(serde_json::to_value(&*handle.health()).unwrap());
     assert_eq!(health["services"]["audio"]["critical"], false);

@@ -77,6 +77,12 @@ impl ResourcePool {
         self.inner.release_by_id(lease, owner)
     }
 
+    /// Whether the pool hands out named resources (one unit is one
+    /// resource, e.g. a core) rather than a capacity of plain units.
+    pub fn has_named_resources(&self) -> bool {
+        self.inner.named
+    }
+
     /// The pool's counters now.
     pub fn stats(&self) -> PoolStats {
         self.inner.stats()
