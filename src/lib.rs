@@ -69,6 +69,7 @@ with_every_layer! {
     pub mod performance;
     mod recovery_manager;
     mod shared;
+    pub mod classify;
     pub mod stack;
     pub mod client_body;
 

@@ -27,12 +27,12 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower::timeout::Timeout;
-use tower_hardening_core::{
-    BoxError, ConfigError, ErrorsAsFailures, GrpcErrors, HttpServerErrors, Priority,
-};
+use tower_hardening_core::{BoxError, ConfigError, ErrorsAsFailures, GrpcCode, Outcome, Priority};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::classify::{GrpcStatuses, HttpStatuses};
+use crate::config::ClassifyConfig;
 use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer, EosCircuitBreaker};
 use crate::config::ServiceConfig;
 use crate::limit::{PriorityOf, ResourceLimit, ResourceLimitLayer, ResourcePool};
@@ -72,6 +72,8 @@ pub(crate) struct StackParts {
     pub(crate) stream_timeout: Duration,
     pub(crate) trust_idempotency_key: bool,
     pub(crate) default_priority: Priority,
+    /// What the HTTP and gRPC stacks count as failures (checked).
+    pub(crate) classify: ClassifyConfig,
 }
 
 impl StackParts {
@@ -106,6 +108,9 @@ impl StackParts {
             .idempotent(RetryEnabled(config.retry.enabled));
         let metrics = MetricsLayer::builder().name(name.clone()).build()?;
         let fault = config.fault.to_builder(name).build()?;
+        config
+            .classify
+            .validate(&format!("services.{name}.classify"))?;
         Ok(StackParts {
             breaker_layer,
             breaker,
@@ -121,6 +126,7 @@ impl StackParts {
             stream_timeout: config.stream_timeout,
             trust_idempotency_key: config.retry.trust_idempotency_key,
             default_priority: config.criticality,
+            classify: config.classify.clone(),
         })
     }
 
@@ -361,8 +367,9 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// response body need not be `Default`.
     type FaultResponse: Clone + Send + Sync + 'static;
 
-    /// The classifier.
-    fn classifier() -> Self::Classifier;
+    /// The classifier for a service's `[services.x.classify]` section
+    /// (checked before: an entry out of range is left out).
+    fn classifier(config: &ClassifyConfig) -> Self::Classifier;
     /// The error mapping.
     fn errors() -> Self::Errors;
     /// The faulty response.
@@ -374,17 +381,19 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     }
 }
 
-/// Plain HTTP: 5xx are failures, errors become 503 / 504 / 500.
+/// Plain HTTP: 5xx are failures (unless the service's `classify`
+/// section or [`HttpServiceLayer::classify`] says otherwise), errors
+/// become 503 / 504 / 500.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Http;
 
 impl Protocol for Http {
-    type Classifier = HttpServerErrors;
+    type Classifier = HttpStatuses;
     type Errors = HttpErrorResponses;
     type FaultResponse = StatusError;
 
-    fn classifier() -> HttpServerErrors {
-        HttpServerErrors::default()
+    fn classifier(config: &ClassifyConfig) -> HttpStatuses {
+        HttpStatuses::from_config(config)
     }
     fn errors() -> HttpErrorResponses {
         HttpErrorResponses
@@ -396,17 +405,19 @@ impl Protocol for Http {
 
 /// gRPC: `grpc-status` UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL and
 /// RESOURCE_EXHAUSTED are failures (read from the response headers, where
-/// a trailers-only error puts them); errors become gRPC statuses.
+/// a trailers-only error puts them), unless the service's `classify`
+/// section or [`HttpServiceLayer::classify`] says otherwise; errors become
+/// gRPC statuses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Grpc;
 
 impl Protocol for Grpc {
-    type Classifier = GrpcErrors;
+    type Classifier = GrpcStatuses;
     type Errors = GrpcErrorResponses;
     type FaultResponse = StatusError;
 
-    fn classifier() -> GrpcErrors {
-        GrpcErrors::default()
+    fn classifier(config: &ClassifyConfig) -> GrpcStatuses {
+        GrpcStatuses::from_config(config)
     }
     fn errors() -> GrpcErrorResponses {
         GrpcErrorResponses
@@ -448,36 +459,92 @@ impl Protocol for Grpc {
 /// its own body type (what an axum `Router` or a tonic `Server` holds),
 /// add [`map_body`](Self::map_body): `.map_body(axum::body::Body::new)`.
 #[derive(Clone)]
-pub struct HttpServiceLayer<P = Http, F = KeepReplay> {
+pub struct HttpServiceLayer<P: Protocol = Http, F = KeepReplay> {
     parts: Arc<StackParts>,
     body: F,
     protocol: P,
     idempotent: Option<Arc<IdempotentRule>>,
+    classifier: P::Classifier,
 }
 
 impl<P: Protocol> HttpServiceLayer<P> {
     pub(crate) fn new(parts: Arc<StackParts>, protocol: P) -> Self {
+        let classifier = P::classifier(&parts.classify);
         HttpServiceLayer {
             parts,
             body: KeepReplay,
             protocol,
             idempotent: None,
+            classifier,
         }
     }
 }
 
-impl<P: fmt::Debug, F: fmt::Debug> fmt::Debug for HttpServiceLayer<P, F> {
+impl<F> HttpServiceLayer<Http, F> {
+    /// Which response statuses are this stack's failures, decided in code:
+    /// `rule` gives each status its [`Outcome`], in place of the protocol's
+    /// rule (5xx) and the `classify` section's lists. The breaker, the
+    /// retries, admission and the metrics all read it. An `Err` stays a
+    /// failure.
+    ///
+    /// ```
+    /// # use tower_hardening::{SystemHardening, config::SystemHardeningConfig};
+    /// use tower_hardening::core::Outcome;
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.api]").unwrap();
+    /// # let hardening = SystemHardening::builder(config).build().unwrap();
+    /// // A 502 from my dependency is not my failure.
+    /// let layer = hardening.http_layer("api").unwrap().classify(|status| match status.as_u16() {
+    ///     502 => Outcome::Ignored,
+    ///     500..=599 => Outcome::Failure,
+    ///     _ => Outcome::Success,
+    /// });
+    /// ```
+    #[must_use]
+    pub fn classify(
+        mut self,
+        rule: impl Fn(http::StatusCode) -> Outcome + Send + Sync + 'static,
+    ) -> Self {
+        self.classifier = self.classifier.with_rule(rule);
+        self
+    }
+}
+
+impl<F> HttpServiceLayer<Grpc, F> {
+    /// Which `grpc-status` codes are this stack's failures, decided in
+    /// code: `rule` gives each code its [`Outcome`], in place of the
+    /// default codes and the `classify` section's lists. The breaker, the
+    /// retries, admission and the metrics all read it.
+    ///
+    /// ```
+    /// # use tower_hardening::{SystemHardening, config::SystemHardeningConfig};
+    /// use tower_hardening::core::{GrpcCode, Outcome};
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.api]").unwrap();
+    /// # let hardening = SystemHardening::builder(config).build().unwrap();
+    /// let layer = hardening.grpc_layer("api").unwrap().classify(|code| match code {
+    ///     GrpcCode::Unavailable | GrpcCode::Internal => Outcome::Failure,
+    ///     _ => Outcome::Success,
+    /// });
+    /// ```
+    #[must_use]
+    pub fn classify(mut self, rule: impl Fn(GrpcCode) -> Outcome + Send + Sync + 'static) -> Self {
+        self.classifier = self.classifier.with_rule(rule);
+        self
+    }
+}
+
+impl<P: Protocol + fmt::Debug, F: fmt::Debug> fmt::Debug for HttpServiceLayer<P, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpServiceLayer")
             .field("parts", &self.parts)
             .field("body", &self.body)
             .field("protocol", &self.protocol)
             .field("idempotent", &self.idempotent.as_ref().map(|_| "Fn"))
+            .field("classifier", &std::any::type_name::<P::Classifier>())
             .finish()
     }
 }
 
-impl<P, F> HttpServiceLayer<P, F> {
+impl<P: Protocol, F> HttpServiceLayer<P, F> {
     /// Hands the service below the request body as `map` makes it from
     /// the replayable body (`axum::body::Body::new`,
     /// `tonic::body::Body::new`).
@@ -488,6 +555,7 @@ impl<P, F> HttpServiceLayer<P, F> {
             body: WithBody(map),
             protocol: self.protocol,
             idempotent: self.idempotent,
+            classifier: self.classifier,
         }
     }
 
@@ -535,7 +603,7 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
-        let classifier = P::classifier();
+        let classifier = self.classifier.clone();
         let inner = Rebody {
             inner,
             map: self.body.clone(),

@@ -257,6 +257,26 @@ const KEYS: &[(&str, &str)] = &[
         "services.*.fault.status",
         "fault_status_keys_change_the_answer",
     ),
+    (
+        "services.*.classify",
+        "classify_keys_change_what_counts_as_a_failure",
+    ),
+    (
+        "services.*.classify.http_failures",
+        "classify_keys_change_what_counts_as_a_failure",
+    ),
+    (
+        "services.*.classify.http_ignored",
+        "classify_keys_change_what_counts_as_a_failure",
+    ),
+    (
+        "services.*.classify.grpc_failures",
+        "classify_keys_change_what_counts_as_a_failure",
+    ),
+    (
+        "services.*.classify.grpc_ignored",
+        "classify_keys_change_what_counts_as_a_failure",
+    ),
 ];
 
 /// The seed's camelCase spellings and the keys they stand for, with a
@@ -393,6 +413,7 @@ fn every_key_serde_accepts_has_a_test() {
         "services.*.retry",
         "services.*.limit",
         "services.*.fault",
+        "services.*.classify",
         "services.*.breaker.sliding_window=",
         "services.*.retry.jitter=",
     ];
@@ -1953,4 +1974,152 @@ async fn recovery_rebuilds_report_their_steps() {
     assert_eq!(started, 2);
     assert_eq!(handle.service_health("db").unwrap().recovery_attempts, 2);
     handle.shutdown().await;
+}
+
+/// What the service's breaker, retries and metrics make of `calls`
+/// answers with HTTP `status` (and `grpc-status` `grpc`, through the gRPC
+/// stack, when given): (breaker failures, retries, metrics outcome).
+async fn classified(toml: &str, status: u16, grpc: Option<u16>) -> (u64, u64, &'static str) {
+    let hardening = hardening(toml);
+    let answer = move |_: http::Request<_>| async move {
+        let mut response = http::Response::new(Full::<Bytes>::default());
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        if let Some(code) = grpc {
+            response.headers_mut().insert("grpc-status", code.into());
+        }
+        Ok::<_, Infallible>(response)
+    };
+    let request = || {
+        http::Request::get("/")
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    if grpc.is_some() {
+        let layer = hardening.grpc_layer("api").unwrap();
+        tower::Layer::layer(&layer, service_fn(answer))
+            .oneshot(request())
+            .await
+            .unwrap();
+    } else {
+        let layer = hardening.http_layer("api").unwrap();
+        tower::Layer::layer(&layer, service_fn(answer))
+            .oneshot(request())
+            .await
+            .unwrap();
+    }
+    let failures = hardening
+        .handle()
+        .breaker("api")
+        .unwrap()
+        .snapshot()
+        .failures;
+    let retries = hardening.layer("api").unwrap().retry().stats().retries;
+    let handle = hardening.handle();
+    let outcome = ["success", "failure", "ignored", "rejected"]
+        .into_iter()
+        .find(|outcome| {
+            handle
+                .metrics()
+                .query(names::REQUESTS_TOTAL)
+                .label(names::LABEL_SERVICE, "api")
+                .label(names::LABEL_OUTCOME, outcome)
+                .sum()
+                > 0.0
+        })
+        .unwrap_or("none");
+    (failures, retries, outcome)
+}
+
+/// A service says which statuses are its failures (issue: "a 502 from my
+/// dependency is not my failure"); the breaker, the retries and the
+/// metrics agree, over HTTP and gRPC; bad values are refused naming the
+/// key and the value.
+#[tokio::test(start_paused = true)]
+async fn classify_keys_change_what_counts_as_a_failure() {
+    let retry = "[services.api.retry]\n";
+    for (classify, status, grpc, expected) in [
+        ("", 502, None, (3, 2, "failure")),
+        ("[services.api.classify]", 502, None, (3, 2, "failure")),
+        (
+            "[services.api.classify]\nhttp_ignored = [502]",
+            502,
+            None,
+            (0, 0, "ignored"),
+        ),
+        (
+            "[services.api.classify]\nhttp_ignored = [502]",
+            503,
+            None,
+            (3, 2, "failure"),
+        ),
+        (
+            "[services.api.classify]\nhttp_failures = [500, 504]",
+            503,
+            None,
+            (0, 0, "success"),
+        ),
+        (
+            "[services.api.classify]\nhttp_failures = [404]",
+            404,
+            None,
+            (3, 2, "failure"),
+        ),
+        ("", 200, Some(5), (0, 0, "success")),
+        (
+            "[services.api.classify]\ngrpc_failures = [\"NOT_FOUND\"]",
+            200,
+            Some(5),
+            (3, 2, "failure"),
+        ),
+        (
+            "[services.api.classify]\ngrpc_failures = [5]",
+            200,
+            Some(5),
+            (3, 2, "failure"),
+        ),
+        ("", 200, Some(14), (3, 2, "failure")),
+        (
+            "[services.api.classify]\ngrpc_ignored = [\"unavailable\"]",
+            200,
+            Some(14),
+            (0, 0, "ignored"),
+        ),
+    ] {
+        let toml = format!("{retry}{classify}");
+        assert_eq!(
+            classified(&toml, status, grpc).await,
+            expected,
+            "{toml} ({status}, {grpc:?})"
+        );
+    }
+    for (toml, key, value) in [
+        ("http_failures = [700]", "http_failures", "700"),
+        ("http_ignored = [99]", "http_ignored", "99"),
+        (
+            "http_failures = [502]\nhttp_ignored = [502]",
+            "http_ignored",
+            "502",
+        ),
+        (
+            "grpc_failures = [\"UNAVAILABEL\"]",
+            "grpc_failures",
+            "UNAVAILABEL",
+        ),
+        ("grpc_failures = [17]", "grpc_failures", "17"),
+        ("grpc_failures = [\"OK\"]", "grpc_failures", "OK"),
+        ("grpc_ignored = [-1]", "grpc_ignored", "-1"),
+        (
+            "grpc_failures = [14]\ngrpc_ignored = [\"UNAVAILABLE\"]",
+            "grpc_ignored",
+            "14",
+        ),
+    ] {
+        let err = SystemHardeningConfig::from_toml_str(&format!("[services.api.classify]\n{toml}"))
+            .expect_err(toml)
+            .to_string();
+        assert!(
+            err.contains(&format!("services.api.classify.{key}")) && err.contains(value),
+            "{toml}: {err}"
+        );
+    }
 }

@@ -42,22 +42,16 @@ where
         .unwrap()
 }
 
-async fn answer_503(
-    _: Request<tower_hardening::recovery::ReplayBody<Full<Bytes>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut response = Response::new(Full::default());
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    Ok(response)
-}
+type Upstream = http::Request<tower_hardening::recovery::ReplayBody<Full<Bytes>>>;
+type Answer = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
 
-fn upstream_503() -> tower::util::ServiceFn<
-    fn(
-        Request<tower_hardening::recovery::ReplayBody<Full<Bytes>>>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>,
-    >,
-> {
-    service_fn(|request| Box::pin(answer_503(request)))
+/// An upstream that answers 503 itself.
+fn upstream_503() -> tower::util::ServiceFn<impl Fn(Upstream) -> Answer + Clone> {
+    service_fn(|_: Upstream| {
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        std::future::ready(Ok(response))
+    })
 }
 
 fn assert_refusal<B>(response: &Response<B>, kind: RejectionKind, header: &str) {

@@ -22,11 +22,13 @@
 //! # Ok::<(), tower_hardening::config::ConfigError>(())
 //! ```
 
+pub(crate) mod classify;
 mod env;
 mod service;
 mod system;
 mod units;
 
+pub use classify::{ClassifyConfig, GrpcCodeName};
 pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };

@@ -84,6 +84,9 @@ pub struct ServiceConfig {
     /// Fault injection, for testing the hardening (off unless the section
     /// is written).
     pub fault: FaultConfig,
+    /// Which response statuses are failures, and which are ignored (the
+    /// protocol's own rule unless written).
+    pub classify: super::ClassifyConfig,
 }
 
 impl Default for ServiceConfig {
@@ -111,6 +114,7 @@ impl Default for ServiceConfig {
                 enabled: false,
                 ..FaultConfig::default()
             },
+            classify: super::ClassifyConfig::default(),
         }
     }
 }
@@ -127,6 +131,7 @@ impl ServiceConfig {
         self.retry.validate(&format!("{prefix}.retry"))?;
         self.limit.validate(&format!("{prefix}.limit"))?;
         self.fault.validate(&format!("{prefix}.fault"))?;
+        self.classify.validate(&format!("{prefix}.classify"))?;
         if self.fault.hang_rate > 0.0 && self.timeout.is_none() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.fault.hang_rate"),
