@@ -32,6 +32,18 @@ pub use classify::{ClassifyConfig, GrpcCodeName};
 pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
+// Read by the facade's monitor and builder, which are built only with
+// every layer's feature on.
+#[cfg_attr(
+    not(all(
+        feature = "breaker",
+        feature = "recovery",
+        feature = "limit",
+        feature = "metrics",
+        feature = "fault"
+    )),
+    expect(unused_imports, reason = "the facade's monitor and builder need every layer")
+)]
 pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
 pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
 use system::{THRESHOLD_ALIASES, TOP_LEVEL_ALIASES};
