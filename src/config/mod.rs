@@ -42,7 +42,10 @@ pub use service::{
         feature = "metrics",
         feature = "fault"
     )),
-    expect(unused_imports, reason = "the facade's monitor and builder need every layer")
+    expect(
+        unused_imports,
+        reason = "the facade's monitor and builder need every layer"
+    )
 )]
 pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
 pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
