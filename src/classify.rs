@@ -2,14 +2,16 @@
 //! the one a service's `[services.x.classify]` section or
 //! [`HttpServiceLayer::classify`](crate::stack::HttpServiceLayer::classify)
 //! gives. One value decides for the breaker, the retries, admission and
-//! the metrics of a stack.
+//! the metrics of a stack, over the stack's `BoxError` (an injected fault
+//! status, which comes as an error, is classified as that status).
 //!
 //! ```
 //! use http::{Response, StatusCode};
+//! use tower_hardening::BoxError;
 //! use tower_hardening::classify::HttpStatuses;
 //! use tower_hardening::core::{Classify, Outcome};
 //!
-//! let status = |code: u16| -> Result<Response<()>, std::io::Error> {
+//! let status = |code: u16| -> Result<Response<()>, BoxError> {
 //!     Ok(Response::builder().status(code).body(()).unwrap())
 //! };
 //! let ours = HttpStatuses::default().with_rule(|status: StatusCode| match status.as_u16() {
@@ -26,7 +28,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderMap, Response, StatusCode};
-use tower_hardening_core::{Classify, ClassifyEos, GrpcCode, GrpcErrors, Outcome};
+use tower_hardening_core::{BoxError, Classify, ClassifyEos, GrpcCode, GrpcErrors, Outcome};
 
 use crate::config::ClassifyConfig;
 use crate::config::classify::GRPC_CODES;
@@ -116,11 +118,24 @@ impl HttpStatuses {
     }
 }
 
-impl<B, E> Classify<Response<B>, E> for HttpStatuses {
-    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
+/// The status an error carries when it is an injected one (the fault
+/// layer's [`InjectedStatus`](crate::fault::InjectedStatus)), to be
+/// classified as that status would be: a chaos drill of a status the
+/// service ignores must not open its breaker.
+fn injected_status(error: &BoxError) -> Option<u16> {
+    error
+        .downcast_ref::<crate::fault::InjectedStatus>()
+        .map(crate::fault::InjectedStatus::status)
+}
+
+impl<B> Classify<Response<B>, BoxError> for HttpStatuses {
+    fn classify(&self, result: &Result<Response<B>, BoxError>) -> Outcome {
         match result {
             Ok(response) => self.outcome(response.status()),
-            Err(_) => Outcome::Failure,
+            Err(error) => match injected_status(error).and_then(|s| StatusCode::from_u16(s).ok()) {
+                Some(status) => self.outcome(status),
+                None => Outcome::Failure,
+            },
         }
     }
 }
@@ -208,6 +223,20 @@ impl GrpcStatuses {
     }
 }
 
+impl GrpcStatuses {
+    /// The outcome of a response whose `grpc-status` is `code` (for an
+    /// injected one, which comes as an error: rare, so a made-up head is
+    /// cheap enough).
+    fn code_outcome(&self, code: i32) -> Outcome {
+        let mut head = Response::new(());
+        head.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from(code));
+        self.own_verdict(head.headers())
+            .or_else(|| ClassifyEos::<()>::classify_head(&self.base, &head))
+            .unwrap_or(Outcome::Success)
+    }
+}
+
 /// The code numbered `code`, if there is one.
 fn grpc_code(code: i32) -> Option<GrpcCode> {
     usize::try_from(code)
@@ -216,14 +245,20 @@ fn grpc_code(code: i32) -> Option<GrpcCode> {
         .map(|(_, code)| *code)
 }
 
-impl<B, E> Classify<Response<B>, E> for GrpcStatuses {
-    fn classify(&self, result: &Result<Response<B>, E>) -> Outcome {
-        if let Ok(response) = result
-            && let Some(outcome) = self.own_verdict(response.headers())
-        {
-            return outcome;
+impl<B> Classify<Response<B>, BoxError> for GrpcStatuses {
+    fn classify(&self, result: &Result<Response<B>, BoxError>) -> Outcome {
+        match result {
+            Ok(response) => {
+                if let Some(outcome) = self.own_verdict(response.headers()) {
+                    return outcome;
+                }
+                self.base.classify(result)
+            }
+            Err(error) => match injected_status(error) {
+                Some(code) => self.code_outcome(i32::from(code)),
+                None => Outcome::Failure,
+            },
         }
-        self.base.classify(result)
     }
 }
 

@@ -63,8 +63,12 @@ use tower_service::Service;
 /// The header that names a refusal the stack answered itself (HTTP
 /// header, gRPC metadata): `circuit-open`, `overloaded`, `queue-timeout`,
 /// `recovering`, `recovery-failed`, `pool-closed` or `unsatisfiable`
-/// (see [`refusal_name`]). An upstream's own 503 never carries it.
+/// (see [`refusal_name`]). An upstream's own 503 never carries it: the
+/// stack removes it from the head of every response it did not answer
+/// itself (a gRPC upstream's trailers are passed on as they are).
 pub const REFUSAL_HEADER: &str = "x-hardening-refusal";
+
+static REFUSAL_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(REFUSAL_HEADER);
 
 /// The value of [`REFUSAL_HEADER`] for a rejection: its kind in kebab
 /// case.
@@ -513,7 +517,15 @@ where
             }
         };
         Poll::Ready(Ok(match result {
-            Ok(response) => response.map(Either::Left),
+            Ok(mut response) => {
+                // Only the stack names its own refusals: an upstream's
+                // header of that name would tell clients and proxies the
+                // stack refused a call it served.
+                if !response.headers().is_empty() {
+                    response.headers_mut().remove(&REFUSAL_HEADER_NAME);
+                }
+                response.map(Either::Left)
+            }
             Err(error) => this.mapping.response(&error).map(Either::Right),
         }))
     }

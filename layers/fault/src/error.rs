@@ -45,8 +45,10 @@ impl std::error::Error for InjectedFault {}
 /// errors into responses themselves (the facade's `http_layer` and
 /// `grpc_layer`), so the service's response body need not be `Default`.
 ///
-/// Not a rejection: to the breaker, retry and metrics it is a failure of
-/// the dependency, whatever the status.
+/// Not a rejection. A classifier that knows it (the facade's HTTP and
+/// gRPC stacks' `HttpStatuses` / `GrpcStatuses`) classifies it as the
+/// status it carries, as the service's own answer would be; to any other
+/// it is an `Err`, a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectedStatus {
     name: Arc<str>,
