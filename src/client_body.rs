@@ -48,7 +48,8 @@ use crate::recovery::{ReplayBody, UploadProgress, UploadState};
 /// The per-call timeout below the breaker of an HTTP stack.
 ///
 /// A request whose body has arrived (or was buffered) is timed from its
-/// call. A body the handler streams itself is the exception: the
+/// call (from the first poll of its future, which follows the call at
+/// once; no timer is made for a service that answers on that poll). A body the handler streams itself is the exception: the
 /// deadline starts when that body has been read to its end or dropped,
 /// and the upload before it is bounded by the stack's `upload_timeout`
 /// (the body fails past it). Either way, a body that broke or timed out
@@ -91,27 +92,33 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut request: http::Request<ReplayBody<B>>) -> Self::Future {
         let progress = request.body_mut().watch();
-        let deadline = match (self.timeout, &progress) {
-            (None, _) => None,
-            (Some(timeout), None) => Some(Box::pin(tokio::time::sleep(timeout))),
-            // Until the upload ends, only its own bound and then the
-            // service's apply.
-            (Some(timeout), Some(_)) => Some(Box::pin(tokio::time::sleep(
-                self.upload_timeout.saturating_add(timeout),
-            ))),
-        };
         ServiceTimeoutFuture {
             future: self.inner.call(request),
             upload: progress.map(|progress| Upload {
                 progress,
                 seen: UploadState::Reading,
             }),
-            deadline,
+            deadline: Deadline::NotStarted,
             timeout: self.timeout,
+            upload_timeout: self.upload_timeout,
         }
     }
+}
+
+/// A call's timer, made only when the service does not answer on its
+/// first poll: most answers come at once, and a timer that is never
+/// waited for would cost an allocation and a clock read each.
+#[derive(Debug)]
+enum Deadline {
+    /// Not polled yet.
+    NotStarted,
+    /// Timed from the first poll.
+    Running(Pin<Box<Sleep>>),
+    /// No timeout (none configured, or past what the clock can hold).
+    Off,
 }
 
 #[derive(Debug)]
@@ -140,8 +147,9 @@ pin_project! {
         #[pin]
         future: F,
         upload: Option<Upload>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Deadline,
         timeout: Option<Duration>,
+        upload_timeout: Duration,
     }
 }
 
@@ -160,6 +168,26 @@ where
             }
             return Poll::Ready(result.map_err(Into::into));
         }
+        if let Deadline::NotStarted = this.deadline {
+            // The first poll found the service working: time it from now
+            // (the service does nothing before it is polled). Until a
+            // streamed upload ends, only its own bound and then the
+            // service's apply.
+            *this.deadline = match *this.timeout {
+                None => Deadline::Off,
+                Some(timeout) => {
+                    let limit = if this.upload.is_some() {
+                        this.upload_timeout.saturating_add(timeout)
+                    } else {
+                        timeout
+                    };
+                    match Instant::now().checked_add(limit) {
+                        Some(at) => Deadline::Running(Box::pin(tokio::time::sleep_until(at))),
+                        None => Deadline::Off,
+                    }
+                }
+            };
+        }
         // The body is read while the service runs: look where it is now.
         if let Some(upload) = this.upload.as_mut() {
             let state = upload.progress.state();
@@ -169,16 +197,16 @@ where
                     // A timeout past what the clock can hold means none.
                     match Instant::now().checked_add(timeout) {
                         Some(at) => {
-                            if let Some(deadline) = this.deadline.as_mut() {
+                            if let Deadline::Running(deadline) = this.deadline {
                                 deadline.as_mut().reset(at);
                             }
                         }
-                        None => *this.deadline = None,
+                        None => *this.deadline = Deadline::Off,
                     }
                 }
             }
         }
-        if let Some(deadline) = this.deadline
+        if let Deadline::Running(deadline) = this.deadline
             && deadline.as_mut().poll(cx).is_ready()
         {
             if let Some(error) = this.upload.as_ref().and_then(Upload::client_error) {

@@ -461,6 +461,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         match &self.broken {
             Some(answer) => ErrorResponsesFuture {

@@ -715,6 +715,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: http::Request<ReplayBody<B>>) -> S::Future {
         let map = &self.map;
         self.inner.call(request.map(|body| map.map(body)))

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_hardening_breaker::{CircuitBreakerLayer, SlidingWindow};
 use tower_hardening_core::{BoxError, Priority};
+use tower_hardening_http_bench::Mode;
 use tower_hardening_limit::{ResourceLimitLayer, ResourcePool};
 use tower_hardening_metrics::{MetricsCollector, MetricsLayer};
 use tower_hardening_recovery::RetryLayer;
@@ -28,8 +29,12 @@ const ROWS: &[&str] = &[
     "metrics_collector",
     "admission",
     "tower_concurrency_limit",
+    "tower_stack",
     "stack",
     "stack_collector",
+    "axum_bare",
+    "axum_tower",
+    "axum_hardened",
 ];
 
 fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
@@ -50,6 +55,37 @@ where
             black_box(ready.call(i).await.expect("a success"));
         }
     });
+}
+
+/// The HTTP rows' loop: one `GET /` through the app with `oneshot`, its
+/// response body read to the end (where the stacks' end-of-stream work
+/// runs).
+#[inline(never)]
+fn drive_http(runtime: &tokio::runtime::Runtime, app: axum::Router, calls: u64) {
+    use http_body_util::BodyExt;
+    runtime.block_on(async {
+        for _ in 0..calls {
+            let response = app
+                .clone()
+                .oneshot(tower_hardening_http_bench::get_root())
+                .await
+                .expect("infallible");
+            assert!(response.status().is_success(), "{}", response.status());
+            black_box(response.into_body().collect().await.expect("a body"));
+        }
+    });
+}
+
+/// The app of an HTTP row. The hardened one records into its
+/// hardening's collector; its monitor is not started (its ticks would
+/// be counted with the calls).
+fn http_row(rt: &tokio::runtime::Runtime, mode: Mode, calls: u64) -> Result<(), String> {
+    let hardening = tower_hardening_http_bench::hardening().map_err(|e| e.to_string())?;
+    let app = tower_hardening_http_bench::http_app(mode, &hardening).map_err(|e| e.to_string())?;
+    // As `axum::serve` does for each connection: handlers become routes
+    // (and layers are applied) once, not on every request.
+    drive_http(rt, app.with_state(()), calls);
+    Ok(())
 }
 
 fn breaker(window: SlidingWindow) -> CircuitBreakerLayer {
@@ -73,6 +109,32 @@ fn stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
         .layer(ResourceLimitLayer::new(pool()).priority(|_: &u64| Priority::NORMAL))
         .layer(RetryLayer::builder().name("bench").build().expect("valid"))
         .layer(breaker(SlidingWindow::count(100)))
+        .timeout(Duration::from_secs(2))
+        .service(bare())
+}
+
+/// A retry policy that never retries (but clones the request, as any
+/// does): tower's half of the stack comparison, as in `benches/stack.rs`.
+#[derive(Clone)]
+struct Never;
+
+impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Never {
+    type Future = std::future::Ready<()>;
+
+    fn retry(&mut self, _: &mut Req, _: &mut Result<Res, E>) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, request: &Req) -> Option<Req> {
+        Some(request.clone())
+    }
+}
+
+/// tower's built-ins: `ConcurrencyLimit` + `Retry` + `Timeout`.
+fn tower_stack() -> impl Service<u64, Response = u64, Error = BoxError> + Clone {
+    ServiceBuilder::new()
+        .concurrency_limit(1_000)
+        .layer(tower::retry::RetryLayer::new(Never))
         .timeout(Duration::from_secs(2))
         .service(bare())
 }
@@ -109,11 +171,15 @@ fn run(rt: &tokio::runtime::Runtime, row: &str, calls: u64) -> Result<(), String
                 calls,
             );
         }
+        "tower_stack" => drive(rt, tower_stack(), calls),
         "stack" => drive(rt, stack(), calls),
         "stack_collector" => {
             let collector = collector();
             drive(rt, metrics::with_local_recorder(&collector, stack), calls);
         }
+        "axum_bare" => http_row(rt, Mode::Bare, calls)?,
+        "axum_tower" => http_row(rt, Mode::Tower, calls)?,
+        "axum_hardened" => http_row(rt, Mode::Hardened, calls)?,
         "rows" => println!("{}", ROWS.join(" ")),
         other => {
             return Err(format!(

@@ -132,6 +132,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         let classifier = self.inner.classifier().clone();
         match self.inner.take_reservation() {

@@ -124,6 +124,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         // In flight from here: a panic in the inner `call` itself (not its
         // future) is a failure, and leaves the gauge as it found it.

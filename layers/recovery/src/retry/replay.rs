@@ -424,6 +424,7 @@ impl<S: Clone, P> BufferBodies<S, P> {
 impl<S, P> BufferBodies<S, P> {
     /// Calls the inner service itself when it is ready now; see
     /// `tower_hardening_core::ready`.
+    #[inline(always)]
     fn call_now<B>(
         &mut self,
         request: Request<ReplayBody<B>>,
@@ -462,6 +463,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let max = self.max_body_bytes;
         let fits = request
