@@ -31,14 +31,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
+use tokio_util::time::{DelayQueue, delay_queue};
 use tower_hardening_core::{BoxError, ClientBodyError};
 use tower_service::Service;
 
@@ -221,24 +221,27 @@ where
 /// When a response gives its admission units back: at its head (plain
 /// HTTP), or at the end of its body (gRPC, whose server streams must count
 /// for as long as they run), within a deadline.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamRelease {
-    until_end: bool,
-    deadline: Duration,
+    /// The deadlines of this stack's held streams; none: units go back
+    /// at the head.
+    until_end: Option<Arc<StreamDeadlines>>,
 }
 
 impl StreamRelease {
     pub(crate) fn at_head() -> Self {
-        StreamRelease {
-            until_end: false,
-            deadline: Duration::ZERO,
-        }
+        StreamRelease { until_end: None }
     }
 
     pub(crate) fn at_end(deadline: Duration) -> Self {
         StreamRelease {
-            until_end: true,
-            deadline,
+            until_end: Some(Arc::new(StreamDeadlines {
+                deadline,
+                queue: Mutex::new(DeadlineQueue {
+                    streams: DelayQueue::new(),
+                    reaper: false,
+                }),
+            })),
         }
     }
 }
@@ -247,52 +250,158 @@ impl<B: Body> ReleaseOn<http::Response<B>> for StreamRelease {
     type Response = http::Response<StreamBody<B>>;
 
     fn attach(&self, response: http::Response<B>, held: Held) -> Self::Response {
-        let hold = self.until_end && !response.body().is_end_stream();
-        let release = if hold {
-            Some(StreamHold::watched(held, self.deadline))
-        } else {
-            drop(held);
-            None
+        let release = match &self.until_end {
+            Some(deadlines) if !response.body().is_end_stream() => {
+                Some(StreamDeadlines::hold(deadlines, held))
+            }
+            _ => {
+                drop(held);
+                None
+            }
         };
         response.map(|body| StreamBody { body, release })
     }
 }
 
-/// A streamed response's units, given back when its body ends or is
-/// dropped, or by a watchdog task when the deadline passes. A timer the
-/// body polled would not do: a client that stops reading stalls the
-/// stream in HTTP/2 flow control, and the server stops polling its body.
+/// The deadlines of one stack's held streams, kept by one task (the
+/// reaper) that gives a stream's units back when its deadline passes. A
+/// timer the body polled would not do: a client that stops reading stalls
+/// the stream in HTTP/2 flow control, and the server stops polling its
+/// body. One task per stack rather than one per stream: a call costs an
+/// entry in a timer wheel, not a spawned task.
 #[derive(Debug)]
-struct StreamHold {
-    held: Arc<Mutex<Option<Held>>>,
-    // Dropped with the hold: the watchdog stops waiting.
-    _ended: oneshot::Sender<()>,
+struct StreamDeadlines {
+    deadline: Duration,
+    queue: Mutex<DeadlineQueue>,
 }
 
-impl StreamHold {
-    fn watched(held: Held, deadline: Duration) -> Self {
+#[derive(Debug)]
+struct DeadlineQueue {
+    streams: DelayQueue<Arc<Mutex<Option<Held>>>>,
+    /// Whether a reaper task is running. It stops when the queue is
+    /// empty and is started again by the next stream.
+    reaper: bool,
+}
+
+impl StreamDeadlines {
+    fn hold(this: &Arc<Self>, held: Held) -> StreamHold {
         let held = Arc::new(Mutex::new(Some(held)));
-        let (ended, watch) = oneshot::channel::<()>();
-        let late = held.clone();
-        tokio::spawn(async move {
-            if tokio::time::timeout(deadline, watch).await.is_err() {
-                take(&late);
+        let mut queue = lock(&this.queue);
+        let start_reaper = !queue.reaper;
+        // Outside a runtime nothing can wait for the deadline: the units
+        // go back when the body ends or is dropped.
+        let runtime = if start_reaper {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some(runtime),
+                Err(_) => return StreamHold { held, entry: None },
             }
-        });
+        } else {
+            None
+        };
+        let key = queue.streams.insert(held.clone(), this.deadline);
+        if let Some(runtime) = runtime {
+            queue.reaper = true;
+            let reaper = Reaper {
+                deadlines: this.clone(),
+                stopped: false,
+            };
+            runtime.spawn(reaper.run());
+        }
         StreamHold {
             held,
-            _ended: ended,
+            entry: Some((Arc::downgrade(this), key)),
         }
     }
 }
 
+/// The task that gives back the units of streams past their deadline;
+/// marks itself stopped when it ends or is dropped with its runtime, so
+/// the next stream starts another.
+struct Reaper {
+    deadlines: Arc<StreamDeadlines>,
+    /// Stopped by itself (the queue was empty), and marked so under the
+    /// lock: a reaper started since is not to be marked stopped again.
+    stopped: bool,
+}
+
+impl Reaper {
+    async fn run(mut self) {
+        loop {
+            let expired = std::future::poll_fn(|cx| {
+                let mut queue = lock(&self.deadlines.queue);
+                match queue.streams.poll_expired(cx) {
+                    // Taken under the queue's lock, as a stream that ends
+                    // takes it: whoever finds the units knows where its
+                    // entry is (gone, or still queued).
+                    Poll::Ready(Some(expired)) => Poll::Ready(Some(take(expired.get_ref()))),
+                    Poll::Ready(None) => {
+                        // Empty: stop, under the lock a new stream takes.
+                        queue.reaper = false;
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match expired {
+                // Given back outside the lock.
+                Some(units) => drop(units),
+                None => {
+                    self.stopped = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // Dropped with its runtime: the next stream starts another.
+        if !self.stopped {
+            lock(&self.deadlines.queue).reaper = false;
+        }
+    }
+}
+
+/// A streamed response's units, given back when its body ends or is
+/// dropped, or by the reaper when the deadline passes.
+#[derive(Debug)]
+struct StreamHold {
+    held: Arc<Mutex<Option<Held>>>,
+    /// Its entry in the reaper's queue, taken out when the stream ends.
+    entry: Option<(Weak<StreamDeadlines>, delay_queue::Key)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn take(held: &Mutex<Option<Held>>) -> Option<Held> {
-    held.lock().unwrap_or_else(PoisonError::into_inner).take()
+    lock(held).take()
 }
 
 impl Drop for StreamHold {
     fn drop(&mut self) {
-        take(&self.held);
+        let units = match self.entry.take() {
+            Some((deadlines, key)) => match deadlines.upgrade() {
+                Some(deadlines) => {
+                    let mut queue = lock(&deadlines.queue);
+                    let units = take(&self.held);
+                    // Units still here: the reaper has not reached this
+                    // entry (it takes both under this lock), so the key
+                    // is still this stream's.
+                    if units.is_some() {
+                        queue.streams.remove(&key);
+                    }
+                    units
+                }
+                None => take(&self.held),
+            },
+            None => take(&self.held),
+        };
+        // Given back outside the queue's lock.
+        drop(units);
     }
 }
 
