@@ -16,6 +16,7 @@
 //! cargo run --release --example demo                 # ~30 s, then exits
 //! cargo run --release --example demo -- --serve      # keeps serving the dashboard
 //! cargo run --release --example demo -- --port 8080  # a fixed port
+//! cargo run --release --example demo -- --write-metrics demo.prom  # /metrics at the end
 //! ```
 
 use std::net::SocketAddr;
@@ -384,6 +385,16 @@ async fn main() -> Result<(), BoxError> {
                 .circuit_state
                 .map_or("-".to_owned(), |s| s.to_string())
         );
+    }
+
+    if let Some(path) = arg("--write-metrics") {
+        // The live /metrics as a scraper sees it (checked by `.ci/run`
+        // with `promtool check metrics`).
+        let uri = format!("http://{address}/hardening/metrics");
+        let response = client.request(Request::get(uri).body(Empty::new())?).await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        std::fs::write(&path, &body)?;
+        println!("/metrics written to {path}");
     }
 
     if serve {

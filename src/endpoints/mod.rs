@@ -151,11 +151,18 @@ impl Endpoints {
                 };
                 json(status, &readiness)
             }
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                shared.collector.render_prometheus(),
-            ),
+            "/metrics" => {
+                // Read at the scrape: a monitor that died cannot say so.
+                let alive = if self.handle.alive() { 1.0 } else { 0.0 };
+                metrics::with_local_recorder(&*shared.recorder, || {
+                    metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(alive);
+                });
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    shared.collector.render_prometheus(),
+                )
+            }
             "/dashboard" => respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",

@@ -99,6 +99,9 @@ impl Drop for RunGuard {
         self.shared
             .monitor_started
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        metrics::with_local_recorder(&*self.shared.recorder, || {
+            metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(0.0);
+        });
         if !self.shared.is_shutting_down() {
             // Died (a panic, an abort, its runtime gone): nothing derives
             // health any more, so the last snapshot must not stand.
@@ -469,6 +472,13 @@ impl Monitor {
             RecoveryUpdate::GaveUp {
                 attempts, error, ..
             } => {
+                metrics::with_local_recorder(&*self.shared.recorder, || {
+                    metrics::counter!(
+                        tower_hardening_core::names::RECOVERY_GAVE_UP_TOTAL,
+                        tower_hardening_core::names::LABEL_SERVICE => name.clone()
+                    )
+                    .increment(1);
+                });
                 state.gave_up_transition = self
                     .shared
                     .services

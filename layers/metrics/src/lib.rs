@@ -67,6 +67,7 @@
 //! ```
 
 mod collector;
+mod describe;
 mod eos;
 mod layer;
 mod service;
@@ -74,6 +75,7 @@ mod service;
 pub mod future;
 
 pub use collector::{CollectorBuilder, EXPORTED_QUANTILES, MetricsCollector, Query, SeriesKind};
+pub use describe::describe_all;
 pub use eos::{EosMetricsFuture, EosMetricsLayer, EosMetricsService, MetricsBody};
 pub use layer::{MetricsBuilder, MetricsLayer};
 pub use service::MetricsService;
