@@ -21,6 +21,7 @@
 //! cargo run --release --example demo                 # ~30 s, then exits
 //! cargo run --release --example demo -- --serve      # keeps serving the dashboard
 //! cargo run --release --example demo -- --port 8080  # a fixed port
+//! cargo run --release --example demo -- --repeat     # the story again and again
 //! cargo run --release --example demo -- --write-metrics demo.prom  # /metrics at the end
 //! ```
 
@@ -167,6 +168,7 @@ fn arg(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let serve = std::env::args().any(|a| a == "--serve");
+    let repeat = std::env::args().any(|a| a == "--repeat");
     let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
     let config = SystemHardeningConfig::from_path(path)?;
@@ -353,7 +355,15 @@ async fn main() -> Result<(), BoxError> {
     );
     rows.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut second = 0u64;
-    for (index, name) in PHASES.iter().enumerate() {
+    // With --repeat the story runs again and again (for a Prometheus or a
+    // dashboard to watch), until the process is stopped.
+    let stories = if repeat { usize::MAX } else { 1 };
+    let story = PHASES
+        .iter()
+        .enumerate()
+        .cycle()
+        .take(PHASES.len().saturating_mul(stories));
+    for (index, name) in story {
         phase.store(index as u64, Ordering::Relaxed);
         match index {
             1 => faults.enable(),  // the outage: every audio call fails

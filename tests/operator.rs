@@ -42,6 +42,7 @@ async fn live_stack() -> (SocketAddr, HardeningHandle) {
         r#"
         performance_check_interval = "100ms"
         health_check_interval = "100ms"
+        metrics_resolution = "100ms"
         max_resource_memory = "1GiB"
         recoverable_services = ["model-inference"]
         [services.model-inference]
@@ -292,6 +293,76 @@ async fn the_alert_rules_and_the_grafana_dashboard_query_only_exported_metrics()
             "{file} queries {missing:?}, not in /metrics:\n{exposition}"
         );
     }
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_history_is_the_collectors_past_interval_by_interval() {
+    let (address, handle) = live_stack().await;
+    let history: serde_json::Value =
+        serde_json::from_str(&get_text(address, "/hardening/dashboard/history?minutes=5").await)
+            .unwrap();
+    assert_eq!(history["minutes"], 5);
+    // 5 minutes of 100 ms intervals are 3,000: folded by 9 into at most 360
+    // points of 0.9 s.
+    let step = history["step_seconds"].as_f64().unwrap();
+    assert!((step - 0.9).abs() < 1e-9, "{history}");
+    let points = history["times"].as_array().unwrap().len();
+    // About 1.3 s of history so far.
+    assert!((2..=4).contains(&points), "{points} points");
+    let model = history["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "model-inference")
+        .unwrap();
+    // The rates add up to the calls made: 2 successes and 1 failure (the
+    // failing call is retried once: two failed attempts below the
+    // metrics layer are one request to it).
+    let calls = |outcome: &str| -> f64 {
+        let values = model["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == outcome)
+            .unwrap()["values"]
+            .as_array()
+            .unwrap();
+        assert_eq!(values.len(), points);
+        values.iter().map(|v| v.as_f64().unwrap() * step).sum()
+    };
+    assert!((calls("success") - 2.0).abs() < 1e-6, "{model}");
+    assert!((calls("failure") - 1.0).abs() < 1e-6, "{model}");
+    assert!(
+        model["p99_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.is_number())
+    );
+    assert!(
+        model["circuit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == 0.0)
+    );
+    let memory = history["process"]["memory_bytes"].as_array().unwrap();
+    assert!(memory.iter().any(|v| v.as_f64().is_some_and(|b| b > 0.0)));
+    assert!(history["process"]["memory_warning_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"].is_string())
+    );
+    // Only the offered windows: anything else is the default.
+    let other: serde_json::Value = serde_json::from_str(
+        &get_text(address, "/hardening/dashboard/history?minutes=99999").await,
+    )
+    .unwrap();
+    assert_eq!(other["minutes"], 15);
     handle.shutdown().await;
 }
 

@@ -495,8 +495,9 @@ impl Monitor {
     }
 }
 
-/// How many events the dashboard shows.
-const RECENT_EVENTS: usize = 50;
+/// How many events the dashboard keeps (its history answers them by
+/// minute; its live view shows the last 50).
+pub(crate) const RECENT_EVENTS: usize = 500;
 
 /// Keeps `event` among the recent ones the dashboard shows.
 fn remember(shared: &Shared, event: &Event) {
@@ -512,8 +513,21 @@ fn remember(shared: &Shared, event: &Event) {
     if recent.len() >= RECENT_EVENTS {
         recent.pop_front();
     }
+    let kind = match event.kind() {
+        EventKind::CircuitTransition { .. } => "circuit",
+        EventKind::CallRejected { .. } => "rejected",
+        EventKind::RetryExhausted { .. } => "retry",
+        EventKind::LeaseReclaimed { .. } => "lease",
+        EventKind::Shed { .. } => "shed",
+        EventKind::RecoveryStep { .. } => "recovery",
+        EventKind::MemoryPressure { .. } => "memory",
+        EventKind::PerformanceAlert { .. } => "performance",
+        EventKind::HealthChanged { .. } => "health",
+        _ => "other",
+    };
     recent.push_back(crate::endpoints::RecentEvent {
         at: event.at(),
+        kind,
         service: Arc::from(bounded(event.service())),
         text: bounded(&text),
         detail,
