@@ -147,8 +147,9 @@ pub(crate) const WINDOWS: [u64; 3] = [5, 15, 60];
 /// `null` marks an interval without a sample.
 #[derive(Debug, Serialize)]
 pub(crate) struct History {
-    /// Milliseconds since the Unix epoch at which each point's interval
-    /// ends, oldest first (the last one is now).
+    /// Milliseconds since the Unix epoch at which each point's intervals
+    /// end, oldest first (the last one is now: the last whole interval,
+    /// as the interval now filling is left out).
     times: Vec<u64>,
     /// Seconds one point spans.
     step_seconds: f64,
@@ -215,7 +216,12 @@ pub(crate) fn history(handle: &HardeningHandle, minutes: u64) -> History {
     let now = SystemTime::now();
     // Points fold `per_point` intervals, aligned so the last point ends
     // with the interval now filling.
-    let fold = |points: Vec<tower_hardening_metrics::HistoryPoint>, how: Fold| -> Vec<Option<f64>> {
+    let fold = |mut points: Vec<tower_hardening_metrics::HistoryPoint>, how: Fold| -> Vec<Option<f64>> {
+        // The interval now filling is left out: a part of an interval
+        // would draw as a drop in every rate.
+        if points.len() > 1 {
+            points.pop();
+        }
         let mut out: Vec<Option<f64>> = Vec::new();
         let first = points.len() % per_point;
         let mut chunks: Vec<&[tower_hardening_metrics::HistoryPoint]> = Vec::new();
@@ -247,7 +253,7 @@ pub(crate) fn history(handle: &HardeningHandle, minutes: u64) -> History {
     };
     let times = {
         let points = collector.query(names::REQUESTS_TOTAL).window(window).history().len();
-        let count = points.div_ceil(per_point);
+        let count = points.saturating_sub(1).max(1).div_ceil(per_point);
         let end = now
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
