@@ -189,3 +189,50 @@ async fn the_dashboard_renders_a_tile_per_service_in_a_browser() {
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_service_name_is_text_in_the_browser() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("REQUIRE_CHROMIUM").is_none(),
+            "REQUIRE_CHROMIUM is set but no Chromium was found"
+        );
+        eprintln!("SKIPPED: no Chromium at /usr/bin/chromium");
+        return;
+    };
+    // Every place a name lands: a panel's attribute and heading, a chart's
+    // legend, the events list and its filter.
+    let hostile = r#"x"><img src=x onerror="document.title=42">"#;
+    let config = SystemHardeningConfig::from_toml_str(&format!(
+        "metrics_resolution = \"200ms\"\n[services.'{hostile}']\n"
+    ))
+    .unwrap();
+    let hardening = SystemHardening::builder(config).build().unwrap();
+    let service = ServiceBuilder::new()
+        .layer(hardening.layer(hostile).unwrap())
+        .service(service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) }));
+    let handle = hardening.start();
+    service.oneshot(()).await.unwrap();
+    handle.breaker(hostile).unwrap().force_open(); // an event naming it
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let app = Router::new().nest_service("/hardening", handle.endpoints());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{address}/hardening/dashboard");
+    let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chromium-profile-hostile");
+    let dom = run_chromium(&browser, &profile, &["--dump-dom".to_owned()], &url).await;
+    let page = dom.split("<script").next().unwrap();
+    assert!(page.contains("forced_open"), "the page rendered: {dom}");
+    assert!(
+        page.contains("&lt;img src=x onerror="),
+        "the name is shown as text: {page}"
+    );
+    assert!(!page.contains("<img"), "the name became an element: {page}");
+    assert!(
+        dom.contains("<title>tower-hardening dashboard</title>"),
+        "a script ran: {dom}"
+    );
+    handle.shutdown().await;
+}
