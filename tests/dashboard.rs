@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium loads it from a
-//! running server, runs its script, and the rendered DOM shows a tile per
-//! service with its circuit state. A screenshot is saved to
-//! `target/dashboard.png`.
+//! running server and runs its script; the rendered DOM shows a panel per
+//! service with its circuit state, and every chart with a time axis, a
+//! value axis and data points drawn from the server's history. A hostile
+//! service name stays text. A screenshot is saved to `target/dashboard.png`.
 //!
 //! `.ci/run` installs Debian's `chromium` when it is missing; where it
 //! cannot be installed this test says so and skips.
