@@ -4,18 +4,25 @@
 //!
 //! - `audio-processing` fails in bursts (a `FaultLayer` switched on for the
 //!   outage): its breaker opens, probes, and closes when the outage ends.
-//! - `model-inference` is slow and memory-hungry (each request holds 96 MiB
-//!   of a 1 GiB "memory" pool while it runs) and its callers send LOW,
-//!   NORMAL and HIGH priorities: when the load doubles in the outage,
-//!   memory pressure sheds LOW first, then NORMAL, and HIGH last.
+//! - Memory follows the load. Each model request holds 32 MiB of a 1 GiB
+//!   "memory" pool while it runs, and every audio upload that is not
+//!   answered 200 stays buffered (448 KiB) until it can be replayed: the
+//!   outage piles work up, memory climbs past the warning mark (LOW is
+//!   shed), then past the next (NORMAL is shed too; HIGH only past the
+//!   critical mark, which this outage does not reach). Once the breaker
+//!   closes the buffered uploads are replayed, memory falls, and shedding
+//!   clears in the reverse order.
 //!
-//! One status line a second, every breaker transition and shed priority as
-//! it happens, a summary at the end, and the dashboard's address.
+//! One status line a second (what was answered in that second), every
+//! breaker transition and shed priority as it happens with its time since
+//! the start, a summary at the end, and the dashboard's address.
 //!
 //! ```text
 //! cargo run --release --example demo                 # ~30 s, then exits
 //! cargo run --release --example demo -- --serve      # keeps serving the dashboard
 //! cargo run --release --example demo -- --port 8080  # a fixed port
+//! cargo run --release --example demo -- --repeat     # the story again and again
+//! cargo run --release --example demo -- --write-metrics demo.prom  # /metrics at the end
 //! ```
 
 use std::net::SocketAddr;
@@ -39,22 +46,30 @@ use tower_hardening::monitor::{CpuReading, MemoryReading, Readings, SysinfoReadi
 use tower_hardening::{BoxError, HardeningHandle, Priority, Requirements, SystemHardening};
 
 /// Each model request holds this much of the memory pool while it runs.
-const MODEL_BYTES: u64 = 96 << 20;
+const MODEL_BYTES: u64 = 32 << 20;
+/// An audio upload not answered 200 stays buffered, this big, for replay.
+const UPLOAD_BYTES: u64 = 448 << 10;
+/// Each audio caller sends one upload this often.
+const UPLOAD_EVERY: Duration = Duration::from_millis(25);
 const PHASE: Duration = Duration::from_secs(10);
 const PHASES: [&str; 3] = ["healthy", "outage", "recovery"];
 
-/// The process's real readings, with the model's simulated memory (what
-/// the "memory" pool has handed out) added to its resident memory.
+/// The process's real readings, with simulated memory in place of its
+/// resident memory: a baseline, what the "memory" pool has handed out to
+/// running model requests, and the audio uploads buffered for replay.
 struct DemoReadings {
     real: SysinfoReadings,
     memory: ResourcePool,
+    buffered: Arc<AtomicU64>,
     baseline: u64,
 }
 
 impl Readings for DemoReadings {
     fn memory(&mut self) -> MemoryReading {
         let mut reading = self.real.memory();
-        reading.process_rss = self.baseline + self.memory.stats().in_use;
+        reading.process_rss = self.baseline
+            + self.memory.stats().in_use
+            + self.buffered.load(Ordering::Relaxed) * UPLOAD_BYTES;
         reading
     }
 
@@ -131,16 +146,18 @@ async fn model(State(app): State<App>, request: Request<Body>) -> Result<&'stati
 
 /// The demo's own callers say how much their request matters; a real
 /// service would decide this from who is calling (and never trust a
-/// client's header for CRITICAL).
+/// client's header for CRITICAL). Without the header, the service's
+/// criticality decides (audio-processing's is HIGH).
 async fn priority_from_header(mut request: Request<Body>) -> Request<Body> {
     let priority = request
         .headers()
         .get("x-priority")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Priority>().ok())
-        .unwrap_or_default()
-        .min(Priority::HIGH);
-    request.extensions_mut().insert(priority);
+        .map(|p| p.min(Priority::HIGH));
+    if let Some(priority) = priority {
+        request.extensions_mut().insert(priority);
+    }
     request
 }
 
@@ -151,6 +168,7 @@ fn arg(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let serve = std::env::args().any(|a| a == "--serve");
+    let repeat = std::env::args().any(|a| a == "--repeat");
     let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.toml");
     let config = SystemHardeningConfig::from_path(path)?;
@@ -159,9 +177,12 @@ async fn main() -> Result<(), BoxError> {
         .capacity(config.max_resource_memory.unwrap_or(1 << 30))
         .queue_timeout(Duration::from_millis(500))
         .build()?;
+    // Audio uploads waiting for replay.
+    let buffered = Arc::new(AtomicU64::new(0));
     let readings = DemoReadings {
         real: SysinfoReadings::new(),
         memory: memory.clone(),
+        buffered: buffered.clone(),
         baseline: 64 << 20,
     };
     let hardening = SystemHardening::builder(config)
@@ -215,6 +236,16 @@ async fn main() -> Result<(), BoxError> {
                         "  [{:5.1}s] memory pressure over: nothing shed",
                         started.elapsed().as_secs_f64()
                     ),
+                    EventKind::MemoryPressure {
+                        active: true,
+                        used_bytes,
+                        limit_bytes,
+                    } => println!(
+                        "  [{:5.1}s] memory pressure changed at {} MiB of {} MiB",
+                        started.elapsed().as_secs_f64(),
+                        used_bytes >> 20,
+                        limit_bytes >> 20
+                    ),
                     _ => {}
                 },
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -231,45 +262,70 @@ async fn main() -> Result<(), BoxError> {
         .map(|p| (p, Arc::new(Tally::default())))
         .collect();
     let phase = Arc::new(AtomicU64::new(0));
-    // When the current phase began, in milliseconds since the start.
-    let phase_began = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
+    // Audio callers: one upload every 25 ms each; an upload not answered
+    // 200 is buffered for replay.
     for _ in 0..4 {
         let (client, tally, phase) = (client.clone(), audio_tally.clone(), phase.clone());
+        let buffered = buffered.clone();
         workers.push(tokio::spawn(async move {
+            let mut pace = tokio::time::interval(UPLOAD_EVERY);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while phase.load(Ordering::Relaxed) < 3 {
+                pace.tick().await;
                 let uri = format!("http://{address}/audio");
                 let request = Request::get(uri).body(Empty::new()).unwrap();
                 let begun = Instant::now();
-                if let Ok(response) = client.request(request).await {
-                    let status = response.status();
-                    let _ = response.into_body().collect().await;
-                    tally.record(status, begun.elapsed());
+                let status = match client.request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.into_body().collect().await;
+                        status
+                    }
+                    Err(_) => StatusCode::BAD_GATEWAY,
+                };
+                tally.record(status, begun.elapsed());
+                if status != StatusCode::OK {
+                    buffered.fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    // The replayer: while the breaker is closed, buffered uploads are sent
+    // again, 10 every 50 ms; one that fails stays buffered.
+    {
+        let (client, phase, buffered) = (client.clone(), phase.clone(), buffered.clone());
+        let handle = handle.clone();
+        workers.push(tokio::spawn(async move {
+            while phase.load(Ordering::Relaxed) < 3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let closed = handle
+                    .breaker("audio-processing")
+                    .is_some_and(|b| b.state() == tower_hardening::core::CircuitState::Closed);
+                let batch = buffered.load(Ordering::Relaxed).min(10);
+                if !closed || batch == 0 {
+                    continue;
+                }
+                let replays = (0..batch).map(|_| {
+                    let request = Request::get(format!("http://{address}/audio"))
+                        .body(Empty::new())
+                        .unwrap();
+                    client.request(request)
+                });
+                for answer in futures_util::future::join_all(replays).await {
+                    if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+                        buffered.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
             }
         }));
     }
     for (index, (priority, tally)) in model_tallies.iter().enumerate() {
-        for worker in 0..3 {
+        for _ in 0..2 {
             let (client, tally, phase) = (client.clone(), tally.clone(), phase.clone());
-            let phase_began = phase_began.clone();
             let priority = priority.to_string();
             workers.push(tokio::spawn(async move {
-                loop {
-                    let now = phase.load(Ordering::Relaxed);
-                    if now >= 3 {
-                        return;
-                    }
-                    // One worker per priority sends; in the outage a second
-                    // joins after 2 s and a third after 4 s, so memory
-                    // climbs past one mark after the other.
-                    let into_phase = (started.elapsed().as_millis() as u64)
-                        .saturating_sub(phase_began.load(Ordering::Relaxed));
-                    if worker > 0 && (now != 1 || into_phase < 2_000 * worker) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                while phase.load(Ordering::Relaxed) < 3 {
                     let uri = format!("http://{address}/model");
                     let request = Request::get(uri)
                         .header("x-priority", &priority)
@@ -292,8 +348,22 @@ async fn main() -> Result<(), BoxError> {
         "t", "phase", "audio-processing", "model ok/shed: low normal high"
     );
     let mut summary: Vec<(String, [u64; 3], [u64; 6])> = Vec::new();
-    for (index, name) in PHASES.iter().enumerate() {
-        phase_began.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // One row per whole second since the start: what was answered in it.
+    let mut rows = tokio::time::interval_at(
+        tokio::time::Instant::from_std(started) + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    rows.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut second = 0u64;
+    // With --repeat the story runs again and again (for a Prometheus or a
+    // dashboard to watch), until the process is stopped.
+    let stories = if repeat { usize::MAX } else { 1 };
+    let story = PHASES
+        .iter()
+        .enumerate()
+        .cycle()
+        .take(PHASES.len().saturating_mul(stories));
+    for (index, name) in story {
         phase.store(index as u64, Ordering::Relaxed);
         match index {
             1 => faults.enable(),  // the outage: every audio call fails
@@ -302,9 +372,9 @@ async fn main() -> Result<(), BoxError> {
         }
         let mut audio_totals = [0u64; 3];
         let mut model_totals = [0u64; 6];
-        let phase_started = Instant::now();
-        while phase_started.elapsed() < PHASE {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..PHASE.as_secs() {
+            rows.tick().await;
+            second += 1;
             let (ok, failed, rejected, p99) = audio_tally.take();
             audio_totals[0] += ok;
             audio_totals[1] += failed;
@@ -325,7 +395,7 @@ async fn main() -> Result<(), BoxError> {
                 || "not measured yet".to_owned(),
                 |performance| {
                     format!(
-                        "cpu {:>5.1}% rss {:>4} MiB loop {:>5.1} ms",
+                        "cpu {:>5.1}% memory {:>4} MiB loop {:>5.1} ms",
                         performance.cpu.process,
                         performance.memory.rss >> 20,
                         performance.event_loop.p99.as_secs_f64() * 1e3,
@@ -333,8 +403,8 @@ async fn main() -> Result<(), BoxError> {
                 },
             );
             println!(
-                "{:>4.0}s {:9} | {:9} {:>4} rps {:>3.0}% ok p99 {:>4} | {} | {}{}",
-                started.elapsed().as_secs_f64(),
+                "{:>4}s {:9} | {:9} {:>4} rps {:>3.0}% ok p99 {:>4} | {} | {}{}",
+                second,
                 name,
                 circuit,
                 total,
@@ -384,6 +454,18 @@ async fn main() -> Result<(), BoxError> {
                 .circuit_state
                 .map_or("-".to_owned(), |s| s.to_string())
         );
+    }
+
+    if let Some(path) = arg("--write-metrics") {
+        // The live /metrics as a scraper sees it (checked by `.ci/run`
+        // with `promtool check metrics`).
+        let uri = format!("http://{address}/hardening/metrics");
+        let response = client
+            .request(Request::get(uri).body(Empty::new())?)
+            .await?;
+        let body = response.into_body().collect().await?.to_bytes();
+        std::fs::write(&path, &body)?;
+        println!("/metrics written to {path}");
     }
 
     if serve {

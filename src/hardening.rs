@@ -358,7 +358,25 @@ impl SystemHardeningBuilder {
         // start (at zero), so a dashboard or an alert finds them before the
         // first recovery.
         metrics::with_local_recorder(&*shared.recorder, || {
+            // Help text and units for the application's own exporter too.
+            crate::metrics::describe_all();
+            // Figures set on change only exist from the start, at their
+            // resting value, so alert rules find them.
+            metrics::gauge!(tower_hardening_core::names::MEMORY_SHEDDING_LEVEL).set(0.0);
+            metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(0.0);
+            for entry in shared.services.values() {
+                metrics::gauge!(
+                    tower_hardening_core::names::SERVICE_CRITICAL,
+                    tower_hardening_core::names::LABEL_SERVICE => entry.name.clone()
+                )
+                .set(if entry.critical { 1.0 } else { 0.0 });
+            }
             for entry in shared.services.values().filter(|e| e.managed.is_some()) {
+                metrics::counter!(
+                    tower_hardening_core::names::RECOVERY_GAVE_UP_TOTAL,
+                    tower_hardening_core::names::LABEL_SERVICE => entry.name.clone()
+                )
+                .absolute(0);
                 for result in ["success", "failure"] {
                     metrics::counter!(
                         tower_hardening_core::names::RECOVERY_ATTEMPTS_TOTAL,

@@ -111,11 +111,11 @@ pub use tower_hardening_fault as fault;
 
 pub use tower_hardening_core::{BoxError, Priority};
 
-/// The guide: the README, with the seed's usage section in Rust, how
-/// health is decided, the one right order for metrics, best practices,
-/// troubleshooting and what to alert on. Its examples are compiled and run
-/// as doc tests. Built with the default features (it needs every layer,
-/// as the facade does).
+/// The guide (`docs/guide.md`): every layer, the seed's usage section in
+/// Rust, how health is decided, the one right order for metrics, the
+/// dashboard, best practices, troubleshooting, what to alert on and the
+/// configuration. Its examples are compiled and run as doc tests. Built
+/// with the default features (it needs every layer, as the facade does).
 #[cfg(all(
     feature = "breaker",
     feature = "recovery",
@@ -123,5 +123,17 @@ pub use tower_hardening_core::{BoxError, Priority};
     feature = "metrics",
     feature = "fault"
 ))]
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../docs/guide.md")]
 pub mod guide {}
+
+/// The README's examples, compiled as doc tests.
+#[cfg(all(
+    doctest,
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics",
+    feature = "fault"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -8,13 +8,14 @@
 //! | `GET /health/ready` | the [`Readiness`](crate::health::Readiness) as JSON; 200 ready, 503 not (starting, shutting down, monitor dead, memory critical, or a service with `readiness = true` open or unhealthy; an open breaker otherwise fails health, not readiness) |
 //! | `GET /metrics` | Prometheus text of every figure the library records |
 //! | `GET /dashboard` | a self-contained HTML page (no CDN, no script from elsewhere) polling `dashboard/data` |
-//! | `GET /dashboard/data` | the dashboard's JSON |
+//! | `GET /dashboard/data` | the dashboard's JSON: the figures now and the last 50 events |
+//! | `GET /dashboard/history?minutes=15` | the charts' JSON: the collector's retained history over the last 5, 15 or 60 minutes (at most 360 points a series), and the events kept in that window |
 //!
 //! `HEAD` is answered like `GET` without a body; any other method is 405
 //! with `Allow`, any other path 404. No endpoint reads the request body,
 //! and every answer is bounded: the collector caps its series (1,000 by
-//! default), the dashboard sends the last 50 events, each text at most
-//! 300 bytes. Inner error texts appear in `/health`, `/health/ready` and
+//! default), a history at most 360 points a series, the dashboard keeps
+//! the last 500 events, each text at most 300 bytes. Inner error texts appear in `/health`, `/health/ready` and
 //! the dashboard only with `expose_details = true`.
 //!
 //! ```
@@ -90,10 +91,16 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Byte
 }
 
 impl Endpoints {
-    fn answer(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    fn answer(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
         let known = matches!(
             path,
-            "/health" | "/health/live" | "/health/ready" | "/metrics" | "/dashboard" | "/dashboard/data"
+            "/health"
+                | "/health/live"
+                | "/health/ready"
+                | "/metrics"
+                | "/dashboard"
+                | "/dashboard/data"
+                | "/dashboard/history"
         );
         if !known {
             return respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found");
@@ -151,16 +158,34 @@ impl Endpoints {
                 };
                 json(status, &readiness)
             }
-            "/metrics" => respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                shared.collector.render_prometheus(),
-            ),
+            "/metrics" => {
+                // Read at the scrape: a monitor that died cannot say so.
+                let alive = if self.handle.alive() { 1.0 } else { 0.0 };
+                metrics::with_local_recorder(&*shared.recorder, || {
+                    metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(alive);
+                });
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    shared.collector.render_prometheus(),
+                )
+            }
             "/dashboard" => respond(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 Bytes::from_static(dashboard::PAGE.as_bytes()),
             ),
+            "/dashboard/history" => {
+                // One of the offered windows; anything else is the default.
+                let minutes = query
+                    .into_iter()
+                    .flat_map(|q| q.split('&'))
+                    .find_map(|pair| pair.strip_prefix("minutes="))
+                    .and_then(|m| m.parse::<u64>().ok())
+                    .filter(|m| dashboard::WINDOWS.contains(m))
+                    .unwrap_or(15);
+                json(StatusCode::OK, &dashboard::history(&self.handle, minutes))
+            }
             _ => json(StatusCode::OK, &dashboard::data(&self.handle)),
         }
     }
@@ -177,7 +202,8 @@ impl<B> Service<Request<B>> for Endpoints {
 
     /// Answers from the path and method alone: the body is never read.
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut response = self.answer(request.method(), request.uri().path());
+        let uri = request.uri();
+        let mut response = self.answer(request.method(), uri.path(), uri.query());
         if request.method() == Method::HEAD {
             // The length GET would send, then no body.
             let length = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
@@ -196,6 +222,9 @@ pub(crate) struct RecentEvent {
     #[serde(serialize_with = "crate::health::ser::time")]
     pub(crate) at: std::time::SystemTime,
     pub(crate) service: Arc<str>,
+    /// What the event is about: `circuit`, `shed`, `memory`, `recovery`,
+    /// `health`, `rejected`, `retry`, `lease`, `performance`.
+    pub(crate) kind: &'static str,
     pub(crate) text: String,
     /// An inner error's text, sent only with `expose_details`.
     pub(crate) detail: Option<String>,

@@ -99,6 +99,9 @@ impl Drop for RunGuard {
         self.shared
             .monitor_started
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        metrics::with_local_recorder(&*self.shared.recorder, || {
+            metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(0.0);
+        });
         if !self.shared.is_shutting_down() {
             // Died (a panic, an abort, its runtime gone): nothing derives
             // health any more, so the last snapshot must not stand.
@@ -469,6 +472,13 @@ impl Monitor {
             RecoveryUpdate::GaveUp {
                 attempts, error, ..
             } => {
+                metrics::with_local_recorder(&*self.shared.recorder, || {
+                    metrics::counter!(
+                        tower_hardening_core::names::RECOVERY_GAVE_UP_TOTAL,
+                        tower_hardening_core::names::LABEL_SERVICE => name.clone()
+                    )
+                    .increment(1);
+                });
                 state.gave_up_transition = self
                     .shared
                     .services
@@ -485,8 +495,9 @@ impl Monitor {
     }
 }
 
-/// How many events the dashboard shows.
-const RECENT_EVENTS: usize = 50;
+/// How many events the dashboard keeps (its history answers them by
+/// minute; its live view shows the last 50).
+pub(crate) const RECENT_EVENTS: usize = 500;
 
 /// Keeps `event` among the recent ones the dashboard shows.
 fn remember(shared: &Shared, event: &Event) {
@@ -502,8 +513,21 @@ fn remember(shared: &Shared, event: &Event) {
     if recent.len() >= RECENT_EVENTS {
         recent.pop_front();
     }
+    let kind = match event.kind() {
+        EventKind::CircuitTransition { .. } => "circuit",
+        EventKind::CallRejected { .. } => "rejected",
+        EventKind::RetryExhausted { .. } => "retry",
+        EventKind::LeaseReclaimed { .. } => "lease",
+        EventKind::Shed { .. } => "shed",
+        EventKind::RecoveryStep { .. } => "recovery",
+        EventKind::MemoryPressure { .. } => "memory",
+        EventKind::PerformanceAlert { .. } => "performance",
+        EventKind::HealthChanged { .. } => "health",
+        _ => "other",
+    };
     recent.push_back(crate::endpoints::RecentEvent {
         at: event.at(),
+        kind,
         service: Arc::from(bounded(event.service())),
         text: bounded(&text),
         detail,

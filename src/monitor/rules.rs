@@ -206,6 +206,11 @@ impl Monitor {
         };
         metrics::with_local_recorder(&*shared.recorder, || {
             metrics::gauge!(names::PROCESS_HEALTH).set(level(overall));
+            metrics::gauge!(names::MONITOR_ALIVE).set(1.0);
+            let since_epoch = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            metrics::gauge!(names::MONITOR_LAST_TICK_SECONDS).set(since_epoch.as_secs_f64());
             for (name, health) in &status.services {
                 metrics::gauge!(names::SERVICE_HEALTH, names::LABEL_SERVICE => name.clone())
                     .set(level(health.status));

@@ -185,6 +185,10 @@ impl Monitor {
             metrics::gauge!(names::PROCESS_CPU_PERCENT).set(f64::from(cpu.process));
             metrics::gauge!(names::PROCESS_RESIDENT_MEMORY_BYTES).set(memory.process_rss as f64);
             metrics::gauge!(names::MEMORY_LIMIT_BYTES).set(self.memory.limit as f64);
+            for (mark, fraction) in [("warning", self.marks.warning), ("critical", self.marks.critical)] {
+                metrics::gauge!(names::MEMORY_MARK_BYTES, names::LABEL_MARK => mark)
+                    .set(fraction * self.memory.limit as f64);
+            }
             for (stat, value) in [
                 ("mean", event_loop.mean),
                 ("p99", event_loop.p99),
@@ -225,6 +229,17 @@ impl Monitor {
                 }
                 metrics::gauge!(names::POOL_QUEUED, names::LABEL_POOL => name.clone())
                     .set(stats.queued as f64);
+                // By priority: every level from the start (at zero), so a
+                // chart or an alert finds them before the first wait.
+                for priority in [Priority::LOW, Priority::NORMAL, Priority::HIGH, Priority::CRITICAL] {
+                    let label = priority.to_string();
+                    let queued = stats.queued_by_priority.get(&priority).copied().unwrap_or(0);
+                    metrics::gauge!(names::POOL_QUEUED_BY_PRIORITY, names::LABEL_POOL => name.clone(), names::LABEL_PRIORITY => label.clone())
+                        .set(queued as f64);
+                    let rejected = stats.rejected_by_priority.get(&priority).copied().unwrap_or(0);
+                    metrics::counter!(names::POOL_REJECTED_BY_PRIORITY_TOTAL, names::LABEL_POOL => name.clone(), names::LABEL_PRIORITY => label)
+                        .absolute(rejected);
+                }
                 metrics::counter!(names::POOL_REJECTED_TOTAL, names::LABEL_POOL => name)
                     .absolute(stats.rejected_total);
             }

@@ -29,10 +29,21 @@
 //! | [`POOL_UNITS`] | gauge | units | `pool`, `state` (`capacity`, `in_use`, `available`) | monitor |
 //! | [`POOL_QUEUED`] | gauge | requests | `pool` | monitor |
 //! | [`POOL_REJECTED_TOTAL`] | counter | requests | `pool` | monitor |
+//! | [`POOL_QUEUED_BY_PRIORITY`] | gauge | requests | `pool`, `priority` | monitor |
+//! | [`POOL_REJECTED_BY_PRIORITY_TOTAL`] | counter | requests | `pool`, `priority` | monitor |
+//! | [`MEMORY_MARK_BYTES`] | gauge | bytes | `mark` (`warning`, `critical`) | monitor |
+//! | [`SERVICE_CRITICAL`] | gauge | 1 critical, 0 not | `service` | facade |
+//! | [`RECOVERY_GAVE_UP_TOTAL`] | counter | recoveries | `service` | recovery manager |
+//! | [`MONITOR_ALIVE`] | gauge | 1 running, 0 stopped or dead | | monitor, `/metrics` |
+//! | [`MONITOR_LAST_TICK_SECONDS`] | gauge | seconds since the Unix epoch | | monitor |
+//!
+//! [`DESCRIPTIONS`] holds each name's kind, unit and help text, which
+//! every exporter shows (`# HELP` in Prometheus text).
 //!
 //! ```
 //! use tower_hardening_core::names;
 //! assert!(names::ALL.iter().all(|name| name.starts_with("hardening_")));
+//! assert_eq!(names::DESCRIPTIONS.len(), names::ALL.len());
 //! ```
 
 /// Counter: requests finished, labelled `outcome`.
@@ -93,6 +104,31 @@ pub const POOL_QUEUED: &str = "hardening_pool_queued";
 /// Counter: requests a pool refused (full queue, shedding).
 pub const POOL_REJECTED_TOTAL: &str = "hardening_pool_rejected_total";
 
+/// Gauge: requests waiting in a pool's queue, labelled `priority`.
+pub const POOL_QUEUED_BY_PRIORITY: &str = "hardening_pool_queued_by_priority";
+/// Counter: requests a pool refused (full queue, shedding), labelled
+/// `priority`.
+pub const POOL_REJECTED_BY_PRIORITY_TOTAL: &str = "hardening_pool_rejected_by_priority_total";
+
+/// Gauge: the memory marks in bytes, labelled `mark`: LOW is shed from
+/// `warning`, everything but CRITICAL from `critical` (NORMAL halfway).
+pub const MEMORY_MARK_BYTES: &str = "hardening_memory_mark_bytes";
+/// Gauge: 1 for a service whose health is the process's (critical), 0
+/// for the others; to join with per-service figures in alert rules.
+pub const SERVICE_CRITICAL: &str = "hardening_service_critical";
+/// Counter: recoveries the recovery manager gave up (after
+/// `max_recovery_attempts`); the breaker stays forced open until a
+/// person acts.
+pub const RECOVERY_GAVE_UP_TOTAL: &str = "hardening_recovery_gave_up_total";
+
+/// Gauge: 1 while the monitor task runs, 0 once it stopped or died (a
+/// process whose monitor died still answers scrapes: this says so).
+pub const MONITOR_ALIVE: &str = "hardening_monitor_alive";
+/// Gauge: when the monitor last derived health (on every health and
+/// performance tick), in seconds since the Unix epoch (`time() - this`
+/// is how stale health is).
+pub const MONITOR_LAST_TICK_SECONDS: &str = "hardening_monitor_last_tick_timestamp_seconds";
+
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
 /// Label: the service's (or layer's) name.
@@ -111,6 +147,10 @@ pub const LABEL_POOL: &str = "pool";
 pub const LABEL_STATE: &str = "state";
 /// Label: which statistic of a distribution (`mean`, `p99`, `max`).
 pub const LABEL_STAT: &str = "stat";
+/// Label: which memory mark (`warning`, `critical`).
+pub const LABEL_MARK: &str = "mark";
+/// Label: a request's priority (`low`, `normal`, `high`, `critical`).
+pub const LABEL_PRIORITY: &str = "priority";
 
 /// Every metric name above.
 pub const ALL: &[&str] = &[
@@ -138,4 +178,258 @@ pub const ALL: &[&str] = &[
     POOL_UNITS,
     POOL_QUEUED,
     POOL_REJECTED_TOTAL,
+    POOL_QUEUED_BY_PRIORITY,
+    POOL_REJECTED_BY_PRIORITY_TOTAL,
+    MEMORY_MARK_BYTES,
+    SERVICE_CRITICAL,
+    RECOVERY_GAVE_UP_TOTAL,
+    MONITOR_ALIVE,
+    MONITOR_LAST_TICK_SECONDS,
 ];
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (or is reset with the process).
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// A distribution of observations.
+    Histogram,
+}
+
+/// A metric's kind, unit and help text, for exporters to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Description {
+    /// The metric's name (one of [`ALL`]).
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// The unit, spelled as `metrics::Unit`'s canonical labels (`count`,
+    /// `seconds`, `bytes`, `percent`), or empty for a state index.
+    pub unit: &'static str,
+    /// One sentence for people reading the exposition.
+    pub help: &'static str,
+}
+
+const fn describe(
+    name: &'static str,
+    kind: MetricKind,
+    unit: &'static str,
+    help: &'static str,
+) -> Description {
+    Description {
+        name,
+        kind,
+        unit,
+        help,
+    }
+}
+
+/// Every metric in [`ALL`], described, in the same order.
+pub const DESCRIPTIONS: &[Description] = {
+    use MetricKind::{Counter, Gauge, Histogram};
+    &[
+        describe(
+            REQUESTS_TOTAL,
+            Counter,
+            "count",
+            "Requests finished, by outcome (success, failure, rejected by a hardening layer, ignored: not evidence either way, such as a client body that failed).",
+        ),
+        describe(
+            REQUEST_DURATION_SECONDS,
+            Histogram,
+            "seconds",
+            "Request duration in seconds, by outcome.",
+        ),
+        describe(
+            REQUESTS_IN_FLIGHT,
+            Gauge,
+            "count",
+            "Requests started and not yet finished, cancelled or panicked.",
+        ),
+        describe(
+            CIRCUIT_STATE,
+            Gauge,
+            "",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics only.",
+        ),
+        describe(
+            CIRCUIT_TRANSITIONS_TOTAL,
+            Counter,
+            "count",
+            "Circuit breaker state transitions, by from and to state.",
+        ),
+        describe(
+            CIRCUIT_REJECTED_TOTAL,
+            Counter,
+            "count",
+            "Calls the circuit breaker refused without calling the service.",
+        ),
+        describe(
+            RETRIES_TOTAL,
+            Counter,
+            "count",
+            "Retries made (attempts after the first).",
+        ),
+        describe(
+            RETRY_BUDGET_EXHAUSTED_TOTAL,
+            Counter,
+            "count",
+            "Requests not retried because the retry budget was empty.",
+        ),
+        describe(
+            RETRY_GAVE_UP_TOTAL,
+            Counter,
+            "count",
+            "Requests that failed on their last allowed attempt.",
+        ),
+        describe(
+            RECOVERY_ATTEMPTS_TOTAL,
+            Counter,
+            "count",
+            "Attempts to build or rebuild a service, by result.",
+        ),
+        describe(
+            RECOVERY_DURATION_SECONDS,
+            Histogram,
+            "seconds",
+            "How long a rebuild attempt of the recovery manager took, by result.",
+        ),
+        describe(
+            SERVICE_HEALTH,
+            Gauge,
+            "",
+            "A service's health: 0 healthy, 1 degraded, 2 unhealthy.",
+        ),
+        describe(
+            PROCESS_HEALTH,
+            Gauge,
+            "",
+            "The process's overall health: 0 healthy, 1 degraded, 2 unhealthy.",
+        ),
+        describe(
+            MEMORY_SHEDDING_LEVEL,
+            Gauge,
+            "",
+            "What memory pressure sheds: 0 nothing, 1 LOW, 2 NORMAL and below, 3 everything but CRITICAL.",
+        ),
+        describe(
+            PROCESS_CPU_PERCENT,
+            Gauge,
+            "percent",
+            "The process's CPU use in percent of one core over the last performance interval.",
+        ),
+        describe(
+            PROCESS_RESIDENT_MEMORY_BYTES,
+            Gauge,
+            "bytes",
+            "The process's memory as health and shedding measure it, in bytes.",
+        ),
+        describe(
+            MEMORY_LIMIT_BYTES,
+            Gauge,
+            "bytes",
+            "The memory limit health and shedding are measured against, in bytes.",
+        ),
+        describe(
+            EVENT_LOOP_LATENCY_SECONDS,
+            Gauge,
+            "seconds",
+            "Event-loop timer lateness over the last performance interval, by stat (mean, p99, max).",
+        ),
+        describe(RUNTIME_WORKERS, Gauge, "count", "Tokio worker threads."),
+        describe(RUNTIME_ALIVE_TASKS, Gauge, "count", "Tokio tasks alive."),
+        describe(
+            RUNTIME_GLOBAL_QUEUE_DEPTH,
+            Gauge,
+            "count",
+            "Tasks waiting in tokio's global queue.",
+        ),
+        describe(
+            POOL_UNITS,
+            Gauge,
+            "count",
+            "A pool's units, by state (capacity, in_use, available).",
+        ),
+        describe(
+            POOL_QUEUED,
+            Gauge,
+            "count",
+            "Requests waiting in a pool's queue.",
+        ),
+        describe(
+            POOL_REJECTED_TOTAL,
+            Counter,
+            "count",
+            "Requests a pool refused (full queue, shedding).",
+        ),
+        describe(
+            POOL_QUEUED_BY_PRIORITY,
+            Gauge,
+            "count",
+            "Requests waiting in a pool's queue, by priority.",
+        ),
+        describe(
+            POOL_REJECTED_BY_PRIORITY_TOTAL,
+            Counter,
+            "count",
+            "Requests a pool refused (full queue, shedding), by priority.",
+        ),
+        describe(
+            MEMORY_MARK_BYTES,
+            Gauge,
+            "bytes",
+            "The memory marks in bytes, by mark: LOW is shed from warning, everything but CRITICAL from critical, NORMAL halfway.",
+        ),
+        describe(
+            SERVICE_CRITICAL,
+            Gauge,
+            "",
+            "1 for a service whose health is the process's (critical), 0 for the others.",
+        ),
+        describe(
+            RECOVERY_GAVE_UP_TOTAL,
+            Counter,
+            "count",
+            "Recoveries the recovery manager gave up after its last allowed attempt.",
+        ),
+        describe(
+            MONITOR_ALIVE,
+            Gauge,
+            "",
+            "1 while the hardening's monitor task runs, 0 once it stopped or died.",
+        ),
+        describe(
+            MONITOR_LAST_TICK_SECONDS,
+            Gauge,
+            "seconds",
+            "When the monitor last derived health, in seconds since the Unix epoch.",
+        ),
+    ]
+};
+
+/// The description of `name`, if it is one of [`ALL`].
+pub fn description(name: &str) -> Option<&'static Description> {
+    DESCRIPTIONS.iter().find(|d| d.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_described_once_in_order() {
+        let described: Vec<&str> = DESCRIPTIONS.iter().map(|d| d.name).collect();
+        assert_eq!(described, ALL);
+        for d in DESCRIPTIONS {
+            assert!(!d.help.is_empty() && !d.help.contains('\n'), "{}", d.name);
+            assert_eq!(
+                d.kind == MetricKind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
+        }
+    }
+}

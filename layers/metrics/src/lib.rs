@@ -67,13 +67,17 @@
 //! ```
 
 mod collector;
+mod describe;
 mod eos;
 mod layer;
 mod service;
 
 pub mod future;
 
-pub use collector::{CollectorBuilder, EXPORTED_QUANTILES, MetricsCollector, Query, SeriesKind};
+pub use collector::{
+    CollectorBuilder, EXPORTED_QUANTILES, HistoryPoint, MetricsCollector, Query, SeriesKind,
+};
+pub use describe::describe_all;
 pub use eos::{EosMetricsFuture, EosMetricsLayer, EosMetricsService, MetricsBody};
 pub use layer::{MetricsBuilder, MetricsLayer};
 pub use service::MetricsService;

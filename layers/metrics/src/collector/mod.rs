@@ -7,6 +7,6 @@ mod series;
 mod sketch;
 
 pub use prometheus::EXPORTED_QUANTILES;
-pub use query::Query;
+pub use query::{HistoryPoint, Query};
 pub use recorder::{CollectorBuilder, MetricsCollector};
 pub use series::SeriesKind;

@@ -1,7 +1,41 @@
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use super::recorder::MetricsCollector;
-use super::series::{Folded, SeriesKind};
+use super::series::{Folded, Series, SeriesKind, Sketch};
+
+/// One interval of a [`Query::history`]: the samples of every matching
+/// series in it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HistoryPoint {
+    /// How many intervals before the current one (0: the interval now
+    /// filling).
+    pub intervals_ago: u64,
+    /// Samples in the interval (for a gauge: one per series, its value
+    /// when the interval began).
+    pub count: u64,
+    /// Their sum (for a counter, its increase in the interval).
+    pub sum: f64,
+    /// The smallest sample.
+    pub min: Option<f64>,
+    /// The largest sample.
+    pub max: Option<f64>,
+    /// A histogram's median in the interval, from the finest sketch that
+    /// holds it: the interval's own for the last 6 intervals, and for
+    /// older ones the group of 6, 36, ... intervals it has been merged
+    /// into (clamped to the interval's exact minimum and maximum).
+    pub p50: Option<f64>,
+    /// A histogram's 99th percentile, as `p50`.
+    pub p99: Option<f64>,
+}
+
+impl HistoryPoint {
+    /// The mean of the interval's samples (a gauge's value).
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
 
 /// A question about recent samples of one metric: filtered by labels,
 /// over a window ending now, combined across every matching series.
@@ -91,14 +125,7 @@ impl<'a> Query<'a> {
         let mut folded = Folded::default();
         let mut kind = None;
         for (key, s) in series.iter() {
-            if key.name() != self.name {
-                continue;
-            }
-            let matches = self
-                .labels
-                .iter()
-                .all(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v));
-            if !matches {
+            if key.name() != self.name || !self.matches(key) {
                 continue;
             }
             kind = Some(s.kind);
@@ -121,6 +148,95 @@ impl<'a> Query<'a> {
             }
         }
         (folded, kind)
+    }
+
+    /// The window interval by interval, oldest first, the interval now
+    /// filling last: what a chart over time draws. Exact counts, sums,
+    /// minimums and maximums; quantiles as [`HistoryPoint::p99`] says.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_hardening_metrics::MetricsCollector;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let collector = MetricsCollector::builder()
+    ///     .resolution(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap();
+    /// let done = metrics::with_local_recorder(&collector, || metrics::counter!("hardening_requests_total"));
+    /// done.increment(3);
+    /// tokio::time::sleep(Duration::from_millis(2_500)).await;
+    /// done.increment(5);
+    /// let history = collector
+    ///     .query("hardening_requests_total")
+    ///     .window(Duration::from_secs(3))
+    ///     .history();
+    /// let sums: Vec<f64> = history.iter().map(|p| p.sum).collect();
+    /// assert_eq!(sums, [3.0, 0.0, 5.0]);
+    /// assert_eq!(history[2].intervals_ago, 0);
+    /// assert_eq!(history[1].max, None);
+    /// # }
+    /// ```
+    pub fn history(&self) -> Vec<HistoryPoint> {
+        let (from, to) = self.epochs();
+        let mut slots = vec![Folded::default(); (to - from + 1) as usize];
+        let mut sketches: HashMap<(u32, u64), Sketch> = HashMap::new();
+        let mut histogram = false;
+        {
+            let series = self
+                .collector
+                .inner
+                .series
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for (key, s) in series.iter() {
+                if key.name() != self.name || !self.matches(key) {
+                    continue;
+                }
+                histogram |= s.kind == SeriesKind::Histogram;
+                s.history_into(from, to, &mut slots, &mut sketches);
+            }
+        }
+        let epoch = &self.collector.inner.epoch;
+        let mut quantiles: HashMap<(u32, u64), (Option<f64>, Option<f64>)> = HashMap::new();
+        slots
+            .into_iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let at = from + index as u64;
+                let (p50, p99) = if histogram && slot.count > 0 {
+                    let key = Series::sketch_key(epoch, at);
+                    let (p50, p99) = *quantiles.entry(key).or_insert_with(|| {
+                        sketches
+                            .get(&key)
+                            .map_or((None, None), |s| (s.quantile(0.5), s.quantile(0.99)))
+                    });
+                    let clamp = |q: Option<f64>| match (q, slot.min, slot.max) {
+                        (Some(q), Some(min), Some(max)) if min <= max => Some(q.clamp(min, max)),
+                        (q, _, _) => q,
+                    };
+                    (clamp(p50), clamp(p99))
+                } else {
+                    (None, None)
+                };
+                HistoryPoint {
+                    intervals_ago: to - at,
+                    count: slot.count,
+                    sum: slot.sum,
+                    min: slot.min,
+                    max: slot.max,
+                    p50,
+                    p99,
+                }
+            })
+            .collect()
+    }
+
+    fn matches(&self, key: &metrics::Key) -> bool {
+        self.labels
+            .iter()
+            .all(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
     }
 
     /// Samples in the window.

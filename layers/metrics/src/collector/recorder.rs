@@ -132,7 +132,17 @@ impl CollectorBuilder {
             max_series: self.max_series,
             series: RwLock::new(HashMap::new()),
             dropped: AtomicU64::new(0),
-            descriptions: RwLock::new(HashMap::new()),
+            // Every name the library emits is described from the start,
+            // whichever recorder was in force when `describe_all` ran.
+            descriptions: RwLock::new(
+                tower_hardening_core::names::DESCRIPTIONS
+                    .iter()
+                    .map(|d| {
+                        let help = SharedString::const_str(d.help);
+                        (d.name.to_owned(), (Unit::from_string(d.unit), help))
+                    })
+                    .collect(),
+            ),
         });
         let weak = Arc::downgrade(&inner);
         let resolution = self.resolution;

@@ -22,13 +22,15 @@
 //! minutes by minute, the last 36 by 6 minutes, with the default
 //! resolution).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tower_hardening_core::stripe::{CachePadded, Striped, stripes};
 use tower_hardening_core::sync::lock;
 
-use super::sketch::{self, Sketch};
+use super::sketch;
+pub(crate) use super::sketch::Sketch;
 
 /// Each sketch tier spans this many times the intervals of the one
 /// before it.
@@ -522,6 +524,48 @@ impl Series {
             }
         }
         folded
+    }
+
+    /// Adds the buckets of epochs `from..=to` into `slots` (index 0 is
+    /// `from`), and the sketches holding them into `sketches`, by
+    /// `(tier, group)`: what [`Query::history`](super::Query::history)
+    /// merges across series.
+    pub(crate) fn history_into(
+        &self,
+        from: u64,
+        to: u64,
+        slots: &mut [Folded],
+        sketches: &mut HashMap<(u32, u64), Sketch>,
+    ) {
+        self.flush_all();
+        let mut ring = lock(&self.ring);
+        ring.age(&self.epoch, self.epoch.now());
+        for bucket in ring
+            .buckets
+            .iter()
+            .filter(|b| b.epoch >= from && b.epoch <= to && b.count > 0)
+        {
+            let slot = &mut slots[(bucket.epoch - from) as usize];
+            slot.count += bucket.count;
+            slot.sum += bucket.sum;
+            slot.min = Some(slot.min.map_or(bucket.min, |m| m.min(bucket.min)));
+            slot.max = Some(slot.max.map_or(bucket.max, |m| m.max(bucket.max)));
+        }
+        for entry in &ring.sketches {
+            let (start, end) = entry.range();
+            if start <= to && end >= from {
+                sketches
+                    .entry((entry.tier, entry.group))
+                    .or_default()
+                    .merge(&entry.sketch);
+            }
+        }
+    }
+
+    /// The sketch tier and group holding the samples of `epoch` now.
+    pub(crate) fn sketch_key(epoch: &Epoch, sample_epoch: u64) -> (u32, u64) {
+        let tier = epoch.tier_of(sample_epoch, epoch.now());
+        (tier, sample_epoch / Epoch::span(tier))
     }
 
     /// The counter's total or the gauge's current value.
