@@ -29,6 +29,9 @@
 //! | [`POOL_UNITS`] | gauge | units | `pool`, `state` (`capacity`, `in_use`, `available`) | monitor |
 //! | [`POOL_QUEUED`] | gauge | requests | `pool` | monitor |
 //! | [`POOL_REJECTED_TOTAL`] | counter | requests | `pool` | monitor |
+//! | [`UPSTREAM_ATTEMPTS_TOTAL`] | counter | attempts | `service`, `endpoint` (a configured endpoint, or `other`), `outcome` (`success`, `failure`, `ignored`) | upstream |
+//! | [`UPSTREAM_HEDGES_TOTAL`] | counter | hedged attempts | `service` | upstream |
+//! | [`UPSTREAM_ENDPOINT_EJECTED`] | gauge | 1 ejected, 0 in rotation | `service`, `endpoint` | upstream |
 //!
 //! ```
 //! use tower_hardening_core::names;
@@ -92,6 +95,13 @@ pub const POOL_UNITS: &str = "hardening_pool_units";
 pub const POOL_QUEUED: &str = "hardening_pool_queued";
 /// Counter: requests a pool refused (full queue, shedding).
 pub const POOL_REJECTED_TOTAL: &str = "hardening_pool_rejected_total";
+/// Counter: attempts an upstream sent to one endpoint, labelled
+/// `endpoint` and `outcome`.
+pub const UPSTREAM_ATTEMPTS_TOTAL: &str = "hardening_upstream_attempts_total";
+/// Counter: hedged attempts an upstream sent.
+pub const UPSTREAM_HEDGES_TOTAL: &str = "hardening_upstream_hedges_total";
+/// Gauge: whether an upstream's endpoint is ejected (1) or in rotation (0).
+pub const UPSTREAM_ENDPOINT_EJECTED: &str = "hardening_upstream_endpoint_ejected";
 
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
@@ -111,6 +121,9 @@ pub const LABEL_POOL: &str = "pool";
 pub const LABEL_STATE: &str = "state";
 /// Label: which statistic of a distribution (`mean`, `p99`, `max`).
 pub const LABEL_STAT: &str = "stat";
+/// Label: an upstream's endpoint, as configured (`other` for one added
+/// at run time, so the label stays bounded).
+pub const LABEL_ENDPOINT: &str = "endpoint";
 
 /// Every metric name above.
 pub const ALL: &[&str] = &[
@@ -138,4 +151,7 @@ pub const ALL: &[&str] = &[
     POOL_UNITS,
     POOL_QUEUED,
     POOL_REJECTED_TOTAL,
+    UPSTREAM_ATTEMPTS_TOTAL,
+    UPSTREAM_HEDGES_TOTAL,
+    UPSTREAM_ENDPOINT_EJECTED,
 ];

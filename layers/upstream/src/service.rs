@@ -1,0 +1,324 @@
+//! The upstream as a `tower::Service`: each request is sent to one
+//! endpoint, retried on another, hedged, as the upstream's rules say.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::retry::budget::Budget;
+use tower_hardening_core::{BoxError, Classify, NoHealthyEndpoint, Outcome};
+use tower_service::Service;
+
+use crate::builder::{HedgeDelay, IdempotentFn, ReplayFn, UpstreamBuilder};
+use crate::endpoint::Endpoint;
+use crate::future::ResponseFuture;
+use crate::handle::UpstreamHandle;
+use crate::pushback::{Pushback, ReadPushback};
+use crate::shared::Shared;
+
+/// How the requests of one upstream are treated: classified, read for
+/// pushback, copied, retried and hedged.
+pub(crate) struct Rules<Req, C, P> {
+    pub(crate) classify: C,
+    pub(crate) pushback: P,
+    pub(crate) replay: Option<Arc<ReplayFn<Req>>>,
+    pub(crate) idempotent: Arc<IdempotentFn<Req>>,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) hedge: Option<(HedgeDelay, u32)>,
+}
+
+/// One `tower::Service` over the endpoints of a dependency.
+///
+/// Each request goes to one endpoint chosen by power of two choices over
+/// peak-EWMA latency among those in rotation; an endpoint whose own
+/// record says it is failing is ejected for a while (see
+/// [`OutlierPolicy`](crate::OutlierPolicy)); a failed attempt is retried
+/// on another endpoint within the retry budget; an endpoint's pushback
+/// keeps attempts off it; an idempotent request with no answer after the
+/// hedging delay is sent to a second endpoint, and the first good answer
+/// wins. Errors stay errors: the caller gets the last attempt's error
+/// (or its failing response), or [`NoHealthyEndpoint`] when no endpoint
+/// could be tried.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{ServiceExt, service_fn};
+/// use tower_hardening_upstream::{OutlierPolicy, Upstream};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_hardening_core::BoxError> {
+/// let upstream = Upstream::builder("model-inference")
+///     .outlier(OutlierPolicy { consecutive_failures: 5, ..OutlierPolicy::default() })
+///     .max_attempts(3)
+///     .clone_requests()
+///     .build(["http://10.0.0.1:7001", "http://10.0.0.2:7001"], |uri| {
+///         let uri = uri.to_owned();
+///         service_fn(move |prompt: String| {
+///             let uri = uri.clone();
+///             async move { Ok::<_, std::io::Error>(format!("{uri} read {} bytes", prompt.len())) }
+///         })
+///     });
+/// let handle = upstream.handle();
+/// let answer = upstream.oneshot("hello".to_owned()).await?;
+/// assert!(answer.ends_with("read 5 bytes"));
+/// assert_eq!(handle.endpoints().len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Upstream<S, Req, C = tower_hardening_core::ErrorsAsFailures, P = crate::NoPushback> {
+    shared: Arc<Shared<S>>,
+    rules: Arc<Rules<Req, C, P>>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<S, Req, C, P> Clone for Upstream<S, Req, C, P> {
+    fn clone(&self) -> Self {
+        Upstream {
+            shared: self.shared.clone(),
+            rules: self.rules.clone(),
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<S, Req, C, P> fmt::Debug for Upstream<S, Req, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<Req> Upstream<(), Req> {
+    /// A builder for the upstream called `name`.
+    pub fn builder(name: impl Into<Arc<str>>) -> UpstreamBuilder<Req> {
+        UpstreamBuilder::new(name.into())
+    }
+}
+
+impl<S, Req, C, P> Upstream<S, Req, C, P> {
+    pub(crate) fn from_parts(shared: Arc<Shared<S>>, rules: Arc<Rules<Req, C, P>>) -> Self {
+        Upstream {
+            shared,
+            rules,
+            _request: PhantomData,
+        }
+    }
+
+    /// The handle: endpoint states, and changing the endpoints.
+    pub fn handle(&self) -> UpstreamHandle<S> {
+        UpstreamHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, Req, C, P> Service<Req> for Upstream<S, Req, C, P>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+    C: Classify<S::Response, BoxError>,
+    P: ReadPushback<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Response>;
+
+    /// Always ready: each attempt waits for its endpoint's readiness
+    /// itself, on a clone (tower's `Oneshot`).
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        ResponseFuture::new(run(self.shared.clone(), self.rules.clone(), request))
+    }
+}
+
+/// Whether `error` says the request never reached the endpoint (the
+/// connection was refused), so sending it elsewhere is always safe.
+fn never_sent(error: &BoxError) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+type Attempt<S, Res> = (Arc<Endpoint<S>>, Instant, Result<Res, BoxError>);
+
+fn attempt<S, Req>(
+    endpoint: Arc<Endpoint<S>>,
+    request: Req,
+    timeout: Option<Duration>,
+) -> impl Future<Output = Attempt<S, S::Response>>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let call = endpoint
+        .start(|service: S| async move { service.oneshot(request).await.map_err(Into::into) });
+    async move {
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(result) => result,
+                Err(_) => Err(tower::timeout::error::Elapsed::new().into()),
+            },
+            None => call.await,
+        };
+        (endpoint, started, result)
+    }
+}
+
+async fn run<S, Req, C, P>(
+    shared: Arc<Shared<S>>,
+    rules: Arc<Rules<Req, C, P>>,
+    request: Req,
+) -> Result<S::Response, BoxError>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+    C: Classify<S::Response, BoxError>,
+    P: ReadPushback<S::Response>,
+{
+    shared.budget.deposit();
+    let idempotent = (rules.idempotent)(&request);
+    let wants_copies = rules.max_attempts > 1 || rules.hedge.is_some();
+    // The request stays here as the template of retries and hedges; each
+    // attempt gets a copy. Without a way to copy it, it is sent once.
+    let (first, template) = match (&rules.replay, wants_copies) {
+        (Some(replay), true) => match replay(&request) {
+            Some(copy) => (copy, Some(request)),
+            None => (request, None),
+        },
+        _ => (request, None),
+    };
+    let copy = |template: &Option<Req>| -> Option<Req> {
+        let replay = rules.replay.as_ref()?;
+        replay(template.as_ref()?)
+    };
+
+    let no_endpoint = |after: Option<Duration>| -> BoxError {
+        let err = NoHealthyEndpoint::new(shared.name.clone());
+        match after {
+            Some(after) => err.with_retry_after(after),
+            None => err,
+        }
+        .into()
+    };
+
+    let mut tried: Vec<u64> = Vec::with_capacity(2);
+    let mut attempts = FuturesUnordered::new();
+    let endpoint = shared.pick(&tried, true).map_err(no_endpoint)?;
+    tried.push(endpoint.id);
+    attempts.push(attempt(endpoint, first, rules.timeout));
+    let mut retries = 0u32;
+    let mut hedges = 0u32;
+
+    let (hedge_delay, max_hedges) = match rules.hedge {
+        Some((delay, max)) if idempotent && template.is_some() => {
+            let delay = match delay {
+                HedgeDelay::Fixed(delay) => Some(delay),
+                HedgeDelay::P95 => shared.latency.p95(),
+            };
+            (delay, max)
+        }
+        _ => (None, 0),
+    };
+    let mut hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
+    let mut last: Option<Result<S::Response, BoxError>> = None;
+
+    loop {
+        let hedge_timer = async {
+            match hedge_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            finished = attempts.next() => {
+                let Some((endpoint, started, result)) = finished else {
+                    // Nothing in flight: unreachable, the loop returns first.
+                    return last.unwrap_or_else(|| Err(no_endpoint(None)));
+                };
+                let outcome = rules.classify.classify(&result);
+                let elapsed = started.elapsed();
+                shared.record(&endpoint, outcome, elapsed);
+                // Pushback is honoured whatever the answer counts as (a 429
+                // may be no failure of the endpoint's, and still say "later").
+                let pushback = result.as_ref().ok().and_then(|r| rules.pushback.pushback(r));
+                if let Some(Pushback::RetryAfter(after)) = pushback {
+                    shared.push_back(&endpoint, after);
+                }
+                if outcome != Outcome::Failure {
+                    if outcome == Outcome::Success {
+                        shared.latency.record(elapsed);
+                    }
+                    // Dropping the other attempts cancels them.
+                    return result;
+                }
+                let do_not_retry = pushback == Some(Pushback::DoNotRetry);
+                let may_retry = !do_not_retry
+                    && (idempotent || matches!(&result, Err(e) if never_sent(e)));
+                last = Some(result);
+                if do_not_retry {
+                    hedge_at = None;
+                }
+                if !attempts.is_empty() {
+                    // Another attempt is in flight: its answer decides.
+                    continue;
+                }
+                if !may_retry || retries + 1 >= rules.max_attempts {
+                    break;
+                }
+                let Ok(endpoint) = shared.pick(&tried, true) else { break };
+                let Some(request) = copy(&template) else { break };
+                if !shared.withdraw() {
+                    break;
+                }
+                retries += 1;
+                tried.push(endpoint.id);
+                attempts.push(attempt(endpoint, request, rules.timeout));
+                if hedges < max_hedges {
+                    hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
+                }
+            }
+            () = hedge_timer, if hedge_at.is_some() => {
+                hedge_at = None;
+                // A hedge goes to an endpoint not tried yet, or not at all.
+                let Ok(endpoint) = shared.pick(&tried, false) else { continue };
+                let Some(request) = copy(&template) else { continue };
+                if !shared.withdraw() {
+                    continue;
+                }
+                hedges += 1;
+                shared.hedges_total.increment(1);
+                tried.push(endpoint.id);
+                attempts.push(attempt(endpoint, request, rules.timeout));
+                if hedges < max_hedges {
+                    hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
+                }
+            }
+        }
+    }
+    last.unwrap_or_else(|| Err(no_endpoint(None)))
+}
