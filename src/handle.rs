@@ -79,6 +79,8 @@ pub enum UnknownName {
     Service(String),
     /// No pool of this name was given to the builder.
     Pool(String),
+    /// No `[upstreams.<name>]` section of this name.
+    Upstream(String),
 }
 
 impl fmt::Display for UnknownName {
@@ -87,6 +89,10 @@ impl fmt::Display for UnknownName {
             UnknownName::Service(name) => write!(
                 f,
                 "no service `{name}`: register it with `.service(..)` or give it a `[services.{name}]` section"
+            ),
+            UnknownName::Upstream(name) => write!(
+                f,
+                "no upstream `{name}`: give it an `[upstreams.{name}]` section with its endpoints"
             ),
             UnknownName::Pool(name) => {
                 write!(
@@ -168,6 +174,9 @@ impl HardeningHandle {
             service.failure_rate = snapshot.failure_rate;
             service.slow_call_rate = snapshot.slow_call_rate;
             service.calls = snapshot.calls;
+        }
+        if let Some(view) = self.shared.services.get(name).and_then(|e| e.endpoints.get()) {
+            service.endpoints = view.endpoints();
         }
         Some(service)
     }

@@ -218,6 +218,12 @@ impl<Req, C, P> UpstreamBuilder<Req, C, P> {
         }
     }
 
+    /// The classifier set by [`classify`](Self::classify), for layers
+    /// above the upstream that should count failures alike.
+    pub fn classifier(&self) -> &C {
+        &self.classify
+    }
+
     /// The upstream over `uris`, each endpoint's service made by `make`
     /// (which the handle's `set_endpoints` and `insert` use too).
     pub fn build<S, U>(

@@ -83,6 +83,7 @@
 
 mod builder;
 mod endpoint;
+mod endpoint_uri;
 pub mod future;
 mod handle;
 mod latency;
@@ -93,6 +94,7 @@ mod shared;
 mod snapshot;
 
 pub use builder::{HedgeDelay, UpstreamBuilder};
+pub use endpoint_uri::{InvalidEndpoint, SetEndpoint};
 pub use handle::{NoEndpointMaker, UpstreamHandle};
 pub use outlier::{EjectionReason, OutlierPolicy};
 pub use pushback::{HttpPushback, MAX_PUSHBACK, NoPushback, Pushback, ReadPushback};
