@@ -85,7 +85,7 @@ impl<S> UpstreamHandle<S> {
     }
 
     /// Adds the endpoint `uri`, made by the upstream's endpoint function
-    /// (replacing the service of one with the same URI).
+    /// (replacing one with the same URI, whose record starts afresh).
     pub fn insert(&self, uri: impl Into<Arc<str>>) -> Result<(), NoEndpointMaker> {
         let make = self.shared.make.as_ref().ok_or(NoEndpointMaker)?;
         let uri: Arc<str> = uri.into();

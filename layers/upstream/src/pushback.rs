@@ -16,8 +16,9 @@
 //!     Some(Pushback::RetryAfter(Duration::from_secs(2)))
 //! );
 //!
-//! // A negative gRPC pushback: do not retry.
+//! // A failed gRPC call with a negative pushback: do not retry.
 //! let response = http::Response::builder()
+//!     .header("grpc-status", "14")
 //!     .header("grpc-retry-pushback-ms", "-1")
 //!     .body(())
 //!     .unwrap();
@@ -66,7 +67,8 @@ impl<Res> ReadPushback<Res> for NoPushback {
 /// - `grpc-retry-pushback-ms` (a trailers-only gRPC answer carries it in
 ///   its head): a non-negative number of milliseconds keeps the endpoint
 ///   away that long; a negative or malformed value means do not retry.
-///   Trailers that come after a streamed body are not read.
+///   Read only beside a failing `grpc-status` in the same head. Trailers
+///   that come after a streamed body are not read.
 /// - A 503 or 429 with `Retry-After`, in seconds or as an HTTP date:
 ///   the endpoint is kept away until then. Values beyond
 ///   [`MAX_PUSHBACK`] are cut to it; a value that is neither (negative,
@@ -84,7 +86,12 @@ impl<B> ReadPushback<http::Response<B>> for HttpPushback {
 /// an HTTP date is measured from.
 pub fn pushback_of(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Pushback> {
     if let Some(value) = headers.get("grpc-retry-pushback-ms") {
-        return Some(grpc_pushback(value));
+        // Only a failed call pushes back: an OK status (or none in the
+        // head) with the header is a server's mistake, not a refusal.
+        let failed = headers
+            .get("grpc-status")
+            .is_some_and(|code| code.as_bytes() != b"0");
+        return failed.then(|| grpc_pushback(value));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         let value = headers.get(http::header::RETRY_AFTER)?;
@@ -203,9 +210,20 @@ mod tests {
         for bad in ["-1", "-99999999999999999999999", "abc", "", "1.5"] {
             assert_eq!(grpc_pushback(&value(bad)), Pushback::DoNotRetry, "{bad:?}");
         }
-        // The gRPC header wins over the HTTP status.
+        // The gRPC header wins over the HTTP status, beside a failing
+        // grpc-status only.
         let mut headers = HeaderMap::new();
         headers.insert("grpc-retry-pushback-ms", value("-1"));
+        assert_eq!(
+            pushback_of(StatusCode::OK, &headers, SystemTime::now()),
+            None
+        );
+        headers.insert("grpc-status", value("0"));
+        assert_eq!(
+            pushback_of(StatusCode::OK, &headers, SystemTime::now()),
+            None
+        );
+        headers.insert("grpc-status", value("14"));
         assert_eq!(
             pushback_of(StatusCode::OK, &headers, SystemTime::now()),
             Some(Pushback::DoNotRetry)

@@ -245,6 +245,8 @@ where
     };
     let mut hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
     let mut last: Option<Result<S::Response, BoxError>> = None;
+    // A "do not retry" from any attempt holds for the whole request.
+    let mut do_not_retry = false;
 
     loop {
         let hedge_timer = async {
@@ -276,7 +278,7 @@ where
                     // Dropping the other attempts cancels them.
                     return result;
                 }
-                let do_not_retry = pushback == Some(Pushback::DoNotRetry);
+                do_not_retry |= pushback == Some(Pushback::DoNotRetry);
                 let may_retry = !do_not_retry
                     && (idempotent || matches!(&result, Err(e) if never_sent(e)));
                 last = Some(result);

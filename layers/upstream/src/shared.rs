@@ -161,8 +161,8 @@ impl<S> Shared<S> {
         self.endpoints.store(Arc::new(next));
     }
 
-    /// Adds one endpoint, or replaces the service of the one with this URI
-    /// (its record is kept).
+    /// Adds one endpoint, or replaces the one with this URI (with a fresh
+    /// record: a new service is a new instance).
     pub(crate) fn insert(&self, uri: Arc<str>, service: S) {
         let _changes = lock(&self.changes);
         let current = self.endpoints.load_full();

@@ -24,6 +24,10 @@ enum Behaviour {
     Slow(Duration),
     Status(u16, Option<&'static str>),
     GrpcPushback(&'static str),
+    /// Late, then this status.
+    LateStatus(Duration, u16),
+    /// Late, then a failed gRPC call with this pushback.
+    LateGrpcPushback(Duration, &'static str),
 }
 
 #[derive(Clone, Default)]
@@ -102,8 +106,22 @@ impl Backends {
                         }
                         Ok(response.body(()).unwrap())
                     }
+                    Behaviour::LateStatus(by, status) => {
+                        tokio::time::sleep(by).await;
+                        Ok(http::Response::builder().status(status).body(()).unwrap())
+                    }
+                    Behaviour::LateGrpcPushback(by, value) => {
+                        tokio::time::sleep(by).await;
+                        Ok(http::Response::builder()
+                            .status(503)
+                            .header("grpc-status", "14")
+                            .header("grpc-retry-pushback-ms", value)
+                            .body(())
+                            .unwrap())
+                    }
                     Behaviour::GrpcPushback(value) => Ok(http::Response::builder()
                         .status(503)
+                        .header("grpc-status", "14")
                         .header("grpc-retry-pushback-ms", value)
                         .body(())
                         .unwrap()),
@@ -643,4 +661,24 @@ async fn attempts_that_time_out_are_failures_retried_elsewhere() {
     backends.set("b", Behaviour::Slow(Duration::from_secs(10)));
     let err = upstream.clone().oneshot(0).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn do_not_retry_from_one_attempt_holds_when_the_hedge_fails_too() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .classify(HttpServerErrors::new())
+        .pushback(HttpPushback)
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(10)), 1)
+        .clone_requests()
+        .build(["a", "b"], move |uri| b.endpoint(uri));
+    backends.set(
+        "a",
+        Behaviour::LateGrpcPushback(Duration::from_millis(50), "-1"),
+    );
+    backends.set("b", Behaviour::LateStatus(Duration::from_millis(100), 500));
+    let response = upstream.oneshot(0).await.unwrap();
+    assert_eq!(response.status(), 500, "the last answer");
+    assert_eq!(backends.total(), 2, "no retry after a negative pushback");
 }
