@@ -4,12 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower::retry::budget::Budget;
@@ -160,6 +159,8 @@ fn never_sent(error: &BoxError) -> bool {
 }
 
 type Attempt<S, Res> = (Arc<Endpoint<S>>, Instant, Result<Res, BoxError>);
+/// A hedged attempt, running beside the main one.
+type BoxedAttempt<S, Res> = Pin<Box<dyn Future<Output = Attempt<S, Res>> + Send>>;
 
 fn attempt<S, Req>(
     endpoint: Arc<Endpoint<S>>,
@@ -199,9 +200,12 @@ where
     C: Classify<S::Response, BoxError>,
     P: ReadPushback<S::Response>,
 {
-    shared.budget.deposit();
-    let idempotent = (rules.idempotent)(&request);
     let wants_copies = rules.max_attempts > 1 || rules.hedge.is_some();
+    if wants_copies {
+        // Only requests that may be sent again pay into the budget.
+        shared.budget.deposit();
+    }
+    let idempotent = (rules.idempotent)(&request);
     // The request stays here as the template of retries and hedges; each
     // attempt gets a copy. Without a way to copy it, it is sent once.
     let (first, template) = match (&rules.replay, wants_copies) {
@@ -225,11 +229,13 @@ where
         .into()
     };
 
-    let mut tried: Vec<u64> = Vec::with_capacity(2);
-    let mut attempts = FuturesUnordered::new();
-    let endpoint = shared.pick(&tried, true).map_err(no_endpoint)?;
+    let mut tried = Tried::default();
+    let endpoint = shared.pick(tried.as_slice(), true).map_err(no_endpoint)?;
     tried.push(endpoint.id);
-    attempts.push(attempt(endpoint, first, rules.timeout));
+    // The first attempt and each retry run here, unboxed; hedges, which
+    // run beside it, are boxed.
+    let mut main = pin!(Some(attempt(endpoint, first, rules.timeout)));
+    let mut hedged: Vec<BoxedAttempt<S, S::Response>> = Vec::new();
     let mut retries = 0u32;
     let mut hedges = 0u32;
 
@@ -243,84 +249,143 @@ where
         }
         _ => (None, 0),
     };
-    let mut hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
-    let mut last: Option<Result<S::Response, BoxError>> = None;
+    let mut hedge_timer = hedge_delay.map(|delay| Box::pin(tokio::time::sleep(delay)));
+    // The last failed answer: what the caller gets when no retry follows.
+    let mut last: Option<Result<S::Response, BoxError>>;
     // A "do not retry" from any attempt holds for the whole request.
     let mut do_not_retry = false;
 
     loop {
-        let hedge_timer = async {
-            match hedge_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let next = std::future::poll_fn(|cx| {
+            if let Some(running) = main.as_mut().as_pin_mut()
+                && let Poll::Ready(done) = running.poll(cx)
+            {
+                main.set(None);
+                return Poll::Ready(Next::Answer(done));
             }
-        };
-        tokio::select! {
-            biased;
-            finished = attempts.next() => {
-                let Some((endpoint, started, result)) = finished else {
-                    // Nothing in flight: unreachable, the loop returns first.
-                    return last.unwrap_or_else(|| Err(no_endpoint(None)));
-                };
+            for index in 0..hedged.len() {
+                if let Poll::Ready(done) = hedged[index].as_mut().poll(cx) {
+                    drop(hedged.swap_remove(index));
+                    return Poll::Ready(Next::Answer(done));
+                }
+            }
+            if let Some(timer) = hedge_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Next::Hedge);
+            }
+            Poll::Pending
+        })
+        .await;
+        match next {
+            Next::Answer((endpoint, started, result)) => {
                 let outcome = rules.classify.classify(&result);
                 let elapsed = started.elapsed();
                 shared.record(&endpoint, outcome, elapsed);
                 // Pushback is honoured whatever the answer counts as (a 429
                 // may be no failure of the endpoint's, and still say "later").
-                let pushback = result.as_ref().ok().and_then(|r| rules.pushback.pushback(r));
+                let pushback = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|r| rules.pushback.pushback(r));
                 if let Some(Pushback::RetryAfter(after)) = pushback {
                     shared.push_back(&endpoint, after);
                 }
                 if outcome != Outcome::Failure {
-                    if outcome == Outcome::Success {
+                    if outcome == Outcome::Success
+                        && rules.hedge.is_some_and(|(d, _)| d == HedgeDelay::P95)
+                    {
                         shared.latency.record(elapsed);
                     }
                     // Dropping the other attempts cancels them.
                     return result;
                 }
                 do_not_retry |= pushback == Some(Pushback::DoNotRetry);
-                let may_retry = !do_not_retry
-                    && (idempotent || matches!(&result, Err(e) if never_sent(e)));
+                let may_retry =
+                    !do_not_retry && (idempotent || matches!(&result, Err(e) if never_sent(e)));
                 last = Some(result);
                 if do_not_retry {
-                    hedge_at = None;
+                    hedge_timer = None;
                 }
-                if !attempts.is_empty() {
+                if main.is_some() || !hedged.is_empty() {
                     // Another attempt is in flight: its answer decides.
                     continue;
                 }
                 if !may_retry || retries + 1 >= rules.max_attempts {
                     break;
                 }
-                let Ok(endpoint) = shared.pick(&tried, true) else { break };
-                let Some(request) = copy(&template) else { break };
+                let Ok(endpoint) = shared.pick(tried.as_slice(), true) else {
+                    break;
+                };
+                let Some(request) = copy(&template) else {
+                    break;
+                };
                 if !shared.withdraw() {
                     break;
                 }
                 retries += 1;
                 tried.push(endpoint.id);
-                attempts.push(attempt(endpoint, request, rules.timeout));
-                if hedges < max_hedges {
-                    hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
-                }
+                main.set(Some(attempt(endpoint, request, rules.timeout)));
+                rearm(&mut hedge_timer, hedge_delay, hedges < max_hedges);
             }
-            () = hedge_timer, if hedge_at.is_some() => {
-                hedge_at = None;
+            Next::Hedge => {
+                rearm(&mut hedge_timer, hedge_delay, false);
                 // A hedge goes to an endpoint not tried yet, or not at all.
-                let Ok(endpoint) = shared.pick(&tried, false) else { continue };
-                let Some(request) = copy(&template) else { continue };
+                let Ok(endpoint) = shared.pick(tried.as_slice(), false) else {
+                    continue;
+                };
+                let Some(request) = copy(&template) else {
+                    continue;
+                };
                 if !shared.withdraw() {
                     continue;
                 }
                 hedges += 1;
                 shared.hedges_total.increment(1);
                 tried.push(endpoint.id);
-                attempts.push(attempt(endpoint, request, rules.timeout));
-                if hedges < max_hedges {
-                    hedge_at = hedge_delay.map(|delay| Instant::now() + delay);
-                }
+                hedged.push(Box::pin(attempt(endpoint, request, rules.timeout)));
+                rearm(&mut hedge_timer, hedge_delay, hedges < max_hedges);
             }
         }
     }
     last.unwrap_or_else(|| Err(no_endpoint(None)))
+}
+
+/// What woke a request's loop: an attempt's answer, or the hedge timer.
+enum Next<T> {
+    Answer(T),
+    Hedge,
+}
+
+/// Sets the hedge timer `delay` from now when `armed`, else stops it.
+fn rearm(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, delay: Option<Duration>, armed: bool) {
+    match (delay, armed) {
+        (Some(delay), true) => match timer {
+            Some(timer) => timer.as_mut().reset(Instant::now() + delay),
+            None => *timer = Some(Box::pin(tokio::time::sleep(delay))),
+        },
+        _ => *timer = None,
+    }
+}
+
+/// The endpoints a request was sent to, without allocating for the usual
+/// few. Beyond eight, later ones are not remembered: a retry may then go
+/// to one tried before, as it may in a small upstream anyway.
+#[derive(Default)]
+struct Tried {
+    ids: [u64; 8],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, id: u64) {
+        if let Some(slot) = self.ids.get_mut(self.len) {
+            *slot = id;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
 }
