@@ -685,3 +685,26 @@ async fn health_counts_an_upstream_unhealthy_only_when_every_endpoint_is_out() {
     );
     handle.shutdown().await;
 }
+
+#[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment's Jail decides the closure's error type"
+)]
+fn an_upstream_is_configured_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env(
+            "HARDENING_UPSTREAMS__MODEL_INFERENCE__ENDPOINTS",
+            "[\"http://10.0.0.1:7001\", \"http://10.0.0.2:7001\"]",
+        );
+        jail.set_env(
+            "HARDENING_UPSTREAMS__MODEL_INFERENCE__OUTLIER__CONSECUTIVE_FAILURES",
+            "3",
+        );
+        let config = SystemHardeningConfig::from_env("HARDENING").unwrap();
+        let upstream = &config.upstreams["model-inference"];
+        assert_eq!(upstream.endpoints.len(), 2);
+        assert_eq!(upstream.outlier.consecutive_failures, 3);
+        Ok(())
+    });
+}
