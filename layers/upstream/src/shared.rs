@@ -241,13 +241,25 @@ impl<S> Shared<S> {
         let now = Instant::now();
         let list = self.endpoints.load();
         let fresh = |e: &Endpoint<S>| !tried.contains(&e.id);
-        let choices: [&Admits<'_, S>; 4] = [
-            &|e| fresh(e) && self.in_rotation(e, now) && !self.pushed_back(e, now),
-            &|e| allow_tried && self.in_rotation(e, now) && !self.pushed_back(e, now),
-            &|e| fresh(e) && !self.pushed_back(e, now),
-            &|e| allow_tried && !self.pushed_back(e, now),
-        ];
+        let healthy = |e: &Endpoint<S>| self.in_rotation(e, now) && !self.pushed_back(e, now);
+        let choices: [&Admits<'_, S>; 2] =
+            [&|e| fresh(e) && healthy(e), &|e| allow_tried && healthy(e)];
         for admits in choices {
+            if let Some(chosen) = p2c(&list, admits) {
+                return Ok(chosen);
+            }
+        }
+        if list.iter().any(|e| healthy(e)) {
+            // Only tried ones are healthy, and this choice may not take
+            // them (a hedge): no endpoint, rather than an ejected one.
+            return Err(None);
+        }
+        // Every endpoint is ejected or pushing back: the ejected ones are
+        // called anyway (panic routing); pushback is always honoured.
+        let panic: [&Admits<'_, S>; 2] = [&|e| fresh(e) && !self.pushed_back(e, now), &|e| {
+            allow_tried && !self.pushed_back(e, now)
+        }];
+        for admits in panic {
             if let Some(chosen) = p2c(&list, admits) {
                 return Ok(chosen);
             }

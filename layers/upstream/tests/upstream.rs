@@ -682,3 +682,37 @@ async fn do_not_retry_from_one_attempt_holds_when_the_hedge_fails_too() {
     assert_eq!(response.status(), 500, "the last answer");
     assert_eq!(backends.total(), 2, "no retry after a negative pushback");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_never_goes_to_an_ejected_endpoint_while_one_is_in_rotation() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .outlier(OutlierPolicy {
+            max_ejection_percent: 100,
+            ..policy(2)
+        })
+        .max_attempts(1)
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(10)), 1)
+        .clone_requests()
+        .build(URIS, move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    backends.set("b", Behaviour::Refuse);
+    backends.set("c", Behaviour::Refuse);
+    while !(matches!(state(&handle, "b"), EndpointState::Ejected { .. })
+        && matches!(state(&handle, "c"), EndpointState::Ejected { .. }))
+    {
+        let _ = upstream.clone().oneshot(0).await;
+    }
+    backends.set("a", Behaviour::Slow(Duration::from_millis(100)));
+    let (b_calls, c_calls) = (backends.calls_to("b"), backends.calls_to("c"));
+    for _ in 0..10 {
+        upstream.clone().oneshot(0).await.unwrap();
+    }
+    assert!(backends.calls_to("a") >= 10);
+    assert_eq!(
+        (backends.calls_to("b"), backends.calls_to("c")),
+        (b_calls, c_calls),
+        "no hedge to an ejected endpoint"
+    );
+}
