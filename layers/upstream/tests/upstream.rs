@@ -716,3 +716,34 @@ async fn a_hedge_never_goes_to_an_ejected_endpoint_while_one_is_in_rotation() {
         "no hedge to an ejected endpoint"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_giving_up_mid_hedge_cancels_both_attempts() {
+    let cancelled = Arc::new(AtomicU32::new(0));
+    let upstream = Upstream::builder("model")
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(30)), 1)
+        .clone_requests()
+        .build(["a", "b"], {
+            let cancelled = cancelled.clone();
+            move |_| {
+                let cancelled = cancelled.clone();
+                service_fn(move |n: u32| {
+                    let guard = DropFlag(cancelled.clone(), Arc::new(AtomicBool::new(false)));
+                    async move {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        guard.1.store(true, Ordering::Relaxed);
+                        Ok::<_, BoxError>(n)
+                    }
+                })
+            }
+        });
+    let call = tokio::spawn(upstream.clone().oneshot(0));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call.abort();
+    let _ = call.await;
+    assert_eq!(
+        cancelled.load(Ordering::Relaxed),
+        2,
+        "the attempt and its hedge"
+    );
+}
