@@ -675,6 +675,37 @@ async fn health_counts_an_upstream_unhealthy_only_when_every_endpoint_is_out() {
         !handle.ready(),
         "every endpoint out: not ready (readiness = true)"
     );
+    // The dashboard's JSON lists them, and the events it shows name them.
+    let response = handle
+        .endpoints()
+        .oneshot(http::Request::get("/dashboard/data").body(()).unwrap())
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let model = data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "model")
+        .unwrap();
+    assert_eq!(model["endpoints"].as_array().unwrap().len(), 2, "{model}");
+    assert_eq!(model["endpoints"][0]["state"], "ejected", "{model}");
+    let texts: Vec<&str> = data["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("endpoint http://a:1 ejected for 30s")),
+        "{texts:?}"
+    );
     // Both come back after the ejection time.
     down.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_secs(31)).await;
