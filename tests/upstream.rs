@@ -796,3 +796,76 @@ fn an_upstream_is_configured_from_the_environment() {
         Ok(())
     });
 }
+
+/// A request that is not `Clone`.
+#[derive(Debug)]
+struct NotClone(u32);
+
+macro_rules! upstream_spawns {
+    ($name:ident, $error:ty) => {
+        #[tokio::test]
+        async fn $name() {
+            let config = SystemHardeningConfig::from_toml_str(
+                "[upstreams.api]\nendpoints = [\"http://a:1\", \"http://b:1\"]\n\
+                 [upstreams.api.hedge]\ndelay = \"30ms\"",
+            )
+            .unwrap();
+            let hardening = SystemHardening::builder(config)
+                .readings(quiet())
+                .build()
+                .unwrap();
+            let svc = hardening
+                .upstream("api", |_| {
+                    tower::service_fn(|x: u32| async move { Ok::<u32, $error>(x + 1) })
+                })
+                .unwrap();
+            let answer = tokio::spawn(svc.clone().oneshot(41))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer, 42);
+            let mut svc = svc;
+            let answer = tokio::spawn(async move { svc.ready().await?.call(41).await })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer, 42);
+        }
+    };
+}
+
+upstream_spawns!(an_upstream_over_box_error_spawns, BoxError);
+upstream_spawns!(an_upstream_over_io_error_spawns, std::io::Error);
+upstream_spawns!(an_upstream_over_infallible_spawns, std::convert::Infallible);
+
+#[tokio::test]
+async fn an_upstream_of_requests_without_a_copy_spawns_and_sends_each_once() {
+    let config =
+        SystemHardeningConfig::from_toml_str("[upstreams.api]\nendpoints = [\"http://a:1\"]")
+            .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let mut svc = hardening
+        .upstream_with(
+            "api",
+            |builder| builder,
+            move |_| {
+                let counted = counted.clone();
+                tower::service_fn(move |x: NotClone| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    async move { Err::<u32, BoxError>(format!("refused {}", x.0).into()) }
+                })
+            },
+        )
+        .unwrap();
+    let err = tokio::spawn(async move { svc.ready().await?.call(NotClone(1)).await })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "refused 1");
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "no copy: sent once");
+}
