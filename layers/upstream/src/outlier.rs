@@ -202,6 +202,14 @@ impl Record {
     }
 }
 
+/// `at + by`, or thirty years from `at` when that does not fit (a
+/// duration near `Duration::MAX` from a custom policy or pushback reader
+/// must not panic on the request path).
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Times as nanoseconds since an epoch, in an atomic (0: none), so that
 /// choosing an endpoint reads them without a lock.
 #[derive(Debug, Clone, Copy)]

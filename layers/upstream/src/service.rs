@@ -361,7 +361,9 @@ enum Next<T> {
 fn rearm(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, delay: Option<Duration>, armed: bool) {
     match (delay, armed) {
         (Some(delay), true) => match timer {
-            Some(timer) => timer.as_mut().reset(Instant::now() + delay),
+            Some(timer) => timer
+                .as_mut()
+                .reset(crate::outlier::later(Instant::now(), delay)),
             None => *timer = Some(Box::pin(tokio::time::sleep(delay))),
         },
         _ => *timer = None,

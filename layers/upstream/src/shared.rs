@@ -14,7 +14,7 @@ use tower_hardening_core::{Event, EventKind, EventSink, Outcome, names, publish}
 
 use crate::endpoint::{Endpoint, EndpointMetrics};
 use crate::latency::LatencyWindow;
-use crate::outlier::{Clock, EjectionReason, OutlierPolicy};
+use crate::outlier::{Clock, EjectionReason, OutlierPolicy, later};
 use crate::snapshot::{EndpointSnapshot, EndpointState};
 
 /// Makes an endpoint's service from its URI.
@@ -222,7 +222,7 @@ impl<S> Shared<S> {
         if duration.is_zero() {
             return;
         }
-        let until = self.clock.stamp(Instant::now() + duration);
+        let until = self.clock.stamp(later(Instant::now(), duration));
         endpoint.pushback_until.fetch_max(until, Ordering::AcqRel);
     }
 
@@ -308,7 +308,7 @@ impl<S> Shared<S> {
         let duration = self.policy.ejection_time(ejections);
         endpoint
             .ejected_until
-            .store(self.clock.stamp(now + duration), Ordering::Release);
+            .store(self.clock.stamp(later(now, duration)), Ordering::Release);
         endpoint.metrics.ejected.set(1.0);
         publish(self.events.as_ref(), || {
             Event::new(

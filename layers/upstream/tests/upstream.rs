@@ -747,3 +747,45 @@ async fn a_caller_giving_up_mid_hedge_cancels_both_attempts() {
         "the attempt and its hedge"
     );
 }
+
+/// Reads a pushback of `Duration::MAX` from every answer.
+#[derive(Clone)]
+struct Forever;
+
+impl tower_hardening_upstream::ReadPushback<http::Response<()>> for Forever {
+    fn pushback(&self, _: &http::Response<()>) -> Option<tower_hardening_upstream::Pushback> {
+        Some(tower_hardening_upstream::Pushback::RetryAfter(
+            Duration::MAX,
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn durations_near_the_maximum_never_panic() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .outlier(OutlierPolicy {
+            consecutive_failures: 1,
+            base_ejection_time: Duration::MAX,
+            max_ejection_time: Duration::MAX,
+            max_ejection_percent: 100,
+            ..OutlierPolicy::default()
+        })
+        .hedge(HedgeDelay::Fixed(Duration::MAX), 2)
+        .attempt_timeout(Duration::MAX)
+        .pushback(Forever)
+        .clone_requests()
+        .build(["a", "b"], move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    backends.set("a", Behaviour::Refuse);
+    for _ in 0..4 {
+        let _ = upstream.clone().oneshot(0).await;
+    }
+    assert!(
+        handle
+            .endpoints()
+            .iter()
+            .all(|e| e.state != EndpointState::Healthy)
+    );
+}
