@@ -43,7 +43,8 @@ pub struct OutlierPolicy {
     /// Calls in the window before the failure rate is trusted (default 20).
     pub failure_rate_minimum_calls: u32,
     /// The first ejection's length; the n-th lasts n times as long (default
-    /// 30 s).
+    /// 30 s). The count goes down by one for each such time the endpoint
+    /// stays in rotation.
     pub base_ejection_time: Duration,
     /// The longest an ejection lasts, however many came before (default
     /// 300 s, Envoy's).
@@ -117,6 +118,8 @@ pub(crate) struct Record {
     pub(crate) ejections: u32,
     /// Mean latency (EWMA over successes and failures), for reports.
     pub(crate) latency: Option<Duration>,
+    /// When it last came back from an ejection.
+    returned_at: Option<Instant>,
 }
 
 impl Record {
@@ -127,6 +130,7 @@ impl Record {
             window_failures: 0,
             ejections: 0,
             latency: None,
+            returned_at: None,
         }
     }
 
@@ -191,12 +195,27 @@ impl Record {
         None
     }
 
-    /// The endpoint was ejected: its record starts afresh (it is judged on
-    /// what it does after it returns), and it counts one ejection more.
-    pub(crate) fn ejected(&mut self) -> u32 {
+    /// The endpoint came back into rotation at `at`.
+    pub(crate) fn returned(&mut self, at: Instant) {
+        self.returned_at = Some(at);
+    }
+
+    /// The endpoint was ejected at `now`: its record starts afresh (it is
+    /// judged on what it does after it returns), and it counts one
+    /// ejection more, after one less for each `base_ejection_time` it
+    /// stayed in rotation since it last returned (Envoy's decay of the
+    /// multiplier: an endpoint that flapped once long ago starts short).
+    pub(crate) fn ejected(&mut self, policy: &OutlierPolicy, now: Instant) -> u32 {
         self.consecutive_failures = 0;
         self.window.clear();
         self.window_failures = 0;
+        if let Some(returned) = self.returned_at.take() {
+            let base = policy.base_ejection_time.as_nanos().max(1);
+            let periods = now.saturating_duration_since(returned).as_nanos() / base;
+            self.ejections = self
+                .ejections
+                .saturating_sub(u32::try_from(periods).unwrap_or(u32::MAX));
+        }
         self.ejections = self.ejections.saturating_add(1);
         self.ejections
     }
@@ -264,8 +283,26 @@ mod tests {
             record.record(&policy, Outcome::Failure, ms),
             Some(EjectionReason::ConsecutiveFailures)
         );
-        assert_eq!(record.ejected(), 1);
+        assert_eq!(record.ejected(&policy, Instant::now()), 1);
         assert_eq!(record.record(&policy, Outcome::Failure, ms), None);
+    }
+
+    #[test]
+    fn the_ejection_count_decays_while_the_endpoint_stays_in_rotation() {
+        let policy = policy(); // base 30 s
+        let mut record = Record::new();
+        let start = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(record.ejected(&policy, start), 1);
+        record.returned(start + s(30));
+        // Failing again at once: out for twice as long.
+        assert_eq!(record.ejected(&policy, start + s(31)), 2);
+        record.returned(start + s(91));
+        // In rotation for 65 s (two base times): 2 - 2 + 1.
+        assert_eq!(record.ejected(&policy, start + s(156)), 1);
+        record.returned(start + s(186));
+        // Long after: never below one.
+        assert_eq!(record.ejected(&policy, start + s(100_000)), 1);
     }
 
     #[test]
@@ -288,7 +325,7 @@ mod tests {
             Some(EjectionReason::FailureRate)
         );
         // The window slides: ten successes bring the rate to 0.
-        record.ejected();
+        record.ejected(&policy, Instant::now());
         for _ in 0..10 {
             assert_eq!(record.record(&policy, Outcome::Success, ms), None);
         }

@@ -198,6 +198,7 @@ impl<S> Shared<S> {
             .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            lock(&endpoint.record).returned(now);
             endpoint.metrics.ejected.set(0.0);
             publish(self.events.as_ref(), || {
                 Event::new(
@@ -304,7 +305,7 @@ impl<S> Shared<S> {
         if out >= self.policy.max_ejected(total) {
             return;
         }
-        let ejections = lock(&endpoint.record).ejected();
+        let ejections = lock(&endpoint.record).ejected(&self.policy, now);
         let duration = self.policy.ejection_time(ejections);
         endpoint
             .ejected_until
