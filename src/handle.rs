@@ -79,6 +79,8 @@ pub enum UnknownName {
     Service(String),
     /// No pool of this name was given to the builder.
     Pool(String),
+    /// No `[upstreams.<name>]` section of this name.
+    Upstream(String),
 }
 
 impl fmt::Display for UnknownName {
@@ -87,6 +89,10 @@ impl fmt::Display for UnknownName {
             UnknownName::Service(name) => write!(
                 f,
                 "no service `{name}`: register it with `.service(..)` or give it a `[services.{name}]` section"
+            ),
+            UnknownName::Upstream(name) => write!(
+                f,
+                "no upstream `{name}`: give it an `[upstreams.{name}]` section with its endpoints"
             ),
             UnknownName::Pool(name) => {
                 write!(
@@ -156,8 +162,10 @@ impl HardeningHandle {
     }
 
     /// One service's health, with its breaker's state, rates and calls
-    /// read live (one snapshot of the breaker); the status and the rest
-    /// are the monitor's latest. `None` for a name the hardening does not
+    /// read live (one snapshot of the breaker), and an upstream's
+    /// endpoints (an endpoint out makes the status at least what the
+    /// health rules say of it); the status and the rest are the monitor's
+    /// latest. `None` for a name the hardening does not
     /// know.
     pub fn service_health(&self, name: &str) -> Option<ServiceHealth> {
         let health = self.shared.health.load();
@@ -168,6 +176,16 @@ impl HardeningHandle {
             service.failure_rate = snapshot.failure_rate;
             service.slow_call_rate = snapshot.slow_call_rate;
             service.calls = snapshot.calls;
+        }
+        if let Some(view) = self.shared.services.get(name).and_then(|e| e.endpoints.get()) {
+            service.endpoints = view.endpoints();
+            // The endpoints' part of the health rules, live as they are.
+            let endpoints = &service.endpoints;
+            if endpoints.iter().all(|e| e.is_out()) {
+                service.status = HealthState::Unhealthy;
+            } else if endpoints.iter().any(|e| e.state == "ejected") {
+                service.status = service.status.max(HealthState::Degraded);
+            }
         }
         Some(service)
     }

@@ -51,7 +51,7 @@ const EVENT_CAPACITY: usize = 1_024;
 /// # }
 /// ```
 pub struct SystemHardening {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     monitor: Monitor,
 }
 
@@ -275,6 +275,7 @@ impl SystemHardeningBuilder {
         }
         let mut names: Vec<Arc<str>> = managed.keys().cloned().collect();
         names.extend(config.services.keys().map(|name| Arc::from(name.as_str())));
+        names.extend(config.upstreams.keys().map(|name| Arc::from(name.as_str())));
         names.sort();
         names.dedup();
         let services: BTreeMap<Arc<str>, ServiceEntry> = names
@@ -290,6 +291,8 @@ impl SystemHardeningBuilder {
                     config: section,
                     stack: OnceLock::new(),
                     steering: Arc::default(),
+                    upstream: config.upstreams.get(&*name).cloned(),
+                    endpoints: OnceLock::new(),
                     name: name.clone(),
                 };
                 (name, entry)

@@ -6,8 +6,8 @@
 //!
 //! | a service is | when |
 //! | --- | --- |
-//! | unhealthy | its breaker is open or forced open; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed (until a check passes); or recovery gave up |
-//! | degraded | its breaker is half-open; or its last health check failed |
+//! | unhealthy | its breaker is open or forced open; or (an upstream) every endpoint is out, ejected or pushing back; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed (until a check passes); or recovery gave up |
+//! | degraded | its breaker is half-open; or its last health check failed; or (an upstream) an endpoint is ejected |
 //! | healthy | otherwise |
 //!
 //! A monitor that died (a panic, an abort) publishes the process unhealthy
@@ -140,6 +140,46 @@ pub struct ServiceHealth {
     pub recovery_attempts: u32,
     /// Why it is not healthy (inner error texts: see `expose_details`).
     pub reason: Option<Arc<str>>,
+    /// For an upstream, each endpoint's state (read live by
+    /// `service_health`); empty for a plain service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One endpoint of an upstream, in [`ServiceHealth::endpoints`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct EndpointHealth {
+    /// The endpoint's URI.
+    pub uri: Arc<str>,
+    /// `healthy`, `ejected` (outlier ejection) or `pushed_back` (it asked
+    /// callers to stay away).
+    pub state: &'static str,
+    /// How long until an ejected or pushing-back endpoint is called again.
+    #[serde(serialize_with = "ser::optional_seconds")]
+    pub out_for: Option<std::time::Duration>,
+    /// Its failure rate over its last calls (0 to 1).
+    pub failure_rate: f64,
+    /// Calls that rate is over.
+    pub calls: usize,
+    /// Times it has been ejected.
+    pub ejections: u32,
+    /// Its mean attempt latency, once it has answered.
+    #[serde(serialize_with = "ser::optional_seconds")]
+    pub latency: Option<std::time::Duration>,
+}
+
+impl EndpointHealth {
+    /// Whether it is out of rotation (ejected or pushing back).
+    pub fn is_out(&self) -> bool {
+        self.state != "healthy"
+    }
+}
+
+/// What the monitor and the handle read of an upstream's endpoints,
+/// whatever its service type.
+pub(crate) trait EndpointView: Send + Sync {
+    fn endpoints(&self) -> Vec<EndpointHealth>;
 }
 
 impl ServiceHealth {
@@ -157,6 +197,7 @@ impl ServiceHealth {
             recovery: RecoveryState::Idle,
             recovery_attempts: 0,
             reason: None,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -227,6 +268,16 @@ pub(crate) mod ser {
     pub(crate) fn time<S: Serializer>(t: &SystemTime, ser: S) -> Result<S::Ok, S::Error> {
         let millis = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         ser.serialize_u64(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn optional_seconds<S: Serializer>(
+        d: &Option<std::time::Duration>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => ser.serialize_f64(d.as_secs_f64()),
+            None => ser.serialize_none(),
+        }
     }
 
     pub(crate) fn optional_time<S: Serializer>(

@@ -32,6 +32,7 @@
 //! | `limit` | `limit` | `tower-hardening-limit` | resource pools and admission |
 //! | `metrics` | `metrics` | `tower-hardening-metrics` | metrics layer and in-process collector |
 //! | `fault` | `fault` | `tower-hardening-fault` | fault injection |
+//! | `upstream` | `upstream` | `tower-hardening-upstream` (and the facade's `SystemHardening::upstream`) | one service over several endpoints: outlier ejection, load-aware choice, retries to another endpoint, pushback, hedging |
 //! | [`config`] | always | this crate | `SystemHardeningConfig`: TOML, JSON, environment, validation |
 //!
 //! `SystemHardening`, its handle, endpoints, monitor and stacks need all
@@ -108,6 +109,9 @@ pub use tower_hardening_metrics as metrics;
 /// Fault injection: re-export of `tower-hardening-fault`.
 #[cfg(feature = "fault")]
 pub use tower_hardening_fault as fault;
+
+#[cfg(feature = "upstream")]
+pub mod upstream;
 
 pub use tower_hardening_core::{BoxError, Priority};
 

@@ -38,6 +38,10 @@ pub(crate) struct ServiceEntry {
     /// Who set its breaker's state: the recovery manager undoes only its
     /// own hold.
     pub(crate) steering: Arc<crate::recovery_manager::Steering>,
+    /// Its `[upstreams.<name>]` section, when it is an upstream.
+    pub(crate) upstream: Option<crate::config::UpstreamConfig>,
+    /// The upstream's endpoints, once it was built.
+    pub(crate) endpoints: OnceLock<Arc<dyn crate::health::EndpointView>>,
 }
 
 impl std::fmt::Debug for ServiceEntry {

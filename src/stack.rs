@@ -733,7 +733,7 @@ pub enum OptionalTimeout<S> {
 }
 
 impl<S> OptionalTimeout<S> {
-    fn new(inner: S, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: S, timeout: Option<Duration>) -> Self {
         match timeout {
             Some(timeout) => OptionalTimeout::On(Timeout::new(inner, timeout)),
             None => OptionalTimeout::Off(inner),

@@ -277,6 +277,76 @@ const KEYS: &[(&str, &str)] = &[
         "services.*.classify.grpc_ignored",
         "classify_keys_change_what_counts_as_a_failure",
     ),
+    ("upstreams", "upstream_endpoints_are_the_ones_called"),
+    (
+        "upstreams.*.endpoints",
+        "upstream_endpoints_are_the_ones_called",
+    ),
+    (
+        "upstreams.*.timeout",
+        "upstream_timeout_bounds_each_attempt",
+    ),
+    (
+        "upstreams.*.outlier",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.enabled",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.consecutive_failures",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.failure_rate",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.failure_rate_minimum_calls",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.base_ejection_time",
+        "upstream_outlier_keys_change_ejection",
+    ),
+    (
+        "upstreams.*.outlier.max_ejection_percent",
+        "upstream_max_ejection_percent_caps_the_ejected",
+    ),
+    (
+        "upstreams.*.retry",
+        "upstream_retry_keys_change_the_attempts",
+    ),
+    (
+        "upstreams.*.retry.enabled",
+        "upstream_retry_keys_change_the_attempts",
+    ),
+    (
+        "upstreams.*.retry.max_attempts",
+        "upstream_retry_keys_change_the_attempts",
+    ),
+    (
+        "upstreams.*.retry.budget_ratio",
+        "upstream_retry_keys_change_the_attempts",
+    ),
+    (
+        "upstreams.*.retry.budget_min_per_second",
+        "upstream_retry_keys_change_the_attempts",
+    ),
+    ("upstreams.*.hedge", "upstream_hedge_keys_change_hedging"),
+    (
+        "upstreams.*.hedge.enabled",
+        "upstream_hedge_keys_change_hedging",
+    ),
+    (
+        "upstreams.*.hedge.delay",
+        "upstream_hedge_keys_change_hedging",
+    ),
+    (
+        "upstreams.*.hedge.max_hedges",
+        "upstream_hedge_keys_change_hedging",
+    ),
 ];
 
 /// The seed's camelCase spellings and the keys they stand for, with a
@@ -416,6 +486,10 @@ fn every_key_serde_accepts_has_a_test() {
         "services.*.classify",
         "services.*.breaker.sliding_window=",
         "services.*.retry.jitter=",
+        "upstreams.*",
+        "upstreams.*.outlier",
+        "upstreams.*.retry",
+        "upstreams.*.hedge",
     ];
     let source = include_str!("config_keys.rs");
     let mut accepted = Vec::new();
@@ -2121,5 +2195,279 @@ async fn classify_keys_change_what_counts_as_a_failure() {
             err.contains(&format!("services.api.classify.{key}")) && err.contains(value),
             "{toml}: {err}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------
+// Upstreams: in-process endpoints, on the paused clock.
+
+/// Endpoints that answer as the test says, counting their calls.
+#[derive(Clone, Default)]
+struct Endpoints {
+    /// Endpoints that refuse every call, and endpoints that answer late.
+    failing: Arc<Mutex<Vec<String>>>,
+    slow: Arc<Mutex<Vec<(String, Duration)>>>,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Endpoints {
+    fn fail(&self, uri: &str) {
+        self.failing.lock().unwrap().push(uri.to_owned());
+    }
+
+    fn slow(&self, uri: &str, by: Duration) {
+        self.slow.lock().unwrap().push((uri.to_owned(), by));
+    }
+
+    fn calls_to(&self, uri: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| *u == uri)
+            .count()
+    }
+
+    fn total(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    fn make(
+        &self,
+    ) -> impl Fn(&str) -> tower::util::BoxCloneService<u32, u32, BoxError> + Send + Sync + 'static
+    {
+        let endpoints = self.clone();
+        move |uri: &str| {
+            let endpoints = endpoints.clone();
+            let uri = uri.to_owned();
+            tower::util::BoxCloneService::new(service_fn(move |n: u32| {
+                let endpoints = endpoints.clone();
+                let uri = uri.clone();
+                async move {
+                    endpoints.calls.lock().unwrap().push(uri.clone());
+                    let slow = endpoints
+                        .slow
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|(u, _)| *u == uri)
+                        .map(|(_, by)| *by);
+                    if let Some(by) = slow {
+                        tokio::time::sleep(by).await;
+                    }
+                    if endpoints.failing.lock().unwrap().contains(&uri) {
+                        Err(BoxError::from(std::io::Error::from(
+                            std::io::ErrorKind::ConnectionRefused,
+                        )))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            }))
+        }
+    }
+}
+
+const A: &str = "http://a:1";
+const B: &str = "http://b:1";
+const C: &str = "http://c:1";
+
+/// The upstream `model` of `toml` (its `[upstreams.model]` header and
+/// endpoints are added) over `endpoints`, with no breaker (whose opening
+/// would hide what the keys do).
+fn upstream_of(
+    toml: &str,
+    uris: &[&str],
+    endpoints: &Endpoints,
+) -> (
+    SystemHardening,
+    tower_hardening::upstream::HardenedUpstream<
+        tower::util::BoxCloneService<u32, u32, BoxError>,
+        u32,
+    >,
+) {
+    let list = uris
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let toml = format!(
+        "[services.model.breaker]\nenabled = false\n[upstreams.model]\nendpoints = [{list}]\n{toml}"
+    );
+    let hardening = hardening(&toml);
+    let service = hardening.upstream("model", endpoints.make()).unwrap();
+    (hardening, service)
+}
+
+fn ejected(hardening: &SystemHardening) -> usize {
+    hardening
+        .handle()
+        .service_health("model")
+        .unwrap()
+        .endpoints
+        .iter()
+        .filter(|e| e.state == "ejected")
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_endpoints_are_the_ones_called() {
+    let endpoints = Endpoints::default();
+    let (_h, svc) = upstream_of("", &[A, B], &endpoints);
+    for n in 0..40 {
+        svc.clone().oneshot(n).await.unwrap();
+    }
+    assert_eq!(endpoints.calls_to(A) + endpoints.calls_to(B), 40);
+    let endpoints = Endpoints::default();
+    let (_h, svc) = upstream_of("", &[B], &endpoints);
+    for n in 0..40 {
+        svc.clone().oneshot(n).await.unwrap();
+    }
+    assert_eq!((endpoints.calls_to(A), endpoints.calls_to(B)), (0, 40));
+    // Without the section, no upstream.
+    let hardening = hardening("");
+    assert!(
+        hardening
+            .upstream::<u32, _>("model", Endpoints::default().make())
+            .is_err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_timeout_bounds_each_attempt() {
+    for (toml, took) in [
+        ("", Duration::from_secs(1)),
+        ("timeout = \"50ms\"", Duration::from_millis(50)),
+    ] {
+        let endpoints = Endpoints::default();
+        endpoints.slow(A, Duration::from_secs(1));
+        let (_h, svc) = upstream_of(toml, &[A, B], &endpoints);
+        // A is chosen first while neither has answered yet (ties go to the
+        // first); with a timeout its attempt ends and B answers.
+        let started = Instant::now();
+        svc.clone().oneshot(0).await.unwrap();
+        assert_eq!(started.elapsed(), took, "{toml:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_outlier_keys_change_ejection() {
+    // A refuses every call; 40 calls; how many reach it.
+    let calls_to_a = async |toml: &str, pause: Option<Duration>| {
+        let endpoints = Endpoints::default();
+        endpoints.fail(A);
+        let (_h, svc) = upstream_of(toml, &[A, B], &endpoints);
+        for n in 0..40 {
+            svc.clone().oneshot(n).await.unwrap();
+        }
+        if let Some(pause) = pause {
+            tokio::time::advance(pause).await;
+            for n in 0..40 {
+                svc.clone().oneshot(n).await.unwrap();
+            }
+        }
+        endpoints.calls_to(A)
+    };
+    assert_eq!(calls_to_a("", None).await, 5);
+    assert!(calls_to_a("[upstreams.model.outlier]\nenabled = false", None).await > 5);
+    assert_eq!(
+        calls_to_a("[upstreams.model.outlier]\nconsecutive_failures = 2", None).await,
+        2
+    );
+    let by_rate = "[upstreams.model.outlier]\nconsecutive_failures = 0\nfailure_rate = 0.5\n";
+    assert_eq!(calls_to_a(by_rate, None).await, 20);
+    assert_eq!(
+        calls_to_a(&format!("{by_rate}failure_rate_minimum_calls = 4"), None).await,
+        4
+    );
+    // Out for 30 s by default: 10 s later still out; with 5 s, back (and
+    // out again after 5 more failures).
+    assert_eq!(calls_to_a("", Some(Duration::from_secs(10))).await, 5);
+    assert_eq!(
+        calls_to_a(
+            "[upstreams.model.outlier]\nbase_ejection_time = \"5s\"",
+            Some(Duration::from_secs(10))
+        )
+        .await,
+        10
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_max_ejection_percent_caps_the_ejected() {
+    for (toml, out) in [
+        ("", 1),
+        ("[upstreams.model.outlier]\nmax_ejection_percent = 100", 2),
+    ] {
+        let endpoints = Endpoints::default();
+        endpoints.fail(A);
+        endpoints.fail(B);
+        let (hardening, svc) = upstream_of(
+            &format!("[upstreams.model.retry]\nenabled = false\n{toml}"),
+            &[A, B],
+            &endpoints,
+        );
+        for n in 0..40 {
+            let _ = svc.clone().oneshot(n).await;
+        }
+        assert_eq!(ejected(&hardening), out, "{toml:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_retry_keys_change_the_attempts() {
+    let no_outliers = "[upstreams.model.outlier]\nenabled = false\n";
+    for (toml, attempts) in [
+        ("", 3),
+        ("[upstreams.model.retry]\nenabled = false", 1),
+        ("[upstreams.model.retry]\nmax_attempts = 2", 2),
+        // No tokens but the per-second floor: the floor pays.
+        ("[upstreams.model.retry]\nbudget_ratio = 0.0", 3),
+        (
+            "[upstreams.model.retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0",
+            1,
+        ),
+        // No floor: the first request's own deposit pays one retry at a
+        // ratio of 1, none at the default 0.2.
+        ("[upstreams.model.retry]\nbudget_min_per_second = 0", 1),
+        (
+            "[upstreams.model.retry]\nbudget_min_per_second = 0\nbudget_ratio = 1.0",
+            2,
+        ),
+    ] {
+        let endpoints = Endpoints::default();
+        for uri in [A, B, C] {
+            endpoints.fail(uri);
+        }
+        let (_h, svc) = upstream_of(&format!("{no_outliers}{toml}"), &[A, B, C], &endpoints);
+        let _ = svc.oneshot(0).await.unwrap_err();
+        assert_eq!(endpoints.total(), attempts, "{toml:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_hedge_keys_change_hedging() {
+    for (toml, attempts) in [
+        ("", 1),
+        // The default delay is p95, which needs 20 answers first.
+        ("[upstreams.model.hedge]", 1),
+        ("[upstreams.model.hedge]\ndelay = \"30ms\"", 2),
+        ("[upstreams.model.hedge]\ndelay = 30", 2),
+        (
+            "[upstreams.model.hedge]\ndelay = \"30ms\"\nenabled = false",
+            1,
+        ),
+        (
+            "[upstreams.model.hedge]\ndelay = \"30ms\"\nmax_hedges = 2",
+            3,
+        ),
+    ] {
+        let endpoints = Endpoints::default();
+        for uri in [A, B, C] {
+            endpoints.slow(uri, Duration::from_millis(200));
+        }
+        let (_h, svc) = upstream_of(toml, &[A, B, C], &endpoints);
+        svc.oneshot(0).await.unwrap();
+        assert_eq!(endpoints.total(), attempts, "{toml:?}");
     }
 }

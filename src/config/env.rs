@@ -1,8 +1,9 @@
 //! Configuration from environment variables, alone or over a file, layered
 //! by figment. Keys are the file's keys in upper case under a prefix, with
 //! `__` between levels: `HARDENING_HEALTH_CHECK_INTERVAL=10s`,
-//! `HARDENING_SERVICES__AUDIO_PROCESSING__BREAKER__FAILURE_RATE_THRESHOLD=0.3`.
-//! A service name is written with `_` for `-` (`AUDIO_PROCESSING` is
+//! `HARDENING_SERVICES__AUDIO_PROCESSING__BREAKER__FAILURE_RATE_THRESHOLD=0.3`,
+//! `HARDENING_UPSTREAMS__MODEL_INFERENCE__OUTLIER__CONSECUTIVE_FAILURES=3`.
+//! A service or upstream name is written with `_` for `-` (`AUDIO_PROCESSING` is
 //! `audio-processing`), so names that hold `_` cannot be set from the
 //! environment. A file under the environment may use either naming: its
 //! camelCase keys (`healthCheckIntervalMs`) are renamed to the snake-case
@@ -109,12 +110,16 @@ fn load(base: Figment, prefix: &str) -> Result<SystemHardeningConfig, ConfigErro
     let prefix = prefix.trim_end_matches('_');
     let env = Env::prefixed(&format!("{prefix}_")).map(|key| {
         let key = key.as_str().to_ascii_lowercase().replace("__", ".");
-        match key.strip_prefix("services.") {
-            Some(rest) => match rest.split_once('.') {
-                Some((service, field)) => {
-                    format!("services.{}.{field}", service.replace('_', "-")).into()
+        // Service and upstream names are written with `_` for `-`.
+        let section = ["services.", "upstreams."]
+            .into_iter()
+            .find_map(|section| Some((section, key.strip_prefix(section)?)));
+        match section {
+            Some((section, rest)) => match rest.split_once('.') {
+                Some((name, field)) => {
+                    format!("{section}{}.{field}", name.replace('_', "-")).into()
                 }
-                None => format!("services.{}", rest.replace('_', "-")).into(),
+                None => format!("{section}{}", rest.replace('_', "-")).into(),
             },
             None => key.into(),
         }

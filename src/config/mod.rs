@@ -27,6 +27,7 @@ mod env;
 mod service;
 mod system;
 mod units;
+mod upstream;
 
 pub use classify::{ClassifyConfig, GrpcCodeName};
 pub use service::{
@@ -51,3 +52,6 @@ pub(crate) use system::{MEMORY_POOL, PROCESS, check_service_name};
 pub use system::{PerformanceThresholds, RESERVED_SERVICE_NAMES, SystemHardeningConfig};
 use system::{THRESHOLD_ALIASES, TOP_LEVEL_ALIASES};
 pub use tower_hardening_core::{ConfigError, ConfigErrorKind};
+pub use upstream::{
+    HedgeConfig, HedgeDelayConfig, OutlierConfig, UpstreamConfig, UpstreamRetryConfig,
+};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::service::positive_duration;
-use super::{ConfigError, ServiceConfig, units};
+use super::{ConfigError, ServiceConfig, UpstreamConfig, units};
 
 /// The whole configuration: the seed's `SystemHardeningConfig` plus a
 /// section per service.
@@ -121,6 +121,10 @@ pub struct SystemHardeningConfig {
     pub expose_details: bool,
     /// Per-service sections, by service name.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Upstreams: dependencies reached at several endpoints, by name. Each
+    /// is a service too (`[services.<name>]` sets its breaker, admission
+    /// and overall timeout).
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
 }
 
 /// Performance thresholds; each, once crossed, raises an alert event and
@@ -176,6 +180,7 @@ impl Default for SystemHardeningConfig {
             metrics_resolution: Duration::from_secs(10),
             expose_details: false,
             services: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
         }
     }
 }
@@ -322,6 +327,10 @@ impl SystemHardeningConfig {
         for (name, section) in &self.services {
             check_service_name("services", name)?;
             section.validate(&format!("services.{name}"))?;
+        }
+        for (name, section) in &self.upstreams {
+            check_service_name("upstreams", name)?;
+            section.validate(&format!("upstreams.{name}"), self.services.get(name))?;
         }
         Ok(())
     }

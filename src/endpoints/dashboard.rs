@@ -58,6 +58,9 @@ struct Service {
     failure_rate: Option<f64>,
     recovery: String,
     reason: Option<Arc<str>>,
+    /// An upstream's endpoints, read live; empty for a plain service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    endpoints: Vec<crate::health::EndpointHealth>,
 }
 
 fn state_name(state: HealthState) -> &'static str {
@@ -96,6 +99,10 @@ pub(crate) fn data(handle: &HardeningHandle) -> Data {
                 } else {
                     service.reason.as_ref().map(|_| Arc::from("see /health"))
                 },
+                endpoints: entry
+                    .and_then(|e| e.endpoints.get())
+                    .map(|view| view.endpoints())
+                    .unwrap_or_default(),
             }
         })
         .collect();

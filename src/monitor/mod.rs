@@ -612,6 +612,22 @@ pub(crate) fn describe(kind: &EventKind) -> (String, &'static str) {
                 HealthState::Healthy => "info",
             },
         ),
+        EventKind::EndpointEjected {
+            endpoint,
+            duration,
+            reason,
+            ..
+        } => (
+            format!(
+                "endpoint {endpoint} ejected for {}s ({})",
+                duration.as_secs(),
+                reason.replace('_', " ")
+            ),
+            "warn",
+        ),
+        EventKind::EndpointReturned { endpoint } => {
+            (format!("endpoint {endpoint} back in rotation"), "info")
+        }
         _ => (format!("{kind:?}"), "info"),
     }
 }

@@ -75,6 +75,22 @@ impl Monitor {
                     _ => {}
                 }
             }
+            if let Some(view) = entry.endpoints.get() {
+                let endpoints = view.endpoints();
+                let out = endpoints.iter().filter(|e| e.is_out()).count();
+                let ejected = endpoints.iter().filter(|e| e.state == "ejected").count();
+                if out == endpoints.len() {
+                    status = HealthState::Unhealthy;
+                    why.push("every endpoint is out (ejected or pushing back)".to_owned());
+                } else if ejected > 0 {
+                    status = status.max(HealthState::Degraded);
+                    why.push(format!(
+                        "{ejected} of {} endpoints ejected",
+                        endpoints.len()
+                    ));
+                }
+                health.endpoints = endpoints;
+            }
             if let Some(error) = &state.init_error {
                 status = HealthState::Unhealthy;
                 automatic_cause = true;

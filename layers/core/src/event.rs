@@ -123,6 +123,22 @@ pub enum EventKind {
         /// The state after.
         to: HealthState,
     },
+    /// An upstream took an endpoint out of rotation (outlier ejection).
+    EndpointEjected {
+        /// The endpoint, as configured (its URI).
+        endpoint: Arc<str>,
+        /// How long it stays out: the base ejection time times `ejections`.
+        duration: Duration,
+        /// How many times it has been ejected, this one included.
+        ejections: u32,
+        /// What ejected it: `consecutive_failures` or `failure_rate`.
+        reason: &'static str,
+    },
+    /// An ejected endpoint's ejection time ended: it is in rotation again.
+    EndpointReturned {
+        /// The endpoint, as configured (its URI).
+        endpoint: Arc<str>,
+    },
 }
 
 /// One step of a service rebuild, reported in [`EventKind::RecoveryStep`].

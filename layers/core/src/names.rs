@@ -36,6 +36,9 @@
 //! | [`RECOVERY_GAVE_UP_TOTAL`] | counter | recoveries | `service` | recovery manager |
 //! | [`MONITOR_ALIVE`] | gauge | 1 running, 0 stopped or dead | | monitor, `/metrics` |
 //! | [`MONITOR_LAST_TICK_SECONDS`] | gauge | seconds since the Unix epoch | | monitor |
+//! | [`UPSTREAM_ATTEMPTS_TOTAL`] | counter | attempts | `service`, `endpoint` (a configured endpoint, or `other`), `outcome` (`success`, `failure`, `ignored`) | upstream |
+//! | [`UPSTREAM_HEDGES_TOTAL`] | counter | hedged attempts | `service` | upstream |
+//! | [`UPSTREAM_ENDPOINT_EJECTED`] | gauge | 1 ejected, 0 in rotation | `service`, `endpoint` | upstream |
 //!
 //! [`DESCRIPTIONS`] holds each name's kind, unit and help text, which
 //! every exporter shows (`# HELP` in Prometheus text).
@@ -103,6 +106,13 @@ pub const POOL_UNITS: &str = "hardening_pool_units";
 pub const POOL_QUEUED: &str = "hardening_pool_queued";
 /// Counter: requests a pool refused (full queue, shedding).
 pub const POOL_REJECTED_TOTAL: &str = "hardening_pool_rejected_total";
+/// Counter: attempts an upstream sent to one endpoint, labelled
+/// `endpoint` and `outcome`.
+pub const UPSTREAM_ATTEMPTS_TOTAL: &str = "hardening_upstream_attempts_total";
+/// Counter: hedged attempts an upstream sent.
+pub const UPSTREAM_HEDGES_TOTAL: &str = "hardening_upstream_hedges_total";
+/// Gauge: whether an upstream's endpoint is ejected (1) or in rotation (0).
+pub const UPSTREAM_ENDPOINT_EJECTED: &str = "hardening_upstream_endpoint_ejected";
 
 /// Gauge: requests waiting in a pool's queue, labelled `priority`.
 pub const POOL_QUEUED_BY_PRIORITY: &str = "hardening_pool_queued_by_priority";
@@ -151,6 +161,9 @@ pub const LABEL_STAT: &str = "stat";
 pub const LABEL_MARK: &str = "mark";
 /// Label: a request's priority (`low`, `normal`, `high`, `critical`).
 pub const LABEL_PRIORITY: &str = "priority";
+/// Label: an upstream's endpoint, as configured (`other` for one added
+/// at run time, so the label stays bounded).
+pub const LABEL_ENDPOINT: &str = "endpoint";
 
 /// Every metric name above.
 pub const ALL: &[&str] = &[
@@ -185,6 +198,9 @@ pub const ALL: &[&str] = &[
     RECOVERY_GAVE_UP_TOTAL,
     MONITOR_ALIVE,
     MONITOR_LAST_TICK_SECONDS,
+    UPSTREAM_ATTEMPTS_TOTAL,
+    UPSTREAM_HEDGES_TOTAL,
+    UPSTREAM_ENDPOINT_EJECTED,
 ];
 
 /// What kind of metric a name is.
@@ -405,6 +421,24 @@ pub const DESCRIPTIONS: &[Description] = {
             Gauge,
             "seconds",
             "When the monitor last derived health, in seconds since the Unix epoch.",
+        ),
+        describe(
+            UPSTREAM_ATTEMPTS_TOTAL,
+            Counter,
+            "count",
+            "Attempts an upstream sent to one endpoint, by endpoint and outcome.",
+        ),
+        describe(
+            UPSTREAM_HEDGES_TOTAL,
+            Counter,
+            "count",
+            "Hedged attempts an upstream sent.",
+        ),
+        describe(
+            UPSTREAM_ENDPOINT_EJECTED,
+            Gauge,
+            "",
+            "1 while an upstream's endpoint is ejected, 0 while it is in rotation.",
         ),
     ]
 };

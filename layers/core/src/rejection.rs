@@ -30,6 +30,9 @@ pub enum RejectionKind {
     /// The request can never be granted: it asks for more than the pool
     /// has, or for a resource no one has ([`Unsatisfiable`]).
     Unsatisfiable,
+    /// No endpoint of an upstream may be called now: every one is asking
+    /// callers to stay away, or there is none ([`NoHealthyEndpoint`]).
+    NoHealthyEndpoint,
 }
 
 impl RejectionKind {
@@ -43,6 +46,7 @@ impl RejectionKind {
             RejectionKind::RecoveryFailed => "recovery_failed",
             RejectionKind::PoolClosed => "pool_closed",
             RejectionKind::Unsatisfiable => "unsatisfiable",
+            RejectionKind::NoHealthyEndpoint => "no_healthy_endpoint",
         }
     }
 }
@@ -105,6 +109,9 @@ fn rejection_here(err: &(dyn Error + 'static)) -> Option<Rejection> {
     }
     if err.is::<Unsatisfiable>() {
         return found(RejectionKind::Unsatisfiable, None);
+    }
+    if let Some(e) = err.downcast_ref::<NoHealthyEndpoint>() {
+        return found(RejectionKind::NoHealthyEndpoint, e.retry_after());
     }
     None
 }
@@ -562,6 +569,68 @@ impl fmt::Display for Unsatisfiable {
 
 impl Error for Unsatisfiable {}
 
+/// An upstream had no endpoint to call: it has none, or every one asked
+/// callers to stay away (a `Retry-After` or gRPC pushback not yet over).
+/// An ejected endpoint does not cause it: with every endpoint ejected, an
+/// upstream calls them all (Envoy's panic routing).
+///
+/// ```
+/// use tower_hardening_core::{rejection_of, BoxError, NoHealthyEndpoint, RejectionKind};
+/// use std::time::Duration;
+///
+/// let err = NoHealthyEndpoint::new("model-inference").with_retry_after(Duration::from_secs(2));
+/// assert_eq!(
+///     err.to_string(),
+///     "upstream `model-inference` has no endpoint to call; retry after 2s"
+/// );
+/// let err: BoxError = err.into();
+/// assert_eq!(rejection_of(&*err).map(|r| r.kind), Some(RejectionKind::NoHealthyEndpoint));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoHealthyEndpoint {
+    name: Arc<str>,
+    retry_after: Option<Duration>,
+}
+
+impl NoHealthyEndpoint {
+    /// The upstream called `name` had no endpoint to call.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        NoHealthyEndpoint {
+            name: name.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Suggests when to try again: when the first endpoint's pushback
+    /// ends. A zero duration is no hint and is ignored.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = (!retry_after.is_zero()).then_some(retry_after);
+        self
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When to try again, if known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for NoHealthyEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "upstream `{}` has no endpoint to call", self.name)?;
+        if let Some(after) = self.retry_after {
+            write!(f, "; retry after {}", DisplayDuration(after))?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for NoHealthyEndpoint {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,6 +670,10 @@ mod tests {
                 RejectionKind::QueueTimeout,
             ),
             (Recovering::new("a", 1).into(), RejectionKind::Recovering),
+            (
+                NoHealthyEndpoint::new("a").into(),
+                RejectionKind::NoHealthyEndpoint,
+            ),
         ];
         for (err, kind) in cases {
             assert_eq!(rejection_of(&*err).map(|r| r.kind), Some(kind));

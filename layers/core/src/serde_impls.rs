@@ -135,6 +135,15 @@ impl Serialize for EventKind {
                 from: HealthState,
                 to: HealthState,
             },
+            EndpointEjected {
+                endpoint: &'a str,
+                duration_seconds: f64,
+                ejections: u32,
+                reason: &'a str,
+            },
+            EndpointReturned {
+                endpoint: &'a str,
+            },
         }
         let kind = match self {
             EventKind::CircuitTransition { from, to } => Kind::CircuitTransition {
@@ -186,6 +195,18 @@ impl Serialize for EventKind {
                 from: *from,
                 to: *to,
             },
+            EventKind::EndpointEjected {
+                endpoint,
+                duration,
+                ejections,
+                reason,
+            } => Kind::EndpointEjected {
+                endpoint,
+                duration_seconds: duration.as_secs_f64(),
+                ejections: *ejections,
+                reason,
+            },
+            EventKind::EndpointReturned { endpoint } => Kind::EndpointReturned { endpoint },
         };
         kind.serialize(ser)
     }

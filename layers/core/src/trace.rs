@@ -16,6 +16,8 @@
 //! | a recovery attempt fails or gives up | `warn` |
 //! | a recovery starts or succeeds, pressure or an alert clears | `info` |
 //! | health turns degraded or unhealthy | `warn`; back to healthy: `info` |
+//! | an upstream ejects an endpoint (`tower_hardening::upstream`) | `warn` |
+//! | an ejected endpoint returns | `info` |
 //!
 //! ```
 //! use tower_hardening_core::{CircuitState, Event, EventKind, publish};
@@ -229,6 +231,28 @@ impl Event {
                     "health changed"
                 ),
             },
+            EventKind::EndpointEjected {
+                endpoint,
+                duration,
+                ejections,
+                reason,
+            } => at!(
+                warn,
+                "tower_hardening::upstream",
+                self,
+                endpoint = &**endpoint,
+                duration_seconds = duration.as_secs_f64(),
+                ejections = *ejections,
+                reason = *reason,
+                "endpoint ejected"
+            ),
+            EventKind::EndpointReturned { endpoint } => at!(
+                info,
+                "tower_hardening::upstream",
+                self,
+                endpoint = &**endpoint,
+                "endpoint returned"
+            ),
         }
     }
 }
