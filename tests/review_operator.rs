@@ -93,7 +93,6 @@ async fn metrics_text(handle: &tower_hardening::HardeningHandle) -> String {
 /// HardeningMemoryAboveWarning / AboveCritical can never fire while the
 /// process sheds.
 #[tokio::test(start_paused = true)]
-#[ignore = "reproduces: memory gauges are set only by the performance tick"]
 async fn memory_figures_are_exported_without_performance_monitoring() {
     use tower_hardening::monitor::{ManualReadings, MemoryReading};
     let config = SystemHardeningConfig::from_toml_str(
