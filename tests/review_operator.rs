@@ -137,3 +137,96 @@ async fn memory_figures_are_exported_without_performance_monitoring() {
     }
     handle.shutdown().await;
 }
+
+/// The application's own exporter (metrics-exporter-prometheus, given to
+/// the builder) after traffic and the user's own `describe_all()`:
+/// Prometheus' checker accepts what it renders, and the alert rules'
+/// metrics are there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_applications_exporter_renders_what_promtool_and_the_rules_accept() {
+    use tower::{ServiceBuilder, service_fn};
+    let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: no promtool");
+        return;
+    };
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let scrape = prometheus.handle();
+    metrics::with_local_recorder(&prometheus, tower_hardening::metrics::describe_all);
+    let config = SystemHardeningConfig::from_toml_str(
+        r#"
+        performance_check_interval = "100ms"
+        health_check_interval = "100ms"
+        max_resource_memory = "1GiB"
+        [services.api]
+        criticality = "critical"
+        [services.api.retry]
+        max_attempts = 2
+        initial_backoff = "1ms"
+        [services.api.limit]
+        max_concurrency = 4
+        "#,
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .metrics_recorder(prometheus)
+        .build()
+        .unwrap();
+    let layer = hardening.layer("api").unwrap();
+    let handle = hardening.start();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|x: u32| async move {
+            if x % 2 == 0 {
+                Ok(x)
+            } else {
+                Err(std::io::Error::other("odd"))
+            }
+        }));
+    for i in 0..10u32 {
+        let _ = svc.clone().oneshot(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    scrape.run_upkeep();
+    let text = scrape.render();
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+    let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool:\n{said}\n{text}"
+    );
+    assert_eq!(helps, types, "{text}");
+    for name in [
+        "hardening_monitor_alive",
+        "hardening_service_critical",
+        "hardening_memory_mark_bytes",
+        "hardening_process_resident_memory_bytes",
+        "hardening_memory_shedding_level",
+        "hardening_requests_total",
+    ] {
+        assert!(text.contains(&format!("\n{name}")), "no {name} in\n{text}");
+    }
+    handle.shutdown().await;
+}
