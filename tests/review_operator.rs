@@ -179,7 +179,7 @@ async fn the_applications_exporter_renders_what_promtool_and_the_rules_accept() 
     let svc = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|x: u32| async move {
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 Ok(x)
             } else {
                 Err(std::io::Error::other("odd"))
