@@ -273,3 +273,39 @@ async fn thirty_services_all_reach_metrics() {
     );
     handle.shutdown().await;
 }
+
+/// Over the collector's cap, /metrics says how many series it refused
+/// (and `HardeningMetricsDropped` alerts on it).
+#[tokio::test(start_paused = true)]
+async fn dropped_series_are_counted_on_metrics() {
+    use tower::{ServiceBuilder, service_fn};
+    let mut toml = String::new();
+    for i in 0..30 {
+        toml.push_str(&format!("[services.s{i}]\n"));
+    }
+    let config = SystemHardeningConfig::from_toml_str(&toml).unwrap();
+    let hardening = SystemHardening::builder(config).build().unwrap();
+    let layers: Vec<_> = (0..30)
+        .map(|i| hardening.layer(&format!("s{i}")).unwrap())
+        .collect();
+    let handle = hardening.start();
+    for layer in layers {
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(
+                |x: u32| async move { Ok::<_, std::io::Error>(x) },
+            ));
+        svc.oneshot(1).await.unwrap();
+    }
+    let dropped = handle.metrics().dropped_series();
+    assert!(dropped > 0);
+    let text = metrics_text(&handle).await;
+    assert!(
+        text.contains("# HELP hardening_metrics_dropped_series_total ")
+            && text
+                .lines()
+                .any(|l| l == format!("hardening_metrics_dropped_series_total {dropped}")),
+        "{text}"
+    );
+    handle.shutdown().await;
+}

@@ -36,6 +36,7 @@
 //! | [`RECOVERY_GAVE_UP_TOTAL`] | counter | recoveries | `service` | recovery manager |
 //! | [`MONITOR_ALIVE`] | gauge | 1 running, 0 stopped or dead | | monitor, `/metrics` |
 //! | [`MONITOR_LAST_TICK_SECONDS`] | gauge | seconds since the Unix epoch | | monitor |
+//! | [`METRICS_DROPPED_SERIES_TOTAL`] | counter | series | | `/metrics` |
 //!
 //! [`DESCRIPTIONS`] holds each name's kind, unit and help text, which
 //! every exporter shows (`# HELP` in Prometheus text).
@@ -128,6 +129,10 @@ pub const MONITOR_ALIVE: &str = "hardening_monitor_alive";
 /// performance tick), in seconds since the Unix epoch (`time() - this`
 /// is how stale health is).
 pub const MONITOR_LAST_TICK_SECONDS: &str = "hardening_monitor_last_tick_timestamp_seconds";
+/// Counter: series the in-process collector refused because it held its
+/// `max_series` already; their figures are missing everywhere (`/metrics`,
+/// the dashboard, alerts), so this says so.
+pub const METRICS_DROPPED_SERIES_TOTAL: &str = "hardening_metrics_dropped_series_total";
 
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
@@ -185,6 +190,7 @@ pub const ALL: &[&str] = &[
     RECOVERY_GAVE_UP_TOTAL,
     MONITOR_ALIVE,
     MONITOR_LAST_TICK_SECONDS,
+    METRICS_DROPPED_SERIES_TOTAL,
 ];
 
 /// What kind of metric a name is.
@@ -405,6 +411,12 @@ pub const DESCRIPTIONS: &[Description] = {
             Gauge,
             "seconds",
             "When the monitor last derived health, in seconds since the Unix epoch.",
+        ),
+        describe(
+            METRICS_DROPPED_SERIES_TOTAL,
+            Counter,
+            "count",
+            "Metric series the in-process collector refused because it held max_series already: their figures are missing from /metrics, the dashboard and alerts.",
         ),
     ]
 };
