@@ -367,6 +367,8 @@ impl SystemHardeningBuilder {
             // resting value, so alert rules find them.
             metrics::gauge!(tower_hardening_core::names::MEMORY_SHEDDING_LEVEL).set(0.0);
             metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(0.0);
+            metrics::counter!(tower_hardening_core::names::METRICS_DROPPED_SERIES_TOTAL)
+                .absolute(0);
             for entry in shared.services.values() {
                 metrics::gauge!(
                     tower_hardening_core::names::SERVICE_CRITICAL,

@@ -20,6 +20,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
     exit 1
 fi
 
+# A port already taken (Debian's package starts its own Prometheus on
+# 9090, Grafana listens on 3000) would be a minute's wait for nothing.
+for port in "$demo_port" "$prometheus_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is in use: choose others with DEMO_PORT and PROMETHEUS_PORT" >&2
+        exit 1
+    fi
+done
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -59,6 +68,13 @@ query() {
 }
 # Up when Prometheus has scraped the demo and holds its request counter.
 for _ in $(seq 1 60); do
+    for pid in "${pids[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the demo or Prometheus stopped:" >&2
+            tail -n 20 "$work/demo.log" "$work/prometheus.log" >&2
+            exit 1
+        fi
+    done
     if query 'sum(hardening_requests_total)' 2>/dev/null | grep -q '"value"'; then
         break
     fi
@@ -66,7 +82,7 @@ for _ in $(seq 1 60); do
 done
 if ! query 'up{job="tower-hardening"} == 1' 2>/dev/null | grep -q '"value"'; then
     echo "Prometheus did not scrape the demo in 60 s" >&2
-    tail -20 "$work/demo.log" "$work/prometheus.log" >&2
+    tail -n 20 "$work/demo.log" "$work/prometheus.log" >&2
     exit 1
 fi
 

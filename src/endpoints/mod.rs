@@ -163,6 +163,9 @@ impl Endpoints {
                 let alive = if self.handle.alive() { 1.0 } else { 0.0 };
                 metrics::with_local_recorder(&*shared.recorder, || {
                     metrics::gauge!(tower_hardening_core::names::MONITOR_ALIVE).set(alive);
+                    // Series over the collector's cap are missing: say how many.
+                    metrics::counter!(tower_hardening_core::names::METRICS_DROPPED_SERIES_TOTAL)
+                        .absolute(shared.collector.dropped_series());
                 });
                 respond(
                     StatusCode::OK,

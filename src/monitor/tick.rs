@@ -48,6 +48,16 @@ impl Monitor {
             percentage: used as f64 * 100.0 / limit as f64,
         };
         self.apply_pressure();
+        // Here, not in the performance tick: memory is read (and sheds)
+        // after health checks too, and the memory alerts compare these.
+        metrics::with_local_recorder(&*self.shared.recorder, || {
+            metrics::gauge!(names::PROCESS_RESIDENT_MEMORY_BYTES).set(used as f64);
+            metrics::gauge!(names::MEMORY_LIMIT_BYTES).set(limit as f64);
+            for (mark, fraction) in [("warning", self.marks.warning), ("critical", self.marks.critical)] {
+                metrics::gauge!(names::MEMORY_MARK_BYTES, names::LABEL_MARK => mark)
+                    .set(fraction * limit as f64);
+            }
+        });
         reading
     }
 
@@ -183,12 +193,6 @@ impl Monitor {
 
         metrics::with_local_recorder(&*self.shared.recorder, || {
             metrics::gauge!(names::PROCESS_CPU_PERCENT).set(f64::from(cpu.process));
-            metrics::gauge!(names::PROCESS_RESIDENT_MEMORY_BYTES).set(memory.process_rss as f64);
-            metrics::gauge!(names::MEMORY_LIMIT_BYTES).set(self.memory.limit as f64);
-            for (mark, fraction) in [("warning", self.marks.warning), ("critical", self.marks.critical)] {
-                metrics::gauge!(names::MEMORY_MARK_BYTES, names::LABEL_MARK => mark)
-                    .set(fraction * self.memory.limit as f64);
-            }
             for (stat, value) in [
                 ("mean", event_loop.mean),
                 ("p99", event_loop.p99),

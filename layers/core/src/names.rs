@@ -39,6 +39,7 @@
 //! | [`UPSTREAM_ATTEMPTS_TOTAL`] | counter | attempts | `service`, `endpoint` (a configured endpoint, or `other`), `outcome` (`success`, `failure`, `ignored`) | upstream |
 //! | [`UPSTREAM_HEDGES_TOTAL`] | counter | hedged attempts | `service` | upstream |
 //! | [`UPSTREAM_ENDPOINT_EJECTED`] | gauge | 1 ejected, 0 in rotation | `service`, `endpoint` | upstream |
+//! | [`METRICS_DROPPED_SERIES_TOTAL`] | counter | series | | `/metrics` |
 //!
 //! [`DESCRIPTIONS`] holds each name's kind, unit and help text, which
 //! every exporter shows (`# HELP` in Prometheus text).
@@ -138,6 +139,10 @@ pub const MONITOR_ALIVE: &str = "hardening_monitor_alive";
 /// performance tick), in seconds since the Unix epoch (`time() - this`
 /// is how stale health is).
 pub const MONITOR_LAST_TICK_SECONDS: &str = "hardening_monitor_last_tick_timestamp_seconds";
+/// Counter: series the in-process collector refused because it held its
+/// `max_series` already; their figures are missing everywhere (`/metrics`,
+/// the dashboard, alerts), so this says so.
+pub const METRICS_DROPPED_SERIES_TOTAL: &str = "hardening_metrics_dropped_series_total";
 
 /// Label: the breaker's name.
 pub const LABEL_BREAKER: &str = "breaker";
@@ -201,6 +206,7 @@ pub const ALL: &[&str] = &[
     UPSTREAM_ATTEMPTS_TOTAL,
     UPSTREAM_HEDGES_TOTAL,
     UPSTREAM_ENDPOINT_EJECTED,
+    METRICS_DROPPED_SERIES_TOTAL,
 ];
 
 /// What kind of metric a name is.
@@ -439,6 +445,12 @@ pub const DESCRIPTIONS: &[Description] = {
             Gauge,
             "",
             "1 while an upstream's endpoint is ejected, 0 while it is in rotation.",
+        ),
+        describe(
+            METRICS_DROPPED_SERIES_TOTAL,
+            Counter,
+            "count",
+            "Metric series the in-process collector refused because it held max_series already: their figures are missing from /metrics, the dashboard and alerts.",
         ),
     ]
 };
