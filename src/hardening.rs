@@ -233,6 +233,7 @@ impl SystemHardeningBuilder {
         let (collector, ticker) = MetricsCollector::builder()
             .retention(config.metrics_retention)
             .resolution(config.metrics_resolution)
+            .max_series(config.max_series())
             .build_with_ticker()?;
         let recorder: Arc<dyn metrics::Recorder + Send + Sync> = match self.recorder {
             Some(other) => Arc::new(Fanout {

@@ -33,6 +33,40 @@ use tower_hardening::recovery::ReplayBody;
 use tower_hardening::stack::ServiceLayer;
 use tower_hardening::{BoxError, HardeningHandle, ManagedService, SystemHardening};
 
+#[tokio::test(start_paused = true)]
+async fn metrics_max_series_caps_the_collector() {
+    // Unset, the cap grows with the services configured: 64 each.
+    let mut many = String::new();
+    for i in 0..40 {
+        many.push_str(&format!("[services.s{i}]\n"));
+    }
+    let config = SystemHardeningConfig::from_toml_str(&many).unwrap();
+    assert_eq!(config.max_series(), 2_560);
+    let config = SystemHardeningConfig::from_toml_str("[services.api]").unwrap();
+    assert_eq!(config.max_series(), 1_000);
+    // Written, it is what the collector keeps: the one request's series
+    // is refused and counted past a cap of 1.
+    for (toml, kept) in [
+        ("[services.api]", 1),
+        ("metrics_max_series = 1\n[services.api]", 0),
+    ] {
+        let handle = one_call_then(toml, Duration::from_secs(1)).await;
+        let requests = handle
+            .metrics()
+            .query(names::REQUESTS_TOTAL)
+            .label(names::LABEL_SERVICE, "api")
+            .count();
+        assert_eq!(requests, kept, "{toml}");
+        assert!(
+            kept == 1 || handle.metrics().dropped_series() > 0,
+            "{toml}: refused series are counted"
+        );
+        handle.shutdown().await;
+    }
+    let error = SystemHardeningConfig::from_toml_str("metrics_max_series = 0").unwrap_err();
+    assert!(error.to_string().contains("metrics_max_series"), "{error}");
+}
+
 // ---------------------------------------------------------------------
 // The keys and the tests that show them.
 
@@ -110,6 +144,10 @@ const KEYS: &[(&str, &str)] = &[
     (
         "metrics_resolution",
         "metrics_resolution_sets_the_bucket_width",
+    ),
+    (
+        "metrics_max_series",
+        "metrics_max_series_caps_the_collector",
     ),
     ("expose_details", "expose_details_shows_inner_errors"),
     ("services", "timeout_ends_slow_calls"),
@@ -416,6 +454,7 @@ const ALIASES: &[(&str, &str, &str)] = &[
     ),
     ("metricsRetention", "metrics_retention", "\"2h\""),
     ("metricsResolution", "metrics_resolution", "\"20s\""),
+    ("metricsMaxSeries", "metrics_max_series", "5000"),
     ("exposeDetails", "expose_details", "true"),
 ];
 

@@ -115,6 +115,12 @@ pub struct SystemHardeningConfig {
     /// The width of one stored metrics bucket (default 10 s).
     #[serde(alias = "metricsResolution", with = "units::duration")]
     pub metrics_resolution: Duration,
+    /// How many series the in-process collector keeps (what it refuses
+    /// is counted in `hardening_metrics_dropped_series_total`). A service
+    /// with every part on makes about 45. Unset: 1,000, or 64 per
+    /// configured service and upstream where that is more.
+    #[serde(alias = "metricsMaxSeries")]
+    pub metrics_max_series: Option<usize>,
     /// Whether health answers include inner error texts (they can leak
     /// internals; default off).
     #[serde(alias = "exposeDetails")]
@@ -178,6 +184,7 @@ impl Default for SystemHardeningConfig {
             performance_thresholds: PerformanceThresholds::default(),
             metrics_retention: Duration::from_secs(3600),
             metrics_resolution: Duration::from_secs(10),
+            metrics_max_series: None,
             expose_details: false,
             services: BTreeMap::new(),
             upstreams: BTreeMap::new(),
@@ -186,6 +193,13 @@ impl Default for SystemHardeningConfig {
 }
 
 impl SystemHardeningConfig {
+    /// The collector's series cap: `metrics_max_series`, or 1,000 or 64
+    /// per configured service and upstream, whichever is more.
+    pub fn max_series(&self) -> usize {
+        self.metrics_max_series
+            .unwrap_or_else(|| (64 * (self.services.len() + self.upstreams.len())).max(1_000))
+    }
+
     /// Parses and validates TOML.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let deserializer = toml::Deserializer::parse(text)
@@ -342,6 +356,13 @@ impl SystemHardeningConfig {
     #[cfg(feature = "metrics")]
     fn validate_metrics(&self) -> Result<(), ConfigError> {
         positive_duration("metrics_resolution", self.metrics_resolution)?;
+        if self.metrics_max_series == Some(0) {
+            return Err(ConfigError::invalid(
+                "metrics_max_series",
+                0,
+                "at least 1 (unset: 1,000, or 64 per configured service and upstream)",
+            ));
+        }
         crate::metrics::MetricsCollector::builder()
             .retention(self.metrics_retention)
             .resolution(self.metrics_resolution)
@@ -428,6 +449,7 @@ pub(crate) const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[
     ("performanceThresholds", "performance_thresholds"),
     ("metricsRetention", "metrics_retention"),
     ("metricsResolution", "metrics_resolution"),
+    ("metricsMaxSeries", "metrics_max_series"),
     ("exposeDetails", "expose_details"),
 ];
 
