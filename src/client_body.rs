@@ -286,10 +286,11 @@ struct DeadlineQueue {
     /// Whether a reaper task is running. It stops when the queue is
     /// empty and is started again by the next stream.
     reaper: bool,
-    /// When `streams` was made. Its timer wheel moves on only when a
-    /// deadline fires and spans about two years from there: an empty
-    /// queue older than a day is made again before the next stream.
-    made: Instant,
+    /// About where the timer wheel of `streams` has moved on to (when it
+    /// was made, or a deadline last fired). It moves on only when a
+    /// deadline fires and spans about two years from there: past a day,
+    /// the next stream moves it on (see [`StreamDeadlines::hold`]).
+    moved_on: Instant,
 }
 
 impl DeadlineQueue {
@@ -297,13 +298,13 @@ impl DeadlineQueue {
         DeadlineQueue {
             streams: DelayQueue::new(),
             reaper: false,
-            made: Instant::now(),
+            moved_on: Instant::now(),
         }
     }
 }
 
-/// The age past which an empty deadline queue is made again.
-const REMAKE_EMPTY_QUEUE: Duration = Duration::from_secs(24 * 60 * 60);
+/// How far behind its wheel may be before a stream moves it on.
+const MOVE_WHEEL_ON: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl StreamDeadlines {
     fn hold(this: &Arc<Self>, held: Held) -> StreamHold {
@@ -323,13 +324,23 @@ impl StreamDeadlines {
         } else {
             None
         };
-        if queue.streams.is_empty() && queue.made.elapsed() > REMAKE_EMPTY_QUEUE {
-            // A reaper still running polls the new queue next (it was
-            // woken when the old one emptied, or is about to poll again).
-            queue.streams = DelayQueue::new();
-            queue.made = Instant::now();
+        // One clock read, as `insert` would make.
+        let now = Instant::now();
+        if now.saturating_duration_since(queue.moved_on) > MOVE_WHEEL_ON {
+            if queue.streams.is_empty() {
+                // A reaper still running polls the new queue next (it
+                // was woken when the old one emptied, or is about to
+                // poll again).
+                queue.streams = DelayQueue::new();
+            } else {
+                // Streams that all end in time never fire a deadline:
+                // one due now moves the wheel on when the reaper takes
+                // it (it holds no units).
+                queue.streams.insert_at(Arc::new(Mutex::new(None)), now);
+            }
+            queue.moved_on = now;
         }
-        let key = queue.streams.insert(held.clone(), this.deadline);
+        let key = queue.streams.insert_at(held.clone(), now + this.deadline);
         let reaper = match runtime {
             Some(runtime) if start_reaper => {
                 queue.reaper = true;
@@ -377,8 +388,9 @@ impl Reaper {
                     // entry is (gone, or still queued).
                     Poll::Ready(Some(expired)) => Poll::Ready(Some(take(expired.get_ref()))),
                     Poll::Ready(None) => {
-                        // Empty: stop, under the lock a new stream takes.
-                        queue.reaper = false;
+                        // Empty: stop, under the lock a new stream takes;
+                        // a new queue gives back the memory of a burst.
+                        *queue = DeadlineQueue::new();
                         Poll::Ready(None)
                     }
                     Poll::Pending => Poll::Pending,
