@@ -195,13 +195,15 @@ where
                 upload.seen = state;
                 if let Some(timeout) = *this.timeout {
                     // A timeout past what the clock can hold means none.
-                    match Instant::now().checked_add(timeout) {
-                        Some(at) => {
-                            if let Deadline::Running(deadline) = this.deadline {
-                                deadline.as_mut().reset(at);
-                            }
+                    match (Instant::now().checked_add(timeout), &mut *this.deadline) {
+                        (Some(at), Deadline::Running(deadline)) => deadline.as_mut().reset(at),
+                        // Off as `upload_timeout + timeout` was past the
+                        // clock: the service's own deadline starts now.
+                        (Some(at), _) => {
+                            *this.deadline =
+                                Deadline::Running(Box::pin(tokio::time::sleep_until(at)));
                         }
-                        None => *this.deadline = Deadline::Off,
+                        (None, _) => *this.deadline = Deadline::Off,
                     }
                 }
             }
@@ -236,11 +238,10 @@ impl StreamRelease {
     pub(crate) fn at_end(deadline: Duration) -> Self {
         StreamRelease {
             until_end: Some(Arc::new(StreamDeadlines {
-                deadline,
-                queue: Mutex::new(DeadlineQueue {
-                    streams: DelayQueue::new(),
-                    reaper: false,
-                }),
+                // The queue's timer wheel spans about two years from the
+                // last deadline it saw fire: a longer one would panic.
+                deadline: deadline.min(LONGEST_STREAM_DEADLINE),
+                queue: Mutex::new(DeadlineQueue::new()),
             })),
         }
     }
@@ -263,6 +264,10 @@ impl<B: Body> ReleaseOn<http::Response<B>> for StreamRelease {
     }
 }
 
+/// The longest a stream holds its units (a longer `stream_timeout` is
+/// this): a year, well within the deadline queue's span.
+const LONGEST_STREAM_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The deadlines of one stack's held streams, kept by one task (the
 /// reaper) that gives a stream's units back when its deadline passes. A
 /// timer the body polled would not do: a client that stops reading stalls
@@ -281,16 +286,37 @@ struct DeadlineQueue {
     /// Whether a reaper task is running. It stops when the queue is
     /// empty and is started again by the next stream.
     reaper: bool,
+    /// About where the timer wheel of `streams` has moved on to (when it
+    /// was made, or a deadline last fired). It moves on only when a
+    /// deadline fires and spans about two years from there: past a day,
+    /// the next stream moves it on (see [`StreamDeadlines::hold`]).
+    moved_on: Instant,
 }
+
+impl DeadlineQueue {
+    fn new() -> Self {
+        DeadlineQueue {
+            streams: DelayQueue::new(),
+            reaper: false,
+            moved_on: Instant::now(),
+        }
+    }
+}
+
+/// How far behind its wheel may be before a stream moves it on.
+const MOVE_WHEEL_ON: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl StreamDeadlines {
     fn hold(this: &Arc<Self>, held: Held) -> StreamHold {
         let held = Arc::new(Mutex::new(Some(held)));
         let mut queue = lock(&this.queue);
         let start_reaper = !queue.reaper;
-        // Outside a runtime nothing can wait for the deadline: the units
-        // go back when the body ends or is dropped.
-        let runtime = if start_reaper {
+        // An empty queue has no timer, and the insert makes one: that
+        // needs a runtime here (the reaper may still be marked running
+        // while this is called outside any). Outside a runtime nothing
+        // can wait for the deadline: the units go back when the body
+        // ends or is dropped.
+        let runtime = if start_reaper || queue.streams.is_empty() {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => Some(runtime),
                 Err(_) => return StreamHold { held, entry: None },
@@ -298,14 +324,41 @@ impl StreamDeadlines {
         } else {
             None
         };
-        let key = queue.streams.insert(held.clone(), this.deadline);
-        if let Some(runtime) = runtime {
-            queue.reaper = true;
-            let reaper = Reaper {
-                deadlines: this.clone(),
-                stopped: false,
-            };
-            runtime.spawn(reaper.run());
+        // One clock read, as `insert` would make.
+        let now = Instant::now();
+        if now.saturating_duration_since(queue.moved_on) > MOVE_WHEEL_ON {
+            if queue.streams.is_empty() {
+                // A reaper still running polls the new queue next (it
+                // was woken when the old one emptied, or is about to
+                // poll again).
+                queue.streams = DelayQueue::new();
+            } else {
+                // Streams that all end in time never fire a deadline:
+                // one due now moves the wheel on when the reaper takes
+                // it (it holds no units).
+                queue.streams.insert_at(Arc::new(Mutex::new(None)), now);
+            }
+            queue.moved_on = now;
+        }
+        let key = queue.streams.insert_at(held.clone(), now + this.deadline);
+        let reaper = match runtime {
+            Some(runtime) if start_reaper => {
+                queue.reaper = true;
+                Some(runtime)
+            }
+            _ => None,
+        };
+        drop(queue);
+        // Spawned outside the lock: a runtime shutting down drops the
+        // task at once, and the reaper's drop takes the lock.
+        if let Some(runtime) = reaper {
+            runtime.spawn(
+                Reaper {
+                    deadlines: this.clone(),
+                    stopped: false,
+                }
+                .run(),
+            );
         }
         StreamHold {
             held,
@@ -335,8 +388,9 @@ impl Reaper {
                     // entry is (gone, or still queued).
                     Poll::Ready(Some(expired)) => Poll::Ready(Some(take(expired.get_ref()))),
                     Poll::Ready(None) => {
-                        // Empty: stop, under the lock a new stream takes.
-                        queue.reaper = false;
+                        // Empty: stop, under the lock a new stream takes;
+                        // a new queue gives back the memory of a burst.
+                        *queue = DeadlineQueue::new();
                         Poll::Ready(None)
                     }
                     Poll::Pending => Poll::Pending,

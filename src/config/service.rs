@@ -72,7 +72,7 @@ pub struct ServiceConfig {
     pub upload_timeout: Duration,
     /// How long a streamed response (a gRPC server stream) may hold its
     /// admission units; after this they are given back and the stream goes
-    /// on uncounted.
+    /// on uncounted. A value above a year counts as a year.
     #[serde(with = "units::duration")]
     pub stream_timeout: Duration,
     /// The circuit breaker.
