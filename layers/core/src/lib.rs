@@ -11,7 +11,7 @@
 //!   [`GrpcErrors`], and any closure `Fn(&Result<Res, E>) -> Outcome`.
 //! - The rejection errors one layer returns and the others recognise:
 //!   [`CircuitOpen`], [`Overloaded`], [`QueueTimeout`], [`Recovering`],
-//!   [`RecoveryFailed`], [`PoolClosed`], [`Unsatisfiable`], and
+//!   [`RecoveryFailed`], [`PoolClosed`], [`Unsatisfiable`], [`RateLimited`], and
 //!   [`rejection_of`] to ask a boxed error whether it is one of them.
 //! - [`Priority`], the importance of a request or a resource request.
 //! - [`Event`] and [`EventSink`], the one event stream layers and the
@@ -43,6 +43,7 @@ mod classify;
 mod client;
 mod config_error;
 mod event;
+pub mod fallback;
 mod health;
 pub mod names;
 mod outcome;
@@ -66,8 +67,8 @@ pub use health::HealthState;
 pub use outcome::Outcome;
 pub use priority::{ParsePriorityError, Priority};
 pub use rejection::{
-    CircuitOpen, Overloaded, PoolClosed, QueueTimeout, Recovering, RecoveryFailed, Rejection,
-    RejectionKind, Unsatisfiable, rejection_of,
+    CircuitOpen, Overloaded, PoolClosed, QueueTimeout, RateLimited, RatePolicy, Recovering,
+    RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, rejection_of,
 };
 pub use trace::publish;
 

@@ -56,6 +56,7 @@ fn outcome_of(outcome: Outcome) -> Outcomes {
 pub struct EosMetricsLayer<C> {
     pub(crate) handles: SharedHandles,
     pub(crate) classifier: C,
+    pub(crate) fallbacks: bool,
 }
 
 impl<C> MetricsLayer<C> {
@@ -64,10 +65,11 @@ impl<C> MetricsLayer<C> {
     /// must also be a `ClassifyEos` (`GrpcErrors`, `HttpServerErrors`).
     #[must_use]
     pub fn at_end_of_stream(self) -> EosMetricsLayer<C> {
-        let (handles, classifier) = self.into_parts();
+        let (handles, classifier, fallbacks) = self.into_parts();
         EosMetricsLayer {
             handles,
             classifier,
+            fallbacks,
         }
     }
 }
@@ -80,6 +82,7 @@ impl<S, C: Clone> Layer<S> for EosMetricsLayer<C> {
             inner,
             handles: self.handles.clone(),
             classifier: self.classifier.clone(),
+            fallbacks: self.fallbacks,
         }
     }
 }
@@ -90,6 +93,7 @@ pub struct EosMetricsService<S, C> {
     inner: S,
     handles: SharedHandles,
     classifier: C,
+    fallbacks: bool,
 }
 
 impl<S, C> EosMetricsService<S, C> {
@@ -134,6 +138,7 @@ where
             future,
             in_flight,
             classifier: self.classifier.clone(),
+            fallbacks: self.fallbacks,
         }
     }
 }
@@ -146,6 +151,7 @@ pin_project! {
         future: F,
         in_flight: Option<InFlight>,
         classifier: C,
+        fallbacks: bool,
     }
 }
 
@@ -161,9 +167,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let future = this.future;
-        let result = ready!(on_unwind(this.in_flight, InFlight::panicked, || future.poll(cx)))
-            .map_err(Into::into);
-        let Some(in_flight) = this.in_flight.take() else {
+        let held = this.in_flight;
+        let (polled, fell_back) = crate::future::poll_watching(*this.fallbacks, || {
+            on_unwind(held, InFlight::panicked, || future.poll(cx))
+        });
+        let result = ready!(polled).map_err(Into::into);
+        let Some(in_flight) = held.take() else {
             return Poll::Ready(result.map(|response| response.map(MetricsBody::decided)));
         };
         match result {
@@ -176,6 +185,10 @@ where
                 };
                 in_flight.finish(outcome);
                 Poll::Ready(failed.map(|_| unreachable!("an error")))
+            }
+            Ok(response) if fell_back => {
+                in_flight.finish(|h| &h.fallback);
+                Poll::Ready(Ok(response.map(MetricsBody::decided)))
             }
             Ok(response) => {
                 let waiting = match ClassifyEos::<B>::classify_head(&*this.classifier, &response) {

@@ -87,16 +87,35 @@ pin_project! {
         future: F,
         in_flight: Option<InFlight>,
         classifier: C,
+        fallbacks: bool,
     }
 }
 
 impl<F, C> MetricsFuture<F, C> {
-    pub(crate) fn new(future: F, in_flight: Option<InFlight>, classifier: C) -> Self {
+    pub(crate) fn new(
+        future: F,
+        in_flight: Option<InFlight>,
+        classifier: C,
+        fallbacks: bool,
+    ) -> Self {
         MetricsFuture {
             future,
             in_flight,
             classifier,
+            fallbacks,
         }
+    }
+}
+
+/// Runs one poll of the inner future, and says whether a fallback below
+/// answered in it (only when `fallbacks` is on: the watch costs a
+/// thread-local read and write).
+#[inline(always)]
+pub(crate) fn poll_watching<R>(fallbacks: bool, poll: impl FnOnce() -> R) -> (R, bool) {
+    if fallbacks {
+        tower_hardening_core::fallback::watch(poll)
+    } else {
+        (poll(), false)
     }
 }
 
@@ -112,9 +131,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let future = this.future;
-        let result = ready!(on_unwind(this.in_flight, InFlight::panicked, || future.poll(cx)))
-            .map_err(Into::into);
+        let in_flight = this.in_flight;
+        let (polled, fell_back) = poll_watching(*this.fallbacks, || {
+            on_unwind(in_flight, InFlight::panicked, || future.poll(cx))
+        });
+        let result = ready!(polled).map_err(Into::into);
         let outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram) = match &result {
+            Ok(_) if fell_back => |h| &h.fallback,
             Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,
             Err(error) if client_body_error_of(&**error).is_some() => |h| &h.ignored,
             _ => match this.classifier.classify(&result) {
@@ -123,7 +146,7 @@ where
                 Outcome::Ignored => |h| &h.ignored,
             },
         };
-        if let Some(in_flight) = this.in_flight.take() {
+        if let Some(in_flight) = in_flight.take() {
             in_flight.finish(outcome);
         }
         Poll::Ready(result)

@@ -19,6 +19,8 @@ use crate::service::MetricsService;
 pub struct MetricsLayer<C = ErrorsAsFailures> {
     handles: SharedHandles,
     classifier: C,
+    /// Whether answers marked by a fallback below count as `fallback`.
+    fallbacks: bool,
 }
 
 /// The handles, one copy per stripe: a request's future counts a
@@ -39,6 +41,7 @@ pub(crate) struct Handles {
     pub(crate) failure: (Counter, Histogram),
     pub(crate) rejected: (Counter, Histogram),
     pub(crate) ignored: (Counter, Histogram),
+    pub(crate) fallback: (Counter, Histogram),
 }
 
 /// Builds a [`MetricsLayer`]: `MetricsLayer::builder().name("audio")
@@ -137,27 +140,51 @@ impl MetricsLayer {
                 failure: pair("failure"),
                 rejected: pair("rejected"),
                 ignored: pair("ignored"),
+                fallback: pair("fallback"),
             })),
             classifier: ErrorsAsFailures,
+            fallbacks: false,
         }
     }
 }
 
 impl<C> MetricsLayer<C> {
-    pub(crate) fn into_parts(self) -> (SharedHandles, C) {
-        (self.handles, self.classifier)
+    pub(crate) fn into_parts(self) -> (SharedHandles, C, bool) {
+        (self.handles, self.classifier, self.fallbacks)
+    }
+
+    /// Counts an answer that a fallback layer below gave in place of a
+    /// refusal or a failure (`tower_hardening_recovery::FallbackLayer`,
+    /// or any layer that calls
+    /// [`fallback::mark_answered`](tower_hardening_core::fallback::mark_answered))
+    /// as outcome `fallback`. Off by default: it costs a thread-local
+    /// read and write per poll.
+    ///
+    /// ```
+    /// use tower_hardening_metrics::MetricsLayer;
+    ///
+    /// let layer = MetricsLayer::new("api").counting_fallbacks();
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn counting_fallbacks(mut self) -> Self {
+        self.fallbacks = true;
+        self
     }
 
     /// What counts as a failure: any
     /// [`Classify`](tower_hardening_core::Classify) over the response and a
     /// boxed error. `Ignored` results (and a client body that failed) count
     /// as `ignored`; rejections
-    /// by other hardening layers count as `rejected` whatever it says.
+    /// by other hardening layers count as `rejected` whatever it says
+    /// (and a fallback's answer as `fallback`, see
+    /// [`counting_fallbacks`](Self::counting_fallbacks)).
     #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> MetricsLayer<C2> {
         MetricsLayer {
             handles: self.handles,
             classifier,
+            fallbacks: self.fallbacks,
         }
     }
 }
@@ -166,6 +193,11 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
     type Service = MetricsService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService::new(inner, self.handles.clone(), self.classifier.clone())
+        MetricsService::new(
+            inner,
+            self.handles.clone(),
+            self.classifier.clone(),
+            self.fallbacks,
+        )
     }
 }

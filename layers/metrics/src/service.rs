@@ -13,14 +13,16 @@ pub struct MetricsService<S, C> {
     inner: S,
     handles: SharedHandles,
     classifier: C,
+    fallbacks: bool,
 }
 
 impl<S, C> MetricsService<S, C> {
-    pub(crate) fn new(inner: S, handles: SharedHandles, classifier: C) -> Self {
+    pub(crate) fn new(inner: S, handles: SharedHandles, classifier: C, fallbacks: bool) -> Self {
         MetricsService {
             inner,
             handles,
             classifier,
+            fallbacks,
         }
     }
 
@@ -62,6 +64,6 @@ where
         let mut in_flight = Some(InFlight::begin(&self.handles));
         let inner = &mut self.inner;
         let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
-        MetricsFuture::new(future, in_flight, self.classifier.clone())
+        MetricsFuture::new(future, in_flight, self.classifier.clone(), self.fallbacks)
     }
 }
