@@ -40,10 +40,12 @@ impl Cell {
         let mut prev = self.0.load(Ordering::Acquire);
         loop {
             let (result, next) = f(NonZeroU64::new(prev).map(|n| Nanos::from(n.get())))?;
-            match self
-                .0
-                .compare_exchange_weak(prev, next.as_u64(), Ordering::Release, Ordering::Relaxed)
-            {
+            match self.0.compare_exchange_weak(
+                prev,
+                next.as_u64(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Ok(result),
                 Err(actual) => prev = actual,
             }

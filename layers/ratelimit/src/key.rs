@@ -121,9 +121,12 @@ impl IpNet {
     /// Whether `ip` is in the network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(u128::from(net.to_bits()), u128::from(ip.to_bits()), 32, self.prefix)
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(net.to_bits()),
+                u128::from(ip.to_bits()),
+                32,
+                self.prefix,
+            ),
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 prefix_eq(net.to_bits(), ip.to_bits(), 128, self.prefix)
             }
@@ -176,7 +179,11 @@ impl FromStr for IpNet {
         let address = address.to_canonical();
         let width = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= width).ok_or_else(error)?,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(error)?,
             None => width,
         };
         Ok(IpNet { address, prefix })
@@ -264,7 +271,11 @@ impl HttpKeys {
 
     /// The client's address: the peer's, or, when the peer is a trusted
     /// proxy, the rightmost `X-Forwarded-For` entry that is not one.
-    fn client_ip(&self, extensions: &http::Extensions, headers: &http::HeaderMap) -> Option<IpAddr> {
+    fn client_ip(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+    ) -> Option<IpAddr> {
         let peer = (self.peer)(extensions)?.to_canonical();
         if self.trusted.is_empty() || !self.is_trusted(peer) {
             return Some(peer);
@@ -381,12 +392,21 @@ mod tests {
     #[test]
     fn no_peer_and_absurd_values_are_missing_keys() {
         let k = keys(KeyMode::PeerIp, &[]);
-        assert_eq!(k.key(&http::Extensions::new(), &http::HeaderMap::new()), RequestKey::Missing);
+        assert_eq!(
+            k.key(&http::Extensions::new(), &http::HeaderMap::new()),
+            RequestKey::Missing
+        );
         let k = keys(KeyMode::Header(HeaderName::from_static("x-api-key")), &[]);
         let mut headers = http::HeaderMap::new();
         headers.insert("x-api-key", "a".repeat(MAX_KEY_LEN + 1).parse().unwrap());
-        assert_eq!(k.key(&http::Extensions::new(), &headers), RequestKey::Missing);
+        assert_eq!(
+            k.key(&http::Extensions::new(), &headers),
+            RequestKey::Missing
+        );
         headers.insert("x-api-key", "k1".parse().unwrap());
-        assert!(matches!(k.key(&http::Extensions::new(), &headers), RequestKey::Key(_)));
+        assert!(matches!(
+            k.key(&http::Extensions::new(), &headers),
+            RequestKey::Key(_)
+        ));
     }
 }

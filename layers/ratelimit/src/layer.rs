@@ -104,7 +104,12 @@ impl<S, K: Clone, P: Clone> Layer<S> for RateLimitLayer<K, P> {
     type Service = RateLimit<S, K, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.state.clone(), self.keys.clone(), self.priority.clone())
+        RateLimit::new(
+            inner,
+            self.state.clone(),
+            self.keys.clone(),
+            self.priority.clone(),
+        )
     }
 }
 
@@ -200,11 +205,17 @@ impl RateLimitBuilder {
             .rate
             .ok_or_else(|| ConfigError::new("rate_limit", "rate", "none", RATE_FORMAT))?;
         let quota = |field, rate: Rate, burst: Option<u32>| {
-            rate.interval()
-                .map_err(|_| ConfigError::new("rate_limit", field, rate.to_string(), RATE_FORMAT))?;
+            rate.interval().map_err(|_| {
+                ConfigError::new("rate_limit", field, rate.to_string(), RATE_FORMAT)
+            })?;
             let burst = burst.unwrap_or(rate.count());
             if burst == 0 {
-                return Err(ConfigError::new("rate_limit", "burst", burst, "a burst of at least 1"));
+                return Err(ConfigError::new(
+                    "rate_limit",
+                    "burst",
+                    burst,
+                    "a burst of at least 1",
+                ));
             }
             Ok(QuotaConfig { rate, burst })
         };
@@ -223,8 +234,14 @@ impl RateLimitBuilder {
             ));
         }
         let keyed = self.key.is_keyed().then_some(self.max_keys);
-        let state = RateLimitState::new(self.name.clone(), base, &per_priority, keyed, DefaultClock::default())
-            .ok_or_else(|| ConfigError::new("rate_limit", "rate", rate.to_string(), RATE_FORMAT))?;
+        let state = RateLimitState::new(
+            self.name.clone(),
+            base,
+            &per_priority,
+            keyed,
+            DefaultClock::default(),
+        )
+        .ok_or_else(|| ConfigError::new("rate_limit", "rate", rate.to_string(), RATE_FORMAT))?;
         Ok(RateLimitLayer {
             state: Some(Arc::new(state)),
             keys: HttpKeys::new(self.key.clone(), self.trusted_proxies.into(), self.peer),

@@ -109,8 +109,7 @@ impl fmt::Display for ParseRateError {
 impl std::error::Error for ParseRateError {}
 
 /// What a rate looks like, for error messages.
-pub const RATE_FORMAT: &str =
-    "COUNT/UNIT with a count from 1 and a unit s, m or h (\"100/s\", \"600/m\"), at most 1000000000/s";
+pub const RATE_FORMAT: &str = "COUNT/UNIT with a count from 1 and a unit s, m or h (\"100/s\", \"600/m\"), at most 1000000000/s";
 
 impl FromStr for Rate {
     type Err = ParseRateError;
@@ -142,7 +141,19 @@ mod tests {
 
     #[test]
     fn refuses_what_is_no_rate() {
-        for bad in ["", "100", "100/", "/s", "0/s", "-1/s", "1.5/s", "100/d", "100/s/s", "4294967296/s", "2000000000/s"] {
+        for bad in [
+            "",
+            "100",
+            "100/",
+            "/s",
+            "0/s",
+            "-1/s",
+            "1.5/s",
+            "100/d",
+            "100/s/s",
+            "4294967296/s",
+            "2000000000/s",
+        ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?} parsed");
         }
         assert_eq!("1/h".parse::<Rate>().unwrap(), Rate::per_hour(1));

@@ -30,9 +30,14 @@ pub(crate) struct Quotas<C: Clock> {
 }
 
 impl<C: Clock + Clone> Quotas<C> {
-    fn new(policy: &'static str, rate: Rate, burst: u32, keyed: Option<usize>, clock: &C) -> Option<Self> {
-        let quota = Quota::with_period(rate.interval().ok()?)?
-            .allow_burst(NonZeroU32::new(burst)?);
+    fn new(
+        policy: &'static str,
+        rate: Rate,
+        burst: u32,
+        keyed: Option<usize>,
+        clock: &C,
+    ) -> Option<Self> {
+        let quota = Quota::with_period(rate.interval().ok()?)?.allow_burst(NonZeroU32::new(burst)?);
         let cells = keyed.map(|max_keys| Arc::new(BoundedCells::new(max_keys)));
         Some(Quotas {
             policy: RatePolicy::new(policy, u64::from(rate.count()), rate.per()),
@@ -94,7 +99,9 @@ impl<C: Clock + Clone> RateLimitState<C> {
         keyed: Option<usize>,
         clock: C,
     ) -> Option<Self> {
-        let mut quotas = vec![Quotas::new("default", base.rate, base.burst, keyed, &clock)?];
+        let mut quotas = vec![Quotas::new(
+            "default", base.rate, base.burst, keyed, &clock,
+        )?];
         let mut by_priority = [Some(0), Some(0), Some(0), None];
         for (priority, quota) in per_priority {
             let slot = slot(*priority);
@@ -257,7 +264,9 @@ mod tests {
         for _ in 0..20 {
             state.check(Priority::NORMAL, RequestKey::Global).unwrap();
         }
-        let refused = state.check(Priority::NORMAL, RequestKey::Global).unwrap_err();
+        let refused = state
+            .check(Priority::NORMAL, RequestKey::Global)
+            .unwrap_err();
         assert_eq!(refused.retry_after(), Duration::from_millis(10));
         assert_eq!(refused.policy().unwrap().quota(), 100);
         assert_eq!(refused.policy().unwrap().window(), Duration::from_secs(1));
