@@ -325,7 +325,7 @@ impl HardeningHandle {
 
     /// The stack of `service` (see [`SystemHardening::layer`](crate::SystemHardening::layer)).
     pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
-        crate::hardening::parts(&self.shared, service).map(ServiceLayer::new)
+        crate::hardening::parts(&self.shared, service).and_then(ServiceLayer::new)
     }
 
     /// The HTTP stack of `service` (see

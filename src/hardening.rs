@@ -116,7 +116,7 @@ impl SystemHardening {
     /// [`stack::fits_layer`](crate::stack::fits_layer) on your service and
     /// it names the bound.
     pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
-        parts(&self.shared, service).map(ServiceLayer::new)
+        parts(&self.shared, service).and_then(ServiceLayer::new)
     }
 
     /// The same stack for `http::Request<B>`, answering errors with HTTP

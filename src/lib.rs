@@ -52,7 +52,8 @@ macro_rules! with_every_layer {
                 feature = "recovery",
                 feature = "limit",
                 feature = "metrics",
-                feature = "fault"
+                feature = "fault",
+                feature = "ratelimit"
             ))]
             $item
         )*
@@ -109,6 +110,10 @@ pub use tower_hardening_metrics as metrics;
 #[cfg(feature = "fault")]
 pub use tower_hardening_fault as fault;
 
+/// Rate limits: re-export of `tower-hardening-ratelimit`.
+#[cfg(feature = "ratelimit")]
+pub use tower_hardening_ratelimit as ratelimit;
+
 pub use tower_hardening_core::{BoxError, Priority};
 
 /// The guide: the README, with the seed's usage section in Rust, how
@@ -121,7 +126,8 @@ pub use tower_hardening_core::{BoxError, Priority};
     feature = "recovery",
     feature = "limit",
     feature = "metrics",
-    feature = "fault"
+    feature = "fault",
+    feature = "ratelimit"
 ))]
 #[doc = include_str!("../README.md")]
 pub mod guide {}

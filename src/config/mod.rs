@@ -24,11 +24,13 @@
 
 pub(crate) mod classify;
 mod env;
+mod rate_limit;
 mod service;
 mod system;
 mod units;
 
 pub use classify::{ClassifyConfig, GrpcCodeName};
+pub use rate_limit::{FallbackConfig, PriorityRate, PriorityRates, RateLimitConfig};
 pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
@@ -40,7 +42,8 @@ pub use service::{
         feature = "recovery",
         feature = "limit",
         feature = "metrics",
-        feature = "fault"
+        feature = "fault",
+        feature = "ratelimit"
     )),
     expect(
         unused_imports,

@@ -116,8 +116,8 @@ pub use backoff::{Backoff, Jitter};
 pub use boxed::{BoxErrors, BoxErrorsFuture};
 pub use error::{ConfigError, Recovering, RecoveryFailed};
 pub use fallback::{
-    Answer, CASE_NAMES, Cause, Fallback, FallbackCase, FallbackCounts, FallbackLayer, FallbackOn,
-    FallbackStats, FnAnswer, NoFallback, ServiceAnswer,
+    Answer, AnswerSource, CASE_NAMES, Cause, Fallback, FallbackCase, FallbackCounts, FallbackLayer,
+    FallbackOn, FallbackStats, FnAnswer, NoFallback, ServiceAnswer,
 };
 pub use recover::{
     Recover, RecoverBuilder, RecoverFuture, RecoverHandle, RecoverPair, RecoverState, RecoverStats,

@@ -18,16 +18,11 @@ use super::cases::Cause;
 /// Implemented by [`FnAnswer`] (a closure), [`ServiceAnswer`] (a service)
 /// and [`NoFallback`]; an adapter may also change the response type (the
 /// facade's HTTP stack answers with a body of the fallback's own type).
-pub trait Answer<Res> {
+pub trait Answer<Res>: AnswerSource {
     /// What the layer returns: the inner service's response or the answer.
     type Response;
     /// The answer's future.
     type Future: Future<Output = Result<Self::Response, BoxError>>;
-
-    /// Whether this source ever answers ([`NoFallback`] never does).
-    fn answers(&self) -> bool {
-        true
-    }
 
     /// The inner service's own response, as the layer returns it.
     fn pass(response: Res) -> Self::Response;
@@ -36,11 +31,47 @@ pub trait Answer<Res> {
     fn answer(&self, cause: Cause) -> Self::Future;
 }
 
+/// Whether a source of answers ever answers, whatever the response type
+/// ([`NoFallback`] never does: a stack without a fallback watches for
+/// none).
+pub trait AnswerSource {
+    /// Whether this source ever answers.
+    fn answers(&self) -> bool {
+        true
+    }
+}
+
+impl<F> AnswerSource for FnAnswer<F> {}
+
+impl<S> AnswerSource for ServiceAnswer<S> {}
+
+impl AnswerSource for NoFallback {
+    fn answers(&self) -> bool {
+        false
+    }
+}
+
 /// Answers with a closure `Fn(Cause) -> Res` (a default or cached
 /// response). A closure that panics is a failed fallback: the original
 /// error surfaces.
 #[derive(Clone)]
-pub struct FnAnswer<F>(pub(crate) F);
+pub struct FnAnswer<F>(F);
+
+impl<F> FnAnswer<F> {
+    /// Answers with `answer`.
+    pub fn new(answer: F) -> Self {
+        FnAnswer(answer)
+    }
+
+    /// Calls the closure, catching a panic (then an error).
+    pub fn call<Res>(&self, cause: Cause) -> Result<Res, BoxError>
+    where
+        F: Fn(Cause) -> Res,
+    {
+        catch_unwind(AssertUnwindSafe(|| (self.0)(cause)))
+            .map_err(|_| BoxError::from("the fallback panicked"))
+    }
+}
 
 impl<F> fmt::Debug for FnAnswer<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,16 +91,21 @@ where
     }
 
     fn answer(&self, cause: Cause) -> Self::Future {
-        let answer = catch_unwind(AssertUnwindSafe(|| (self.0)(cause)))
-            .map_err(|_| BoxError::from("the fallback panicked"));
-        ready(answer)
+        ready(self.call(cause))
     }
 }
 
 /// Answers with a service called with the [`Cause`] (a clone of it,
 /// driven to readiness first: tower's `Oneshot`).
 #[derive(Debug, Clone)]
-pub struct ServiceAnswer<S>(pub(crate) S);
+pub struct ServiceAnswer<S>(S);
+
+impl<S> ServiceAnswer<S> {
+    /// Answers with `service`.
+    pub fn new(service: S) -> Self {
+        ServiceAnswer(service)
+    }
+}
 
 impl<S, Res> Answer<Res> for ServiceAnswer<S>
 where
@@ -123,10 +159,6 @@ pub struct NoFallback;
 impl<Res> Answer<Res> for NoFallback {
     type Response = Res;
     type Future = Ready<Result<Res, BoxError>>;
-
-    fn answers(&self) -> bool {
-        false
-    }
 
     fn pass(response: Res) -> Res {
         response

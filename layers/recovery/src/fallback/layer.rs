@@ -69,7 +69,7 @@ impl FallbackLayer<NoFallback> {
     /// A fallback answering with `answer(cause)`, a closure that makes the
     /// inner service's response type (a default or cached response).
     pub fn new<F>(answer: F) -> FallbackLayer<FnAnswer<F>> {
-        FallbackLayer::from_answer(FnAnswer(answer))
+        FallbackLayer::from_answer(FnAnswer::new(answer))
     }
 
     /// A fallback answering with `service`, called with the [`Cause`]
@@ -78,7 +78,7 @@ impl FallbackLayer<NoFallback> {
     where
         S: Service<Cause> + Clone,
     {
-        FallbackLayer::from_answer(ServiceAnswer(service))
+        FallbackLayer::from_answer(ServiceAnswer::new(service))
     }
 }
 

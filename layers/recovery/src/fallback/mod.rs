@@ -53,7 +53,7 @@ mod service;
 
 pub mod future;
 
-pub use answer::{Answer, FnAnswer, NoFallback, ServiceAnswer, ServiceAnswerFuture};
+pub use answer::{Answer, AnswerSource, FnAnswer, NoFallback, ServiceAnswer, ServiceAnswerFuture};
 pub use cases::{CASE_NAMES, Cause, FallbackCase, FallbackOn, ParseCaseError};
 pub use future::FallbackFuture;
 pub use layer::{FallbackCounts, FallbackLayer, FallbackStats};
