@@ -131,3 +131,18 @@ pub use tower_hardening_core::{BoxError, Priority};
 ))]
 #[doc = include_str!("../README.md")]
 pub mod guide {}
+
+/// Rate limits and fallbacks (`docs/rate-limits-and-fallbacks.md`): the
+/// configuration, the keys, bounded state, priorities, the 429 and its
+/// header fields, and fallbacks. Its examples are compiled and run as doc
+/// tests.
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics",
+    feature = "fault",
+    feature = "ratelimit"
+))]
+#[doc = include_str!("../docs/rate-limits-and-fallbacks.md")]
+pub mod rate_limits_and_fallbacks {}

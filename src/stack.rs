@@ -44,6 +44,7 @@ use crate::recovery::{
     RetryLayer, RetryPolicy, RetryPredicate,
 };
 use crate::responses::{ErrorResponse, ErrorResponses, GrpcErrorResponses, HttpErrorResponses};
+use tower_hardening_core::fallback::CountingFallbacks;
 use crate::ratelimit::{AnyRequest, ExtensionPriority, FixedPriority, HttpKeys, RateLimit, RateLimitHandle, RateLimitLayer};
 use crate::recovery::{Answer, AnswerSource, Cause, Fallback, FallbackCounts, FallbackLayer, FallbackOn, FallbackStats, FnAnswer, NoFallback, ServiceAnswer};
 
@@ -257,7 +258,7 @@ pub type HardenedService<S, K = CloneRequests, A = NoFallback> = MetricsService<
         crate::limit::OnResponse,
         ErrorsAsFailures,
     >, AnyRequest, FixedPriority>, A, ErrorsAsFailures>,
-    ErrorsAsFailures,
+    <A as AnswerSource>::Metrics<ErrorsAsFailures>,
 >;
 
 /// The service an [`HttpServiceLayer`] builds around `S`: its error type
@@ -284,7 +285,7 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay, A = NoFallback> = Erro
             >,
             HttpRetryEnabled,
         >, HttpKeys, ExtensionPriority>, A, <P as Protocol>::Classifier>,
-        <P as Protocol>::Classifier,
+        <A as AnswerSource>::Metrics<<P as Protocol>::Classifier>,
     >,
     <P as Protocol>::Errors,
 >;
@@ -455,11 +456,12 @@ impl<S: Clone, K: Clone, A: Clone + AnswerSource> Layer<S> for ServiceLayer<K, A
             .on(parts.fallback_on)
             .counts(parts.fallback_counts.clone())
             .layer(inner);
-        if self.fallback.answers() {
-            parts.metrics.clone().counting_fallbacks().layer(inner)
-        } else {
-            parts.metrics.layer(inner)
-        }
+        // Counts the fallback's answers as `fallback` (free without one).
+        parts
+            .metrics
+            .clone()
+            .classifier(A::metrics(ErrorsAsFailures))
+            .layer(inner)
     }
 }
 
@@ -822,14 +824,14 @@ impl<S: Clone, P: Protocol, F: Clone, A: Clone + AnswerSource> Layer<S> for Http
             .classifier(classifier.clone())
             .counts(parts.fallback_counts.clone())
             .layer(inner);
-        let metrics = parts.metrics.clone().classifier(classifier);
-        let metrics = if self.fallback.answers() {
-            metrics.counting_fallbacks()
-        } else {
-            metrics
-        };
-        // Counted when the body ends if the head does not decide (gRPC).
-        let inner = metrics.at_end_of_stream().layer(inner);
+        // Counted when the body ends if the head does not decide (gRPC);
+        // the fallback's answers as `fallback` (free without one).
+        let inner = parts
+            .metrics
+            .clone()
+            .classifier(A::metrics(classifier))
+            .at_end_of_stream()
+            .layer(inner);
         ErrorResponses::new(inner, P::errors())
     }
 }
@@ -857,7 +859,13 @@ impl<G, B2> fmt::Debug for HttpAnswer<G, B2> {
     }
 }
 
-impl<G, B2> AnswerSource for HttpAnswer<G, B2> {}
+impl<G, B2> AnswerSource for HttpAnswer<G, B2> {
+    type Metrics<C: Clone> = CountingFallbacks<C>;
+
+    fn metrics<C: Clone>(classifier: C) -> CountingFallbacks<C> {
+        CountingFallbacks(classifier)
+    }
+}
 
 impl<G, B, B2> Answer<http::Response<B>> for HttpAnswer<G, B2>
 where

@@ -2298,6 +2298,14 @@ async fn rate_limit_keys_change_what_is_refused() {
         ("burst = 3", "services.api.rate_limit.rate"),
         ("rate = \"1/s\"\nburst = 0", "services.api.rate_limit.burst"),
         (
+            "rate = \"1/h\"\nburst = 4294967295",
+            "services.api.rate_limit.burst",
+        ),
+        (
+            "rate = \"1/s\"\n[services.api.rate_limit.priorities.low]\nrate = \"1/h\"\nburst = 4000000000",
+            "services.api.rate_limit.priorities.low.burst",
+        ),
+        (
             "rate = \"1/s\"\nkey = \"cookie\"",
             "services.api.rate_limit.key",
         ),

@@ -30,6 +30,7 @@ const ROWS: &[&str] = &[
     "tower_concurrency_limit",
     "stack",
     "stack_collector",
+    "ratelimit",
 ];
 
 fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
@@ -113,6 +114,16 @@ fn run(rt: &tokio::runtime::Runtime, row: &str, calls: u64) -> Result<(), String
         "stack_collector" => {
             let collector = collector();
             drive(rt, metrics::with_local_recorder(&collector, stack), calls);
+        }
+        "ratelimit" => {
+            let layer = tower_hardening_ratelimit::RateLimitLayer::builder("bench")
+                .rate(tower_hardening_ratelimit::Rate::per_second(1_000_000_000))
+                .burst(1_000_000_000)
+                .build()
+                .expect("valid settings")
+                .any_request(Priority::NORMAL)
+                .expect("global");
+            drive(rt, layer.layer(bare()), calls);
         }
         "rows" => println!("{}", ROWS.join(" ")),
         other => {

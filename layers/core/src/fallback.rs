@@ -26,6 +26,8 @@
 
 use std::cell::Cell;
 
+use crate::{Classify, ClassifyEos, Outcome};
+
 thread_local! {
     static ANSWERED: Cell<bool> = const { Cell::new(false) };
 }
@@ -37,6 +39,20 @@ pub fn mark_answered() {
     ANSWERED.with(|answered| answered.set(true));
 }
 
+/// Clears the mark before a watcher polls its inner future; after the
+/// poll, [`take_mark`] says whether a fallback answered in it.
+#[inline]
+pub fn clear_mark() {
+    ANSWERED.with(|answered| answered.set(false));
+}
+
+/// Whether a fallback marked the answer its watcher's inner future just
+/// returned (since [`clear_mark`]); clears the mark.
+#[inline]
+pub fn take_mark() -> bool {
+    ANSWERED.with(|answered| answered.replace(false))
+}
+
 /// Runs `poll` (one poll of an inner future) and says whether a fallback
 /// marked its answer during it.
 #[inline]
@@ -45,4 +61,34 @@ pub fn watch<R>(poll: impl FnOnce() -> R) -> (R, bool) {
     let result = poll();
     let answered = ANSWERED.with(|answered| answered.replace(outer));
     (result, answered)
+}
+
+/// A classifier that also counts a fallback's answers: what a metrics
+/// layer above a fallback classifies with (`MetricsLayer::counting_fallbacks`).
+/// It classifies as `C` does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountingFallbacks<C>(pub C);
+
+impl<C, Res, E> Classify<Res, E> for CountingFallbacks<C>
+where
+    C: Classify<Res, E>,
+{
+    const COUNTS_FALLBACKS: bool = true;
+
+    #[inline]
+    fn classify(&self, result: &Result<Res, E>) -> Outcome {
+        self.0.classify(result)
+    }
+}
+
+impl<C: ClassifyEos<B>, B> ClassifyEos<B> for CountingFallbacks<C> {
+    #[inline]
+    fn classify_head(&self, response: &http::Response<B>) -> Option<Outcome> {
+        self.0.classify_head(response)
+    }
+
+    #[inline]
+    fn classify_end(&self, trailers: Option<&http::HeaderMap>) -> Outcome {
+        self.0.classify_end(trailers)
+    }
 }

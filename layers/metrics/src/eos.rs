@@ -26,6 +26,7 @@ use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tower_hardening_core::fallback;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{
     BoxError, Classify, ClassifyEos, Outcome, client_body_error_of, rejection_of,
@@ -56,7 +57,6 @@ fn outcome_of(outcome: Outcome) -> Outcomes {
 pub struct EosMetricsLayer<C> {
     pub(crate) handles: SharedHandles,
     pub(crate) classifier: C,
-    pub(crate) fallbacks: bool,
 }
 
 impl<C> MetricsLayer<C> {
@@ -65,11 +65,10 @@ impl<C> MetricsLayer<C> {
     /// must also be a `ClassifyEos` (`GrpcErrors`, `HttpServerErrors`).
     #[must_use]
     pub fn at_end_of_stream(self) -> EosMetricsLayer<C> {
-        let (handles, classifier, fallbacks) = self.into_parts();
+        let (handles, classifier) = self.into_parts();
         EosMetricsLayer {
             handles,
             classifier,
-            fallbacks,
         }
     }
 }
@@ -82,7 +81,6 @@ impl<S, C: Clone> Layer<S> for EosMetricsLayer<C> {
             inner,
             handles: self.handles.clone(),
             classifier: self.classifier.clone(),
-            fallbacks: self.fallbacks,
         }
     }
 }
@@ -93,7 +91,6 @@ pub struct EosMetricsService<S, C> {
     inner: S,
     handles: SharedHandles,
     classifier: C,
-    fallbacks: bool,
 }
 
 impl<S, C> EosMetricsService<S, C> {
@@ -138,7 +135,6 @@ where
             future,
             in_flight,
             classifier: self.classifier.clone(),
-            fallbacks: self.fallbacks,
         }
     }
 }
@@ -151,7 +147,6 @@ pin_project! {
         future: F,
         in_flight: Option<InFlight>,
         classifier: C,
-        fallbacks: bool,
     }
 }
 
@@ -168,10 +163,13 @@ where
         let this = self.project();
         let future = this.future;
         let held = this.in_flight;
-        let (polled, fell_back) = crate::future::poll_watching(*this.fallbacks, || {
-            on_unwind(held, InFlight::panicked, || future.poll(cx))
-        });
-        let result = ready!(polled).map_err(Into::into);
+        let watch = <C as Classify<http::Response<B>, BoxError>>::COUNTS_FALLBACKS;
+        if watch {
+            fallback::clear_mark();
+        }
+        let result =
+            ready!(on_unwind(held, InFlight::panicked, || future.poll(cx))).map_err(Into::into);
+        let fell_back = watch && fallback::take_mark();
         let Some(in_flight) = held.take() else {
             return Poll::Ready(result.map(|response| response.map(MetricsBody::decided)));
         };

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tower_hardening_core::fallback;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify, Outcome, client_body_error_of, rejection_of};
 
@@ -87,35 +88,16 @@ pin_project! {
         future: F,
         in_flight: Option<InFlight>,
         classifier: C,
-        fallbacks: bool,
     }
 }
 
 impl<F, C> MetricsFuture<F, C> {
-    pub(crate) fn new(
-        future: F,
-        in_flight: Option<InFlight>,
-        classifier: C,
-        fallbacks: bool,
-    ) -> Self {
+    pub(crate) fn new(future: F, in_flight: Option<InFlight>, classifier: C) -> Self {
         MetricsFuture {
             future,
             in_flight,
             classifier,
-            fallbacks,
         }
-    }
-}
-
-/// Runs one poll of the inner future, and says whether a fallback below
-/// answered in it (only when `fallbacks` is on: the watch costs a
-/// thread-local read and write).
-#[inline(always)]
-pub(crate) fn poll_watching<R>(fallbacks: bool, poll: impl FnOnce() -> R) -> (R, bool) {
-    if fallbacks {
-        tower_hardening_core::fallback::watch(poll)
-    } else {
-        (poll(), false)
     }
 }
 
@@ -132,10 +114,16 @@ where
         let this = self.project();
         let future = this.future;
         let in_flight = this.in_flight;
-        let (polled, fell_back) = poll_watching(*this.fallbacks, || {
-            on_unwind(in_flight, InFlight::panicked, || future.poll(cx))
-        });
-        let result = ready!(polled).map_err(Into::into);
+        // A fallback below marks its answer on this thread in this poll
+        // (`tower_hardening_core::fallback`); read only by a classifier
+        // that counts fallbacks (a constant: free for the others).
+        let watch = <C as Classify<T, BoxError>>::COUNTS_FALLBACKS;
+        if watch {
+            fallback::clear_mark();
+        }
+        let result = ready!(on_unwind(in_flight, InFlight::panicked, || future.poll(cx)))
+            .map_err(Into::into);
+        let fell_back = watch && fallback::take_mark();
         let outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram) = match &result {
             Ok(_) if fell_back => |h| &h.fallback,
             Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use tower_hardening_core::stripe::{CachePadded, PerStripe};
 
 use metrics::{Counter, Gauge, Histogram, Unit};
+use tower_hardening_core::fallback::CountingFallbacks;
 use tower_hardening_core::{ConfigError, ErrorsAsFailures, names};
 use tower_layer::Layer;
 
@@ -19,8 +20,6 @@ use crate::service::MetricsService;
 pub struct MetricsLayer<C = ErrorsAsFailures> {
     handles: SharedHandles,
     classifier: C,
-    /// Whether answers marked by a fallback below count as `fallback`.
-    fallbacks: bool,
 }
 
 /// The handles, one copy per stripe: a request's future counts a
@@ -143,22 +142,23 @@ impl MetricsLayer {
                 fallback: pair("fallback"),
             })),
             classifier: ErrorsAsFailures,
-            fallbacks: false,
         }
     }
 }
 
 impl<C> MetricsLayer<C> {
-    pub(crate) fn into_parts(self) -> (SharedHandles, C, bool) {
-        (self.handles, self.classifier, self.fallbacks)
+    pub(crate) fn into_parts(self) -> (SharedHandles, C) {
+        (self.handles, self.classifier)
     }
 
     /// Counts an answer that a fallback layer below gave in place of a
     /// refusal or a failure (`tower_hardening_recovery::FallbackLayer`,
     /// or any layer that calls
     /// [`fallback::mark_answered`](tower_hardening_core::fallback::mark_answered))
-    /// as outcome `fallback`. Off by default: it costs a thread-local
-    /// read and write per poll.
+    /// as outcome `fallback`: classifies with
+    /// [`CountingFallbacks`](tower_hardening_core::fallback::CountingFallbacks)
+    /// around the classifier. Without it a metrics layer pays nothing for
+    /// fallbacks; with it, a thread-local read and write per poll.
     ///
     /// ```
     /// use tower_hardening_metrics::MetricsLayer;
@@ -167,9 +167,11 @@ impl<C> MetricsLayer<C> {
     /// # let _ = layer;
     /// ```
     #[must_use]
-    pub fn counting_fallbacks(mut self) -> Self {
-        self.fallbacks = true;
-        self
+    pub fn counting_fallbacks(self) -> MetricsLayer<CountingFallbacks<C>> {
+        MetricsLayer {
+            handles: self.handles,
+            classifier: CountingFallbacks(self.classifier),
+        }
     }
 
     /// What counts as a failure: any
@@ -184,7 +186,6 @@ impl<C> MetricsLayer<C> {
         MetricsLayer {
             handles: self.handles,
             classifier,
-            fallbacks: self.fallbacks,
         }
     }
 }
@@ -193,11 +194,6 @@ impl<S, C: Clone> Layer<S> for MetricsLayer<C> {
     type Service = MetricsService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService::new(
-            inner,
-            self.handles.clone(),
-            self.classifier.clone(),
-            self.fallbacks,
-        )
+        MetricsService::new(inner, self.handles.clone(), self.classifier.clone())
     }
 }

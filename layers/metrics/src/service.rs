@@ -13,16 +13,14 @@ pub struct MetricsService<S, C> {
     inner: S,
     handles: SharedHandles,
     classifier: C,
-    fallbacks: bool,
 }
 
 impl<S, C> MetricsService<S, C> {
-    pub(crate) fn new(inner: S, handles: SharedHandles, classifier: C, fallbacks: bool) -> Self {
+    pub(crate) fn new(inner: S, handles: SharedHandles, classifier: C) -> Self {
         MetricsService {
             inner,
             handles,
             classifier,
-            fallbacks,
         }
     }
 
@@ -64,6 +62,6 @@ where
         let mut in_flight = Some(InFlight::begin(&self.handles));
         let inner = &mut self.inner;
         let future = on_unwind(&mut in_flight, InFlight::panicked, || inner.call(request));
-        MetricsFuture::new(future, in_flight, self.classifier.clone(), self.fallbacks)
+        MetricsFuture::new(future, in_flight, self.classifier.clone())
     }
 }

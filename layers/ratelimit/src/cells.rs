@@ -15,7 +15,6 @@
 //!   from a new key) is forgotten by a sweep: the monitor's tick, or the
 //!   store itself when a new key finds it full (at most once a second).
 
-use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,32 +56,15 @@ impl Cell {
     }
 }
 
-/// The keys are already keyed hashes (random seed): DashMap need not hash
-/// them again.
-#[derive(Debug, Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 << 8) | u64::from(*byte);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// How often a full store may sweep itself on the request path.
 const SELF_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The bounded keyed store (see the module docs).
 #[derive(Debug)]
 pub(crate) struct BoundedCells {
-    map: DashMap<u64, Cell, BuildHasherDefault<KeyHasher>>,
+    /// Hashed with a per-process random seed: a client cannot pick keys
+    /// that pile up in one bucket of the map.
+    map: DashMap<u64, Cell, foldhash::fast::RandomState>,
     /// Cells in the map (exact: counted before an insert, given back when
     /// the insert finds the key there or a sweep removes a cell).
     len: AtomicUsize,
@@ -99,7 +81,7 @@ pub(crate) struct BoundedCells {
 impl BoundedCells {
     pub(crate) fn new(max_keys: usize) -> Self {
         BoundedCells {
-            map: DashMap::with_hasher(BuildHasherDefault::default()),
+            map: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             len: AtomicUsize::new(0),
             max_keys,
             overflow: Cell::default(),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -216,7 +216,8 @@ pub fn peer_addr(extensions: &http::Extensions) -> Option<IpAddr> {
 pub enum RequestKey {
     /// Counted against the whole service.
     Global,
-    /// Counted against its own key (a keyed hash of the address or value).
+    /// Counted against its own key (the address, or a keyed hash of the
+    /// header's value).
     Key(u64),
     /// A keyed limiter found no key (no peer address, no header, a value
     /// too long): counted against one bucket shared by all such requests.
@@ -257,7 +258,7 @@ impl HttpKeys {
         match &self.mode {
             KeyMode::Global => RequestKey::Global,
             KeyMode::PeerIp => match self.client_ip(extensions, headers) {
-                Some(ip) => RequestKey::Key(self.hasher.hash_one(group(ip))),
+                Some(ip) => RequestKey::Key(ip_key(ip)),
                 None => RequestKey::Missing,
             },
             KeyMode::Header(name) => match headers.get(name) {
@@ -306,11 +307,14 @@ impl HttpKeys {
     }
 }
 
-/// An IPv6 address by its /64 prefix.
-fn group(ip: IpAddr) -> IpAddr {
+/// An address as a key, exactly (no hash: two clients never share one):
+/// an IPv6 address by its /64 prefix (one host usually owns a whole
+/// /64), an IPv4 address inside `0:ffff::/32`, a reserved IPv6 range no
+/// client on the internet comes from.
+fn ip_key(ip: IpAddr) -> u64 {
     match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        IpAddr::V4(v4) => 0x0000_ffff_0000_0000 | u64::from(v4.to_bits()),
+        IpAddr::V6(v6) => (v6.to_bits() >> 64) as u64,
     }
 }
 

@@ -11,6 +11,9 @@ use crate::rate::{RATE_FORMAT, Rate};
 use crate::service::RateLimit;
 use crate::state::{QuotaConfig, RateLimitState};
 
+/// The longest a quota's burst may take to refill.
+const MAX_REFILL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// The default bound on keys tracked at once (per quota).
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -131,6 +134,9 @@ impl<S, K: Clone, P: Clone> Layer<S> for RateLimitLayer<K, P> {
 /// # let _ = layer;
 /// let err = RateLimitLayer::builder("api").rate(Rate::per_second(0)).build().unwrap_err();
 /// assert_eq!(err.field(), "rate");
+/// // A burst that would take longer than ten years to refill.
+/// let err = RateLimitLayer::builder("api").rate(Rate::per_hour(1)).burst(u32::MAX).build().unwrap_err();
+/// assert_eq!(err.field(), "burst");
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
@@ -204,26 +210,43 @@ impl RateLimitBuilder {
         let rate = self
             .rate
             .ok_or_else(|| ConfigError::new("rate_limit", "rate", "none", RATE_FORMAT))?;
-        let quota = |field, rate: Rate, burst: Option<u32>| {
+        let quota = |(rate_field, burst_field): (&'static str, &'static str),
+                     rate: Rate,
+                     burst: Option<u32>| {
             rate.interval().map_err(|_| {
-                ConfigError::new("rate_limit", field, rate.to_string(), RATE_FORMAT)
+                ConfigError::new("rate_limit", rate_field, rate.to_string(), RATE_FORMAT)
             })?;
             let burst = burst.unwrap_or(rate.count());
-            if burst == 0 {
+            // GCRA keeps time in u64 nanoseconds: a burst whose refill
+            // takes longer than ten years would overflow its clock.
+            let refill = rate
+                .interval()
+                .ok()
+                .and_then(|interval| interval.checked_mul(burst))
+                .filter(|refill| *refill <= MAX_REFILL);
+            if burst == 0 || refill.is_none() {
                 return Err(ConfigError::new(
                     "rate_limit",
-                    "burst",
+                    burst_field,
                     burst,
-                    "a burst of at least 1",
+                    "a burst of at least 1 that the rate refills within ten years",
                 ));
             }
             Ok(QuotaConfig { rate, burst })
         };
-        let base = quota("rate", rate, self.burst)?;
+        let base = quota(("rate", "burst"), rate, self.burst)?;
         let per_priority = self
             .per_priority
             .iter()
-            .map(|(priority, rate, burst)| Ok((*priority, quota("priorities", *rate, *burst)?)))
+            .map(|(priority, rate, burst)| {
+                let fields = match *priority {
+                    Priority::LOW => ("priorities.low.rate", "priorities.low.burst"),
+                    Priority::NORMAL => ("priorities.normal.rate", "priorities.normal.burst"),
+                    Priority::HIGH => ("priorities.high.rate", "priorities.high.burst"),
+                    _ => ("priorities.critical.rate", "priorities.critical.burst"),
+                };
+                Ok((*priority, quota(fields, *rate, *burst)?))
+            })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         if self.key.is_keyed() && self.max_keys == 0 {
             return Err(ConfigError::new(

@@ -67,9 +67,11 @@ where
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         if let Some(state) = &self.state {
-            let key = self.keys.key_of(&request);
             let priority = self.priority.priority_of(&request);
-            if let Err(refusal) = state.check(priority, key) {
+            // An unlimited priority (CRITICAL by default) needs no key.
+            if state.limits(priority)
+                && let Err(refusal) = state.check(priority, self.keys.key_of(&request))
+            {
                 return RateLimitFuture::refused(refusal);
             }
         }

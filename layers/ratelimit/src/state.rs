@@ -126,6 +126,12 @@ impl<C: Clock + Clone> RateLimitState<C> {
         })
     }
 
+    /// Whether requests of `priority` are limited at all.
+    #[inline]
+    pub(crate) fn limits(&self, priority: Priority) -> bool {
+        self.by_priority[slot(priority)].is_some()
+    }
+
     /// Counts one request of `priority` with `key`: `Ok` if it conforms,
     /// the refusal (with the limiter's own wait) otherwise.
     #[inline]

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_hardening_core::BoxError;
+use tower_hardening_core::fallback::CountingFallbacks;
 use tower_service::Service;
 
 use super::cases::Cause;
@@ -31,21 +32,48 @@ pub trait Answer<Res>: AnswerSource {
     fn answer(&self, cause: Cause) -> Self::Future;
 }
 
-/// Whether a source of answers ever answers, whatever the response type
-/// ([`NoFallback`] never does: a stack without a fallback watches for
-/// none).
+/// What a source of answers means to the layers around it, whatever the
+/// response type: whether it ever answers ([`NoFallback`] never does),
+/// and what a metrics layer above classifies with, so that it counts the
+/// answers as outcome `fallback` (and a stack without a fallback pays
+/// nothing for it).
 pub trait AnswerSource {
+    /// The classifier for a metrics layer above: `C` itself for
+    /// [`NoFallback`], [`CountingFallbacks<C>`] for a source that answers.
+    type Metrics<C: Clone>: Clone;
+
+    /// Wraps `classifier` so.
+    fn metrics<C: Clone>(classifier: C) -> Self::Metrics<C>;
+
     /// Whether this source ever answers.
     fn answers(&self) -> bool {
         true
     }
 }
 
-impl<F> AnswerSource for FnAnswer<F> {}
+impl<F> AnswerSource for FnAnswer<F> {
+    type Metrics<C: Clone> = CountingFallbacks<C>;
 
-impl<S> AnswerSource for ServiceAnswer<S> {}
+    fn metrics<C: Clone>(classifier: C) -> CountingFallbacks<C> {
+        CountingFallbacks(classifier)
+    }
+}
+
+impl<S> AnswerSource for ServiceAnswer<S> {
+    type Metrics<C: Clone> = CountingFallbacks<C>;
+
+    fn metrics<C: Clone>(classifier: C) -> CountingFallbacks<C> {
+        CountingFallbacks(classifier)
+    }
+}
 
 impl AnswerSource for NoFallback {
+    type Metrics<C: Clone> = C;
+
+    fn metrics<C: Clone>(classifier: C) -> C {
+        classifier
+    }
+
     fn answers(&self) -> bool {
         false
     }
