@@ -389,3 +389,61 @@ async fn the_plain_stack_limits_globally_and_critical_passes() {
         critical.ready().await.unwrap().call(i).await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_answers_a_failure_after_the_retries_and_stacks_with_one_spawn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower::{Layer, Service, ServiceExt, service_fn};
+    use tower_hardening::BoxError;
+    use tower_hardening::recovery::Cause;
+
+    let config = SystemHardeningConfig::from_toml_str(
+        r#"
+        [services.api.retry]
+        max_attempts = 3
+        initial_backoff = "10ms"
+        "#,
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config).build().unwrap();
+    let handle = hardening.handle();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let failing = service_fn(move |_: u32| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Err::<String, BoxError>("upstream down".into()) }
+    });
+    let layer = hardening
+        .layer("api")
+        .unwrap()
+        .fallback(|cause: Cause| format!("default ({:?})", cause.case()));
+    let svc = layer.layer(failing);
+    // Spawned: the stack with a fallback is `Send`.
+    let answer = tokio::spawn(svc.oneshot(1)).await.unwrap().unwrap();
+    assert_eq!(answer, "default (Failure)");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "every retry first");
+    assert_eq!(outcomes(&handle, "api", "fallback"), 1.0);
+    assert_eq!(outcomes(&handle, "api", "failure"), 0.0);
+
+    // A fallback that panics answers nothing: the original error.
+    let panicking = hardening
+        .layer("api")
+        .unwrap()
+        .fallback(|_: Cause| -> String { panic!("no cache either") });
+    let mut svc = panicking.layer(service_fn(|_: u32| async {
+        Err::<String, std::io::Error>(std::io::Error::other("upstream down"))
+    }));
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(err.to_string(), "upstream down");
+    assert_eq!(outcomes(&handle, "api", "failure"), 1.0);
+    assert_eq!(panicking.fallback_stats().failed, 1);
+
+    // And over an infallible service the fallback is never asked.
+    let mut svc = hardening
+        .layer("api")
+        .unwrap()
+        .fallback(|_: Cause| 0u32)
+        .layer(service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x) }));
+    assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
+}
