@@ -320,7 +320,9 @@ impl ServiceLayer {
             rate_limit,
         })
     }
+}
 
+impl<A> ServiceLayer<CloneRequests, A> {
     /// The same stack without retries, whatever the configuration says:
     /// its requests need not be `Clone` (axum's `Body` is not). Every other
     /// part stays as configured.
@@ -342,7 +344,7 @@ impl ServiceLayer {
     /// # }
     /// ```
     #[must_use]
-    pub fn without_retries(self) -> ServiceLayer<NeverReplay> {
+    pub fn without_retries(self) -> ServiceLayer<NeverReplay, A> {
         ServiceLayer {
             parts: self.parts,
             replay: NeverReplay,

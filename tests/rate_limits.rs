@@ -137,7 +137,7 @@ async fn a_burst_from_one_client_is_refused_429_while_another_is_served() {
     assert_eq!(outcomes(&handle, "api", "rejected"), 2.0);
     assert_eq!(outcomes(&handle, "api", "success"), 4.0);
     assert_eq!(handle.breaker("api").unwrap().snapshot().failures, 0);
-    let limiter = hardening.http_layer("api").unwrap().rate_limit().unwrap();
+    let limiter = handle.rate_limit("api").unwrap();
     assert_eq!(limiter.stats().limited, 2);
     assert_eq!(limiter.stats().keys, 2);
 }
@@ -258,6 +258,7 @@ async fn a_fallback_answers_while_the_breaker_is_open() {
     assert_eq!(outcomes(&handle, "api", "rejected"), 0.0);
     assert_eq!(outcomes(&handle, "api", "success"), 1.0);
     assert_eq!(layer.fallback_stats().answered, 1);
+    assert_eq!(handle.fallback_stats("api").unwrap().answered, 1);
     assert!(
         handle
             .metrics()
@@ -414,6 +415,12 @@ async fn a_fallback_answers_a_failure_after_the_retries_and_stacks_with_one_spaw
         counted.fetch_add(1, Ordering::SeqCst);
         async { Err::<String, BoxError>("upstream down".into()) }
     });
+    // Whichever comes first: the fallback or dropping the retries' bound.
+    let _ = hardening
+        .layer("api")
+        .unwrap()
+        .fallback(|_: Cause| 0u8)
+        .without_retries();
     let layer = hardening
         .layer("api")
         .unwrap()
@@ -444,6 +451,8 @@ async fn a_fallback_answers_a_failure_after_the_retries_and_stacks_with_one_spaw
         .layer("api")
         .unwrap()
         .fallback(|_: Cause| 0u32)
-        .layer(service_fn(|x: u32| async move { Ok::<_, std::convert::Infallible>(x) }));
+        .layer(service_fn(|x: u32| async move {
+            Ok::<_, std::convert::Infallible>(x)
+        }));
     assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
 }
