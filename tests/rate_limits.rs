@@ -456,3 +456,38 @@ async fn a_fallback_answers_a_failure_after_the_retries_and_stacks_with_one_spaw
         }));
     assert_eq!(svc.ready().await.unwrap().call(7).await.unwrap(), 7);
 }
+
+#[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment's Jail decides the closure's error type"
+)]
+fn rate_limits_come_from_the_environment_too() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HARDENING_SERVICES__API__RATE_LIMIT__RATE", "100/s");
+        jail.set_env("HARDENING_SERVICES__API__RATE_LIMIT__BURST", "20");
+        jail.set_env(
+            "HARDENING_SERVICES__API__RATE_LIMIT__KEY",
+            "header:x-api-key",
+        );
+        jail.set_env(
+            "HARDENING_SERVICES__API__FALLBACK__ON",
+            "[\"circuit_open\"]",
+        );
+        let config = SystemHardeningConfig::from_env("HARDENING").unwrap();
+        let service = config.service("api");
+        assert_eq!(service.rate_limit.rate.as_deref(), Some("100/s"));
+        assert_eq!(service.rate_limit.burst, Some(20));
+        assert_eq!(service.rate_limit.key, "header:x-api-key");
+        assert_eq!(service.fallback.on, ["circuit_open"]);
+
+        jail.set_env("HARDENING_SERVICES__API__RATE_LIMIT__RATE", "0/s");
+        let err = SystemHardeningConfig::from_env("HARDENING").unwrap_err();
+        assert_eq!(
+            err.field(),
+            "HARDENING_SERVICES__API__RATE_LIMIT__RATE",
+            "{err}"
+        );
+        Ok(())
+    });
+}
