@@ -1,5 +1,11 @@
 //! The per-service stack `layer(name)` and `http_layer(name)` build,
-//! outermost first: metrics, admission, retry, breaker, timeout.
+//! outermost first: metrics, fallback, rate limit, admission, retry,
+//! breaker, timeout. The rate limit refuses before admission (a refused
+//! request reads no body and takes no slot); the fallback sits right
+//! inside metrics, where it sees every refusal and the failures that
+//! survived the retries, and metrics sees its answers (outcome
+//! `fallback`). Without a fallback in code it passes every result through
+//! (a branch), and metrics pays nothing for it.
 //!
 //! Every part is always there, so a stack's type does not depend on the
 //! configuration; a part switched off by config costs a few nanoseconds:
