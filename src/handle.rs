@@ -343,7 +343,7 @@ impl HardeningHandle {
 
     /// The stack of `service` (see [`SystemHardening::layer`](crate::SystemHardening::layer)).
     pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
-        crate::hardening::parts(&self.shared, service).map(ServiceLayer::new)
+        crate::hardening::parts(&self.shared, service).and_then(ServiceLayer::new)
     }
 
     /// The HTTP stack of `service` (see
@@ -358,6 +358,21 @@ impl HardeningHandle {
     pub fn grpc_layer(&self, service: &str) -> Result<HttpServiceLayer<Grpc>, BoxError> {
         crate::hardening::parts(&self.shared, service)
             .map(|parts| HttpServiceLayer::new(parts, Grpc))
+    }
+
+    /// The rate limiter of `service` (its figures: refused, keys tracked,
+    /// overflowed), once a stack of it was built with a `rate_limit`
+    /// section.
+    pub fn rate_limit(&self, service: &str) -> Option<crate::ratelimit::RateLimitHandle> {
+        let entry = self.shared.services.get(service)?;
+        entry.stack.get().and_then(|parts| parts.rate_limit.handle())
+    }
+
+    /// How often the fallback of `service` answered, and failed to, once a
+    /// stack of it was built.
+    pub fn fallback_stats(&self, service: &str) -> Option<crate::recovery::FallbackStats> {
+        let entry = self.shared.services.get(service)?;
+        entry.stack.get().map(|parts| parts.fallback_counts.stats())
     }
 
     /// The fault injection of `service`, once a stack of it was built.

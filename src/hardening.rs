@@ -115,8 +115,12 @@ impl SystemHardening {
     /// names the stack's type, not the bound; call
     /// [`stack::fits_layer`](crate::stack::fits_layer) on your service and
     /// it names the bound.
+    ///
+    /// A rate limit keyed by peer address or header (`rate_limit.key`)
+    /// needs an HTTP request: this stack refuses it with an error naming
+    /// `services.<name>.rate_limit.key`; use `http_layer` or `grpc_layer`.
     pub fn layer(&self, service: &str) -> Result<ServiceLayer, BoxError> {
-        parts(&self.shared, service).map(ServiceLayer::new)
+        parts(&self.shared, service).and_then(ServiceLayer::new)
     }
 
     /// The same stack for `http::Request<B>`, answering errors with HTTP

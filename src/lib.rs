@@ -53,7 +53,8 @@ macro_rules! with_every_layer {
                 feature = "recovery",
                 feature = "limit",
                 feature = "metrics",
-                feature = "fault"
+                feature = "fault",
+                feature = "ratelimit"
             ))]
             $item
         )*
@@ -113,6 +114,10 @@ pub use tower_hardening_fault as fault;
 #[cfg(feature = "upstream")]
 pub mod upstream;
 
+/// Rate limits: re-export of `tower-hardening-ratelimit`.
+#[cfg(feature = "ratelimit")]
+pub use tower_hardening_ratelimit as ratelimit;
+
 pub use tower_hardening_core::{BoxError, Priority};
 
 /// The guide (`docs/guide.md`): every layer, the seed's usage section in
@@ -125,7 +130,8 @@ pub use tower_hardening_core::{BoxError, Priority};
     feature = "recovery",
     feature = "limit",
     feature = "metrics",
-    feature = "fault"
+    feature = "fault",
+    feature = "ratelimit"
 ))]
 #[doc = include_str!("../docs/guide.md")]
 pub mod guide {}
@@ -141,3 +147,18 @@ pub mod guide {}
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Rate limits and fallbacks (`docs/rate-limits-and-fallbacks.md`): the
+/// configuration, the keys, bounded state, priorities, the 429 and its
+/// header fields, and fallbacks. Its examples are compiled and run as doc
+/// tests.
+#[cfg(all(
+    feature = "breaker",
+    feature = "recovery",
+    feature = "limit",
+    feature = "metrics",
+    feature = "fault",
+    feature = "ratelimit"
+))]
+#[doc = include_str!("../docs/rate-limits-and-fallbacks.md")]
+pub mod rate_limits_and_fallbacks {}

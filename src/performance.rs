@@ -97,8 +97,12 @@ pub struct ServicePerformance {
     /// Failures over finished requests (rejections excluded); `None`
     /// without requests.
     pub error_rate: Option<f64>,
-    /// Requests rejected per second (breaker open, shed, queue timeout).
+    /// Requests rejected per second (breaker open, shed, queue timeout,
+    /// rate limited).
     pub rejected_rate: f64,
+    /// Requests a fallback answered per second, in place of a refusal or
+    /// a failure.
+    pub fallback_rate: f64,
     /// Requests in flight now.
     pub in_flight: u64,
     /// Requests waiting for admission now.

@@ -6,6 +6,7 @@
 //! | `CircuitOpen`, `Recovering` | 503 + `Retry-After` | 14 UNAVAILABLE + `grpc-retry-pushback-ms` |
 //! | `RecoveryFailed`, `PoolClosed`, `Unsatisfiable` | 503 | 14 UNAVAILABLE |
 //! | `Overloaded` | 503 + `Retry-After`, or 429 when the caller exceeded its own share | 8 RESOURCE_EXHAUSTED + `grpc-retry-pushback-ms` |
+//! | `RateLimited` | 429 + `Retry-After`, `RateLimit-Policy`, `RateLimit` | 8 RESOURCE_EXHAUSTED + `grpc-retry-pushback-ms` |
 //! | `QueueTimeout`, a timeout (tower's `Elapsed`, a late half-open probe) | 504 | 4 DEADLINE_EXCEEDED |
 //! | the client's body broke (`ClientBodyError`) | 400 | 3 INVALID_ARGUMENT |
 //! | the client's body stalled | 408 | 4 DEADLINE_EXCEEDED |
@@ -55,14 +56,15 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower_hardening_core::{
-    BoxError, CircuitOpen, ClientBodyErrorKind, Overloaded, PoolClosed, QueueTimeout, Recovering,
-    RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, client_body_error_of, rejection_of,
+    BoxError, CircuitOpen, ClientBodyErrorKind, Overloaded, PoolClosed, QueueTimeout, RateLimited,
+    Recovering, RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, client_body_error_of,
+    rejection_of,
 };
 use tower_service::Service;
 
 /// The header that names a refusal the stack answered itself (HTTP
 /// header, gRPC metadata): `circuit-open`, `overloaded`, `queue-timeout`,
-/// `recovering`, `recovery-failed`, `pool-closed` or `unsatisfiable`
+/// `recovering`, `recovery-failed`, `pool-closed`, `unsatisfiable` or `rate-limited`
 /// (see [`refusal_name`]). An upstream's own 503 never carries it: the
 /// stack removes it from the head of every response it did not answer
 /// itself (a gRPC upstream's trailers are passed on as they are).
@@ -81,6 +83,7 @@ pub fn refusal_name(kind: RejectionKind) -> &'static str {
         RejectionKind::RecoveryFailed => "recovery-failed",
         RejectionKind::PoolClosed => "pool-closed",
         RejectionKind::Unsatisfiable => "unsatisfiable",
+        RejectionKind::RateLimited => "rate-limited",
         // A kind added to core later: named, though not by its own name.
         _ => "refused",
     }
@@ -131,6 +134,7 @@ fn rejection_in(error: &BoxError) -> Option<(Rejection, String)> {
             || err.is::<Recovering>()
             || err.is::<PoolClosed>()
             || err.is::<Unsatisfiable>()
+            || err.is::<RateLimited>()
         {
             err.to_string()
         } else {
@@ -202,12 +206,14 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
                 RejectionKind::Overloaded if client_share_exceeded(error) => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
+                RejectionKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             let retry_after = match rejection.kind {
                 RejectionKind::CircuitOpen
                 | RejectionKind::Recovering
-                | RejectionKind::Overloaded => rejection.retry_after,
+                | RejectionKind::Overloaded
+                | RejectionKind::RateLimited => rejection.retry_after,
                 _ => None,
             };
             (status, retry_after, message)
@@ -247,8 +253,42 @@ pub fn error_response(error: &BoxError) -> Response<Full<Bytes>> {
             HeaderValue::from(retry_after_secs(after)),
         );
     }
+    rate_limit_fields(error, headers);
     mark_refusal(&mut response, refusal);
     response
+}
+
+/// The IETF `RateLimit-Policy` and `RateLimit` fields of a rate limit's
+/// refusal (draft-ietf-httpapi-ratelimit-headers): `"default";q=100;w=1`
+/// (the quota: 100 per 1 s) and `"default";r=0;t=3` (none left; whole
+/// again in 3 s at the most, `Retry-After`'s rounding).
+fn rate_limit_fields(error: &BoxError, headers: &mut http::HeaderMap) {
+    let Some(limited) = chain(error).find_map(|err| err.downcast_ref::<RateLimited>()) else {
+        return;
+    };
+    let Some(policy) = limited.policy() else {
+        return;
+    };
+    let window = policy.window().as_secs().max(1);
+    let name = policy.name();
+    let fields = [
+        (
+            "ratelimit-policy",
+            format!("\"{name}\";q={};w={window}", policy.quota()),
+        ),
+        (
+            "ratelimit",
+            format!(
+                "\"{name}\";r=0;t={}",
+                retry_after_secs(limited.retry_after())
+            ),
+        ),
+    ];
+    for (field, value) in fields {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(field, value);
+        }
+    }
 }
 
 /// gRPC status codes used here.
@@ -269,14 +309,15 @@ pub fn grpc_error_response(error: &BoxError) -> Response<Full<Bytes>> {
         Some((rejection, message)) => {
             let code = match rejection.kind {
                 RejectionKind::QueueTimeout => DEADLINE_EXCEEDED,
-                RejectionKind::Overloaded => RESOURCE_EXHAUSTED,
+                RejectionKind::Overloaded | RejectionKind::RateLimited => RESOURCE_EXHAUSTED,
                 _ => UNAVAILABLE,
             };
             // The refusals the HTTP stack sends `Retry-After` for.
             let pushback = match rejection.kind {
                 RejectionKind::CircuitOpen
                 | RejectionKind::Recovering
-                | RejectionKind::Overloaded => rejection.retry_after,
+                | RejectionKind::Overloaded
+                | RejectionKind::RateLimited => rejection.retry_after,
                 _ => None,
             };
             (code, pushback, message)

@@ -1,5 +1,11 @@
 //! The per-service stack `layer(name)` and `http_layer(name)` build,
-//! outermost first: metrics, admission, retry, breaker, timeout.
+//! outermost first: metrics, fallback, rate limit, admission, retry,
+//! breaker, timeout. The rate limit refuses before admission (a refused
+//! request reads no body and takes no slot); the fallback sits right
+//! inside metrics, where it sees every refusal and the failures that
+//! survived the retries, and metrics sees its answers (outcome
+//! `fallback`). Without a fallback in code it passes every result through
+//! (a branch), and metrics pays nothing for it.
 //!
 //! Every part is always there, so a stack's type does not depend on the
 //! configuration; a part switched off by config costs a few nanoseconds:
@@ -44,6 +50,9 @@ use crate::recovery::{
     RetryLayer, RetryPolicy, RetryPredicate,
 };
 use crate::responses::{ErrorResponse, ErrorResponses, GrpcErrorResponses, HttpErrorResponses};
+use tower_hardening_core::fallback::CountingFallbacks;
+use crate::ratelimit::{AnyRequest, ExtensionPriority, FixedPriority, HttpKeys, RateLimit, RateLimitHandle, RateLimitLayer};
+use crate::recovery::{Answer, AnswerSource, Cause, Fallback, FallbackCounts, FallbackLayer, FallbackOn, FallbackStats, FnAnswer, NoFallback, ServiceAnswer};
 
 /// Units of the admission pool when admission is switched off: more than
 /// any process serves at once, so only memory-pressure shedding refuses.
@@ -74,6 +83,11 @@ pub(crate) struct StackParts {
     pub(crate) default_priority: Priority,
     /// What the HTTP and gRPC stacks count as failures (checked).
     pub(crate) classify: ClassifyConfig,
+    /// The rate limiter (`RateLimitLayer::disabled()` when off).
+    pub(crate) rate_limit: RateLimitLayer,
+    /// The cases a fallback set in code answers, and its counts.
+    pub(crate) fallback_on: FallbackOn,
+    pub(crate) fallback_counts: Arc<FallbackCounts>,
 }
 
 impl StackParts {
@@ -111,6 +125,18 @@ impl StackParts {
         config
             .classify
             .validate(&format!("services.{name}.classify"))?;
+        let rate_limit = if config.rate_limit.enabled {
+            let prefix = format!("services.{name}.rate_limit");
+            config
+                .rate_limit
+                .to_builder(name, &prefix)?
+                .build()
+                .map_err(|err| err.at(&prefix))?
+                .priority(ExtensionPriority(config.criticality))
+        } else {
+            RateLimitLayer::disabled()
+        };
+        let fallback_on = config.fallback.cases(&format!("services.{name}.fallback"))?;
         Ok(StackParts {
             breaker_layer,
             breaker,
@@ -127,6 +153,9 @@ impl StackParts {
             trust_idempotency_key: config.retry.trust_idempotency_key,
             default_priority: config.criticality,
             classify: config.classify.clone(),
+            rate_limit,
+            fallback_on,
+            fallback_counts: Arc::default(),
         })
     }
 
@@ -222,9 +251,10 @@ impl<B> PriorityOf<http::Request<B>> for HttpPriority {
 
 /// The service a [`ServiceLayer`] builds around `S`; `K` is how a
 /// request is copied for a retry ([`CloneRequests`], or [`NeverReplay`]
-/// after [`ServiceLayer::without_retries`]).
-pub type HardenedService<S, K = CloneRequests> = MetricsService<
-    ResourceLimit<
+/// after [`ServiceLayer::without_retries`]); `A` where a fallback's
+/// answers come from ([`NoFallback`] unless [`ServiceLayer::fallback`]).
+pub type HardenedService<S, K = CloneRequests, A = NoFallback> = MetricsService<
+    Fallback<RateLimit<ResourceLimit<
         crate::recovery::RetryService<
             RetryPolicy<ErrorsAsFailures, K, RetryEnabled>,
             BoxErrors<CircuitBreaker<OptionalTimeout<Fault<S, NoResponse>>, ErrorsAsFailures>>,
@@ -233,17 +263,17 @@ pub type HardenedService<S, K = CloneRequests> = MetricsService<
         crate::limit::OneUnit,
         crate::limit::OnResponse,
         ErrorsAsFailures,
-    >,
-    ErrorsAsFailures,
+    >, AnyRequest, FixedPriority>, A, ErrorsAsFailures>,
+    <A as AnswerSource>::Metrics<ErrorsAsFailures>,
 >;
 
 /// The service an [`HttpServiceLayer`] builds around `S`: its error type
 /// is `Infallible` (errors are answered as [`responses`](crate::responses)
 /// says), and `S` receives the request with its body as `F` makes it
 /// (`ReplayBody<B>` unless [`HttpServiceLayer::map_body`] says otherwise).
-pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
+pub type HardenedHttpService<S, P = Http, F = KeepReplay, A = NoFallback> = ErrorResponses<
     EosMetricsService<
-        BufferBodies<
+        Fallback<RateLimit<BufferBodies<
             ResourceLimit<
                 crate::recovery::RetryService<
                     RetryPolicy<<P as Protocol>::Classifier, ReplayHttp, crate::recovery::AnyRequest>,
@@ -260,8 +290,8 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
                 <P as Protocol>::Classifier,
             >,
             HttpRetryEnabled,
-        >,
-        <P as Protocol>::Classifier,
+        >, HttpKeys, ExtensionPriority>, A, <P as Protocol>::Classifier>,
+        <A as AnswerSource>::Metrics<<P as Protocol>::Classifier>,
     >,
     <P as Protocol>::Errors,
 >;
@@ -272,19 +302,33 @@ pub type HardenedHttpService<S, P = Http, F = KeepReplay> = ErrorResponses<
 /// the service's section. Every error is a `BoxError`; every clone shares
 /// one breaker, pool and budget.
 #[derive(Debug, Clone)]
-pub struct ServiceLayer<K = CloneRequests> {
+pub struct ServiceLayer<K = CloneRequests, A = NoFallback> {
     parts: Arc<StackParts>,
     replay: K,
+    fallback: A,
+    /// The rate limiter for requests of any type (global).
+    rate_limit: RateLimitLayer<AnyRequest, FixedPriority>,
 }
 
 impl ServiceLayer {
-    pub(crate) fn new(parts: Arc<StackParts>) -> Self {
-        ServiceLayer {
+    /// Refused when the rate limit is keyed: a peer address or a header
+    /// needs the HTTP or gRPC stack.
+    pub(crate) fn new(parts: Arc<StackParts>) -> Result<Self, BoxError> {
+        let rate_limit = parts
+            .rate_limit
+            .clone()
+            .any_request(parts.default_priority)
+            .map_err(|err| err.at(&format!("services.{}.rate_limit", parts.breaker.name())))?;
+        Ok(ServiceLayer {
             parts,
             replay: CloneRequests,
-        }
+            fallback: NoFallback,
+            rate_limit,
+        })
     }
+}
 
+impl<A> ServiceLayer<CloneRequests, A> {
     /// The same stack without retries, whatever the configuration says:
     /// its requests need not be `Clone` (axum's `Body` is not). Every other
     /// part stays as configured.
@@ -306,15 +350,79 @@ impl ServiceLayer {
     /// # }
     /// ```
     #[must_use]
-    pub fn without_retries(self) -> ServiceLayer<NeverReplay> {
+    pub fn without_retries(self) -> ServiceLayer<NeverReplay, A> {
         ServiceLayer {
             parts: self.parts,
             replay: NeverReplay,
+            fallback: self.fallback,
+            rate_limit: self.rate_limit,
         }
     }
 }
 
 impl<K> ServiceLayer<K> {
+    /// Answers with `answer(cause)` in place of a refusal (open breaker,
+    /// shedding, rate limit, queue timeout) or a failure that survived
+    /// the retries, in the cases the `fallback` section names (default
+    /// every one); a client's own error never. A fallback that panics
+    /// answers nothing: the original error surfaces. Its answers count as
+    /// outcome `fallback` in metrics.
+    ///
+    /// ```
+    /// # use tower::{Layer, Service, ServiceExt, service_fn};
+    /// # use tower_hardening::{BoxError, SystemHardening, config::SystemHardeningConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.prices]")?;
+    /// # let hardening = SystemHardening::builder(config).build()?;
+    /// let layer = hardening.layer("prices")?.fallback(|_cause| "cached prices".to_owned());
+    /// layer.breaker().force_open();
+    /// let mut svc = layer.layer(service_fn(|_: ()| async { Ok::<_, BoxError>("fresh".to_owned()) }));
+    /// assert_eq!(svc.ready().await?.call(()).await?, "cached prices");
+    /// assert_eq!(layer.fallback_stats().answered, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn fallback<F, Res>(self, answer: F) -> ServiceLayer<K, FnAnswer<F>>
+    where
+        F: Fn(Cause) -> Res + Clone,
+    {
+        self.with_fallback(FnAnswer::new(answer))
+    }
+
+    /// [`fallback`](Self::fallback) with a service called with the
+    /// [`Cause`] (a clone of it per answer, driven to readiness first).
+    #[must_use]
+    pub fn fallback_service<S2>(self, service: S2) -> ServiceLayer<K, ServiceAnswer<S2>>
+    where
+        S2: Service<Cause> + Clone,
+    {
+        self.with_fallback(ServiceAnswer::new(service))
+    }
+
+    fn with_fallback<A2>(self, fallback: A2) -> ServiceLayer<K, A2> {
+        ServiceLayer {
+            parts: self.parts,
+            replay: self.replay,
+            fallback,
+            rate_limit: self.rate_limit,
+        }
+    }
+}
+
+impl<K, A> ServiceLayer<K, A> {
+    /// The stack's rate limiter, if the `rate_limit` section switched it on.
+    pub fn rate_limit(&self) -> Option<RateLimitHandle> {
+        self.parts.rate_limit.handle()
+    }
+
+    /// How often the fallback answered (shared by every stack of the
+    /// service), and how often it failed and the original error surfaced.
+    pub fn fallback_stats(&self) -> FallbackStats {
+        self.parts.fallback_counts.stats()
+    }
+
     /// The stack's breaker.
     pub fn breaker(&self) -> BreakerHandle {
         self.parts.breaker.clone()
@@ -338,8 +446,8 @@ impl<K> ServiceLayer<K> {
     }
 }
 
-impl<S: Clone, K: Clone> Layer<S> for ServiceLayer<K> {
-    type Service = HardenedService<S, K>;
+impl<S: Clone, K: Clone, A: Clone + AnswerSource> Layer<S> for ServiceLayer<K, A> {
+    type Service = HardenedService<S, K, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
@@ -350,7 +458,18 @@ impl<S: Clone, K: Clone> Layer<S> for ServiceLayer<K> {
         let inner = ResourceLimitLayer::new(parts.pool.clone())
             .priority(ServicePriority(parts.default_priority))
             .layer(inner);
-        parts.metrics.layer(inner)
+        // Refused before admission, seen by the fallback and metrics.
+        let inner = self.rate_limit.layer(inner);
+        let inner = FallbackLayer::from_answer(self.fallback.clone())
+            .on(parts.fallback_on)
+            .counts(parts.fallback_counts.clone())
+            .layer(inner);
+        // Counts the fallback's answers as `fallback` (free without one).
+        parts
+            .metrics
+            .clone()
+            .classifier(A::metrics(ErrorsAsFailures))
+            .layer(inner)
     }
 }
 
@@ -459,12 +578,13 @@ impl Protocol for Grpc {
 /// its own body type (what an axum `Router` or a tonic `Server` holds),
 /// add [`map_body`](Self::map_body): `.map_body(axum::body::Body::new)`.
 #[derive(Clone)]
-pub struct HttpServiceLayer<P: Protocol = Http, F = KeepReplay> {
+pub struct HttpServiceLayer<P: Protocol = Http, F = KeepReplay, A = NoFallback> {
     parts: Arc<StackParts>,
     body: F,
     protocol: P,
     idempotent: Option<Arc<IdempotentRule>>,
     classifier: P::Classifier,
+    fallback: A,
 }
 
 impl<P: Protocol> HttpServiceLayer<P> {
@@ -476,11 +596,12 @@ impl<P: Protocol> HttpServiceLayer<P> {
             protocol,
             idempotent: None,
             classifier,
+            fallback: NoFallback,
         }
     }
 }
 
-impl<F> HttpServiceLayer<Http, F> {
+impl<F, A> HttpServiceLayer<Http, F, A> {
     /// Which response statuses are this stack's failures, decided in code:
     /// `rule` gives each status its [`Outcome`], in place of the protocol's
     /// rule (5xx) and the `classify` section's lists. The breaker, the
@@ -509,7 +630,7 @@ impl<F> HttpServiceLayer<Http, F> {
     }
 }
 
-impl<F> HttpServiceLayer<Grpc, F> {
+impl<F, A> HttpServiceLayer<Grpc, F, A> {
     /// Which `grpc-status` codes are this stack's failures, decided in
     /// code: `rule` gives each code its [`Outcome`], in place of the
     /// default codes and the `classify` section's lists. The breaker, the
@@ -532,7 +653,7 @@ impl<F> HttpServiceLayer<Grpc, F> {
     }
 }
 
-impl<P: Protocol + fmt::Debug, F: fmt::Debug> fmt::Debug for HttpServiceLayer<P, F> {
+impl<P: Protocol + fmt::Debug, F: fmt::Debug, A> fmt::Debug for HttpServiceLayer<P, F, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpServiceLayer")
             .field("parts", &self.parts)
@@ -544,19 +665,71 @@ impl<P: Protocol + fmt::Debug, F: fmt::Debug> fmt::Debug for HttpServiceLayer<P,
     }
 }
 
-impl<P: Protocol, F> HttpServiceLayer<P, F> {
+impl<P: Protocol, F, A> HttpServiceLayer<P, F, A> {
     /// Hands the service below the request body as `map` makes it from
     /// the replayable body (`axum::body::Body::new`,
     /// `tonic::body::Body::new`).
     #[must_use]
-    pub fn map_body<F2: Clone>(self, map: F2) -> HttpServiceLayer<P, WithBody<F2>> {
+    pub fn map_body<F2: Clone>(self, map: F2) -> HttpServiceLayer<P, WithBody<F2>, A> {
         HttpServiceLayer {
             parts: self.parts,
             body: WithBody(map),
             protocol: self.protocol,
             idempotent: self.idempotent,
             classifier: self.classifier,
+            fallback: self.fallback,
         }
+    }
+
+    /// Answers with the response `answer(cause)` makes in place of a
+    /// refusal (open breaker, shedding, rate limit, queue timeout) or a
+    /// failure that survived the retries (an error, or a response the
+    /// stack's classifier counts as a failure, read at the head), in the
+    /// cases the `fallback` section names (default every one). A client's
+    /// own error (a broken or stalled body) never falls back; a fallback
+    /// that panics answers nothing and the original answer stands. The
+    /// response body is the service's or the fallback's
+    /// (`http_body_util::Either`); its answers count as outcome `fallback`
+    /// in metrics.
+    ///
+    /// ```
+    /// # use tower_hardening::{SystemHardening, config::SystemHardeningConfig};
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// # let config = SystemHardeningConfig::from_toml_str("[services.api]").unwrap();
+    /// # let hardening = SystemHardening::builder(config).build().unwrap();
+    /// let layer = hardening.http_layer("api").unwrap().fallback(|_cause| {
+    ///     http::Response::new(Full::new(Bytes::from_static(b"{\"items\": []}")))
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn fallback<G, B2>(self, answer: G) -> HttpServiceLayer<P, F, HttpAnswer<G, B2>>
+    where
+        G: Fn(Cause) -> http::Response<B2> + Clone,
+    {
+        HttpServiceLayer {
+            parts: self.parts,
+            body: self.body,
+            protocol: self.protocol,
+            idempotent: self.idempotent,
+            classifier: self.classifier,
+            fallback: HttpAnswer {
+                answer: FnAnswer::new(answer),
+                body: std::marker::PhantomData,
+            },
+        }
+    }
+
+    /// The stack's rate limiter, if the `rate_limit` section switched it on.
+    pub fn rate_limit(&self) -> Option<RateLimitHandle> {
+        self.parts.rate_limit.handle()
+    }
+
+    /// How often the fallback answered (shared by every stack of the
+    /// service), and how often it failed and the original answer stood.
+    pub fn fallback_stats(&self) -> FallbackStats {
+        self.parts.fallback_counts.stats()
     }
 
     /// Which requests are idempotent, and so may be retried (when the
@@ -598,8 +771,8 @@ impl<P: Protocol, F> HttpServiceLayer<P, F> {
     }
 }
 
-impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
-    type Service = HardenedHttpService<S, P, F>;
+impl<S: Clone, P: Protocol, F: Clone, A: Clone + AnswerSource> Layer<S> for HttpServiceLayer<P, F, A> {
+    type Service = HardenedHttpService<S, P, F, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let parts = &self.parts;
@@ -652,14 +825,73 @@ impl<S: Clone, P: Protocol, F: Clone> Layer<S> for HttpServiceLayer<P, F> {
         let inner = BufferBodies::new(inner, MAX_REPLAY_BODY, Some(predicate))
             .body_timeout(parts.body_timeout)
             .upload_timeout(Some(parts.upload_timeout));
-        // Counted when the body ends if the head does not decide (gRPC).
+        // Refused before a body is read or a slot is taken.
+        let inner = parts.rate_limit.layer(inner);
+        let inner = FallbackLayer::from_answer(self.fallback.clone())
+            .on(parts.fallback_on)
+            .classifier(classifier.clone())
+            .counts(parts.fallback_counts.clone())
+            .layer(inner);
+        // Counted when the body ends if the head does not decide (gRPC);
+        // the fallback's answers as `fallback` (free without one).
         let inner = parts
             .metrics
             .clone()
-            .classifier(classifier)
+            .classifier(A::metrics(classifier))
             .at_end_of_stream()
             .layer(inner);
         ErrorResponses::new(inner, P::errors())
+    }
+}
+
+/// An HTTP stack's fallback ([`HttpServiceLayer::fallback`]): answers
+/// with a response of its own body type `B2`; the stack's responses carry
+/// the service's body or the fallback's.
+pub struct HttpAnswer<G, B2> {
+    answer: FnAnswer<G>,
+    body: std::marker::PhantomData<fn() -> B2>,
+}
+
+impl<G: Clone, B2> Clone for HttpAnswer<G, B2> {
+    fn clone(&self) -> Self {
+        HttpAnswer {
+            answer: self.answer.clone(),
+            body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<G, B2> fmt::Debug for HttpAnswer<G, B2> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpAnswer")
+    }
+}
+
+impl<G, B2> AnswerSource for HttpAnswer<G, B2> {
+    type Metrics<C: Clone> = CountingFallbacks<C>;
+
+    fn metrics<C: Clone>(classifier: C) -> CountingFallbacks<C> {
+        CountingFallbacks(classifier)
+    }
+}
+
+impl<G, B, B2> Answer<http::Response<B>> for HttpAnswer<G, B2>
+where
+    G: Fn(Cause) -> http::Response<B2>,
+{
+    type Response = http::Response<http_body_util::Either<B, B2>>;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+    fn pass(response: http::Response<B>) -> Self::Response {
+        response.map(http_body_util::Either::Left)
+    }
+
+    fn answer(&self, cause: Cause) -> Self::Future {
+        std::future::ready(
+            self.answer
+                .call(cause)
+                .map(|response| response.map(http_body_util::Either::Right)),
+        )
     }
 }
 

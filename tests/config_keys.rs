@@ -385,6 +385,98 @@ const KEYS: &[(&str, &str)] = &[
         "upstreams.*.hedge.max_hedges",
         "upstream_hedge_keys_change_hedging",
     ),
+    (
+        "services.*.rate_limit",
+        "rate_limit_keys_change_what_is_refused",
+    ),
+    (
+        "services.*.rate_limit.enabled",
+        "rate_limit_keys_change_what_is_refused",
+    ),
+    (
+        "services.*.rate_limit.rate",
+        "rate_limit_keys_change_what_is_refused",
+    ),
+    (
+        "services.*.rate_limit.burst",
+        "rate_limit_keys_change_what_is_refused",
+    ),
+    (
+        "services.*.rate_limit.key",
+        "rate_limit_key_keys_change_who_shares_a_quota",
+    ),
+    (
+        "services.*.rate_limit.max_keys",
+        "rate_limit_key_keys_change_who_shares_a_quota",
+    ),
+    (
+        "services.*.rate_limit.trusted_proxies",
+        "rate_limit_key_keys_change_who_shares_a_quota",
+    ),
+    (
+        "services.*.rate_limit.priorities",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.low",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.low.rate",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.low.burst",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.normal",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.normal.rate",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.normal.burst",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.high",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.high.rate",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.high.burst",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.critical",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.critical.rate",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.rate_limit.priorities.critical.burst",
+        "rate_limit_priorities_have_quotas_of_their_own",
+    ),
+    (
+        "services.*.fallback",
+        "fallback_keys_choose_the_cases_it_answers",
+    ),
+    (
+        "services.*.fallback.enabled",
+        "fallback_keys_choose_the_cases_it_answers",
+    ),
+    (
+        "services.*.fallback.on",
+        "fallback_keys_choose_the_cases_it_answers",
+    ),
 ];
 
 /// The seed's camelCase spellings and the keys they stand for, with a
@@ -523,6 +615,13 @@ fn every_key_serde_accepts_has_a_test() {
         "services.*.limit",
         "services.*.fault",
         "services.*.classify",
+        "services.*.rate_limit",
+        "services.*.rate_limit.priorities",
+        "services.*.rate_limit.priorities.low",
+        "services.*.rate_limit.priorities.normal",
+        "services.*.rate_limit.priorities.high",
+        "services.*.rate_limit.priorities.critical",
+        "services.*.fallback",
         "services.*.breaker.sliding_window=",
         "services.*.retry.jitter=",
         "upstreams.*",
@@ -2509,4 +2608,244 @@ async fn upstream_hedge_keys_change_hedging() {
         svc.oneshot(0).await.unwrap();
         assert_eq!(endpoints.total(), attempts, "{toml:?}");
     }
+}
+
+// ---------------------------------------------------------------------
+// Rate limits and fallbacks.
+
+/// The statuses `requests` get through `service`'s HTTP stack, one after
+/// another (each request: its peer address, then headers).
+async fn http_statuses(
+    hardening: &SystemHardening,
+    service: &str,
+    requests: &[(&str, &[(&str, &str)])],
+) -> Vec<u16> {
+    let layer = hardening.http_layer(service).unwrap();
+    let mut svc = tower::Layer::layer(
+        &layer,
+        service_fn(|_: http::Request<ReplayBody<Full<Bytes>>>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+        }),
+    );
+    let mut statuses = Vec::new();
+    for (peer, headers) in requests {
+        let mut request = http::Request::new(Full::<Bytes>::default());
+        request.extensions_mut().insert(
+            format!("{peer}:4000")
+                .parse::<std::net::SocketAddr>()
+                .unwrap(),
+        );
+        for (name, value) in *headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let response = svc.ready().await.unwrap().call(request).await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_keys_change_what_is_refused() {
+    const NONE: &[(&str, &str)] = &[];
+    let five: &[(&str, &[(&str, &str)])] = &[("192.0.2.1", NONE); 5];
+    let cases = [
+        ("[services.api]", [200; 5]),
+        (
+            "[services.api.rate_limit]\nrate = \"2/h\"",
+            [200, 200, 429, 429, 429],
+        ),
+        (
+            "[services.api.rate_limit]\nrate = \"2/h\"\nburst = 4",
+            [200, 200, 200, 200, 429],
+        ),
+        (
+            "[services.api.rate_limit]\nrate = \"1/h\"",
+            [200, 429, 429, 429, 429],
+        ),
+        (
+            "[services.api.rate_limit]\nrate = \"1/h\"\nenabled = false",
+            [200; 5],
+        ),
+    ];
+    for (toml, expected) in cases {
+        let hardening = hardening(toml);
+        assert_eq!(
+            http_statuses(&hardening, "api", five).await,
+            expected,
+            "{toml}"
+        );
+    }
+    // What the limiter refuses, validation refuses first, naming the key.
+    for (toml, field) in [
+        ("rate = \"0/s\"", "services.api.rate_limit.rate"),
+        ("rate = \"lots\"", "services.api.rate_limit.rate"),
+        ("burst = 3", "services.api.rate_limit.rate"),
+        ("rate = \"1/s\"\nburst = 0", "services.api.rate_limit.burst"),
+        (
+            "rate = \"1/h\"\nburst = 4294967295",
+            "services.api.rate_limit.burst",
+        ),
+        (
+            "rate = \"1/s\"\n[services.api.rate_limit.priorities.low]\nrate = \"1/h\"\nburst = 4000000000",
+            "services.api.rate_limit.priorities.low.burst",
+        ),
+        (
+            "rate = \"1/s\"\nkey = \"cookie\"",
+            "services.api.rate_limit.key",
+        ),
+        (
+            "rate = \"1/s\"\nkey = \"header:\"",
+            "services.api.rate_limit.key",
+        ),
+        (
+            "rate = \"1/s\"\nmax_keys = 0",
+            "services.api.rate_limit.max_keys",
+        ),
+        (
+            "rate = \"1/s\"\ntrusted_proxies = [\"10.0.0.0/99\"]",
+            "services.api.rate_limit.trusted_proxies[0]",
+        ),
+        (
+            "rate = \"1/s\"\n[services.api.rate_limit.priorities.high]\nrate = \"0/m\"",
+            "services.api.rate_limit.priorities.high.rate",
+        ),
+    ] {
+        let err =
+            SystemHardeningConfig::from_toml_str(&format!("[services.api.rate_limit]\n{toml}"))
+                .unwrap_err();
+        assert_eq!(err.field(), field, "{toml}: {err}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_key_keys_change_who_shares_a_quota() {
+    let base = "[services.api.rate_limit]\nrate = \"1/h\"\n";
+    let two_clients: &[(&str, &[(&str, &str)])] = &[
+        ("192.0.2.1", &[("x-api-key", "a")]),
+        ("192.0.2.2", &[("x-api-key", "b")]),
+        ("192.0.2.2", &[("x-api-key", "c")]),
+    ];
+    for (toml, expected) in [
+        (base.to_owned(), [200, 429, 429]),
+        (format!("{base}key = \"global\""), [200, 429, 429]),
+        (format!("{base}key = \"peer-ip\""), [200, 200, 429]),
+        (format!("{base}key = \"header:x-api-key\""), [200, 200, 200]),
+        // One key tracked at most: the others share one bucket.
+        (
+            format!("{base}key = \"header:x-api-key\"\nmax_keys = 1"),
+            [200, 200, 429],
+        ),
+    ] {
+        let hardening = hardening(&toml);
+        assert_eq!(
+            http_statuses(&hardening, "api", two_clients).await,
+            expected,
+            "{toml}"
+        );
+    }
+    // X-Forwarded-For counts only from a trusted proxy.
+    let via_proxy: &[(&str, &[(&str, &str)])] = &[
+        ("10.0.0.1", &[("x-forwarded-for", "198.51.100.1")]),
+        ("10.0.0.1", &[("x-forwarded-for", "198.51.100.2")]),
+    ];
+    for (toml, expected) in [
+        (format!("{base}key = \"peer-ip\""), [200, 429]),
+        (
+            format!("{base}key = \"peer-ip\"\ntrusted_proxies = [\"10.0.0.0/8\"]"),
+            [200, 200],
+        ),
+    ] {
+        let hardening = hardening(&toml);
+        assert_eq!(
+            http_statuses(&hardening, "api", via_proxy).await,
+            expected,
+            "{toml}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_priorities_have_quotas_of_their_own() {
+    let base = "[services.api.rate_limit]\nrate = \"1/h\"\n";
+    const NONE: &[(&str, &str)] = &[];
+    let three: &[(&str, &[(&str, &str)])] = &[("192.0.2.1", NONE); 3];
+    for level in ["low", "normal", "high", "critical"] {
+        for (toml, expected) in [
+            // Not given: CRITICAL is never limited, the others share one quota.
+            (
+                format!("{base}[services.api]\ncriticality = \"{level}\""),
+                if level == "critical" {
+                    [200; 3]
+                } else {
+                    [200, 429, 429]
+                },
+            ),
+            (
+                format!(
+                    "[services.api]\ncriticality = \"{level}\"\n{base}[services.api.rate_limit.priorities.{level}]\nrate = \"2/h\""
+                ),
+                [200, 200, 429],
+            ),
+            (
+                format!(
+                    "[services.api]\ncriticality = \"{level}\"\n{base}[services.api.rate_limit.priorities.{level}]\nrate = \"1/h\"\nburst = 3"
+                ),
+                [200, 200, 200],
+            ),
+        ] {
+            let hardening = hardening(&toml);
+            assert_eq!(
+                http_statuses(&hardening, "api", three).await,
+                expected,
+                "{toml}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_keys_choose_the_cases_it_answers() {
+    let fallback_status = |toml: &str| {
+        let hardening = hardening(toml);
+        async move {
+            let layer = hardening.http_layer("api").unwrap().fallback(|_| {
+                let mut response = http::Response::new(Full::<Bytes>::default());
+                *response.status_mut() = http::StatusCode::NON_AUTHORITATIVE_INFORMATION;
+                response
+            });
+            layer.breaker().force_open();
+            let mut svc = tower::Layer::layer(
+                &layer,
+                service_fn(|_: http::Request<ReplayBody<Full<Bytes>>>| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+                }),
+            );
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(http::Request::new(Full::<Bytes>::default()))
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    };
+    for (toml, status) in [
+        ("[services.api]", 203),
+        ("[services.api.fallback]", 203),
+        ("[services.api.fallback]\non = [\"circuit_open\"]", 203),
+        (
+            "[services.api.fallback]\non = [\"rate_limited\", \"failure\"]",
+            503,
+        ),
+        ("[services.api.fallback]\nenabled = false", 503),
+    ] {
+        assert_eq!(fallback_status(toml).await, status, "{toml}");
+    }
+    let err = SystemHardeningConfig::from_toml_str("[services.api.fallback]\non = [\"always\"]")
+        .unwrap_err();
+    assert_eq!(err.field(), "services.api.fallback.on[0]");
 }

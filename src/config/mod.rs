@@ -24,12 +24,14 @@
 
 pub(crate) mod classify;
 mod env;
+mod rate_limit;
 mod service;
 mod system;
 mod units;
 mod upstream;
 
 pub use classify::{ClassifyConfig, GrpcCodeName};
+pub use rate_limit::{FallbackConfig, PriorityRate, PriorityRates, RateLimitConfig};
 pub use service::{
     BreakerConfig, FaultConfig, JitterConfig, LimitConfig, RetryConfig, ServiceConfig, WindowConfig,
 };
@@ -41,7 +43,8 @@ pub use service::{
         feature = "recovery",
         feature = "limit",
         feature = "metrics",
-        feature = "fault"
+        feature = "fault",
+        feature = "ratelimit"
     )),
     expect(
         unused_imports,

@@ -87,11 +87,16 @@ pub struct ServiceConfig {
     /// Which response statuses are failures, and which are ignored (the
     /// protocol's own rule unless written).
     pub classify: super::ClassifyConfig,
+    /// Rate limits (off unless the section is written).
+    pub rate_limit: super::RateLimitConfig,
+    /// Which cases a fallback set in code answers (every one unless
+    /// written).
+    pub fallback: super::FallbackConfig,
 }
 
 impl Default for ServiceConfig {
     /// What a service without sections gets: NORMAL criticality, no
-    /// timeout, the default breaker, and no admission, retries nor faults
+    /// timeout, the default breaker, and no admission, rate limit, retries nor faults
     /// (each section's own default is on: writing it switches it on).
     fn default() -> Self {
         ServiceConfig {
@@ -115,6 +120,11 @@ impl Default for ServiceConfig {
                 ..FaultConfig::default()
             },
             classify: super::ClassifyConfig::default(),
+            rate_limit: super::RateLimitConfig {
+                enabled: false,
+                ..super::RateLimitConfig::default()
+            },
+            fallback: super::FallbackConfig::default(),
         }
     }
 }
@@ -132,6 +142,8 @@ impl ServiceConfig {
         self.limit.validate(&format!("{prefix}.limit"))?;
         self.fault.validate(&format!("{prefix}.fault"))?;
         self.classify.validate(&format!("{prefix}.classify"))?;
+        self.rate_limit.validate(&format!("{prefix}.rate_limit"))?;
+        self.fallback.validate(&format!("{prefix}.fallback"))?;
         if self.fault.hang_rate > 0.0 && self.timeout.is_none() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.fault.hang_rate"),

@@ -52,6 +52,7 @@ struct Service {
     rate: f64,
     error_rate: Option<f64>,
     rejected_rate: f64,
+    fallback_rate: f64,
     p99_ms: Option<f64>,
     in_flight: u64,
     queued: u64,
@@ -89,6 +90,7 @@ pub(crate) fn data(handle: &HardeningHandle) -> Data {
                 rate: figures.rate,
                 error_rate: figures.error_rate,
                 rejected_rate: figures.rejected_rate,
+                fallback_rate: figures.fallback_rate,
                 p99_ms: figures.p99.map(|d| d.as_secs_f64() * 1e3),
                 in_flight: figures.in_flight,
                 queued: parts.map_or(0, |p| p.pool.stats().queued as u64),
@@ -275,7 +277,7 @@ pub(crate) fn history(handle: &HardeningHandle, minutes: u64) -> History {
         .keys()
         .map(|name| {
             let service = [(names::LABEL_SERVICE, &**name)];
-            let outcomes = ["success", "failure", "rejected", "ignored"]
+            let outcomes = ["success", "failure", "rejected", "fallback", "ignored"]
                 .into_iter()
                 .map(|outcome| Named {
                     name: outcome,

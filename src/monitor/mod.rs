@@ -274,6 +274,7 @@ impl Monitor {
                     self.evaluate();
                 }
                 _ = health_tick.tick(), if config.enable_health_monitoring && checks.is_none() => {
+                    forget_idle_rate_keys(&self.shared);
                     checks = Some(self.start_health_checks());
                 }
                 event = events.recv() => match event {
@@ -636,6 +637,17 @@ pub(crate) fn describe(kind: &EventKind) -> (String, &'static str) {
 /// text.
 /// A panic in the call is a failed call: the application's code must not
 /// take the monitor or a recovery down with it.
+/// Every rate limiter forgets the keys back at rest (their quota whole
+/// again: forgetting changes no decision), so keyed state follows the
+/// clients that are active, not every client ever seen.
+fn forget_idle_rate_keys(shared: &Shared) {
+    for entry in shared.services.values() {
+        if let Some(limiter) = entry.stack.get().and_then(|parts| parts.rate_limit.handle()) {
+            limiter.forget_idle();
+        }
+    }
+}
+
 pub(crate) async fn call_with_timeout(
     timeout: Duration,
     call: impl Future<Output = Result<(), BoxError>>,

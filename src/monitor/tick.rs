@@ -306,6 +306,7 @@ pub(crate) fn service_figures(
             p99: seconds(durations.quantile(0.99)),
             error_rate: (finished > 0.0).then(|| failure / finished),
             rejected_rate: rejected.rate_per_sec(),
+            fallback_rate: requests("fallback").rate_per_sec(),
             in_flight: in_flight.max(0.0) as u64,
             queued: 0,
         }

@@ -35,6 +35,7 @@ const ROWS: &[&str] = &[
     "axum_bare",
     "axum_tower",
     "axum_hardened",
+    "ratelimit",
 ];
 
 fn bare() -> impl Service<u64, Response = u64, Error = Infallible, Future: Send> + Clone + Send {
@@ -180,6 +181,16 @@ fn run(rt: &tokio::runtime::Runtime, row: &str, calls: u64) -> Result<(), String
         "axum_bare" => http_row(rt, Mode::Bare, calls)?,
         "axum_tower" => http_row(rt, Mode::Tower, calls)?,
         "axum_hardened" => http_row(rt, Mode::Hardened, calls)?,
+        "ratelimit" => {
+            let layer = tower_hardening_ratelimit::RateLimitLayer::builder("bench")
+                .rate(tower_hardening_ratelimit::Rate::per_second(1_000_000_000))
+                .burst(1_000_000_000)
+                .build()
+                .expect("valid settings")
+                .any_request(Priority::NORMAL)
+                .expect("global");
+            drive(rt, layer.layer(bare()), calls);
+        }
         "rows" => println!("{}", ROWS.join(" ")),
         other => {
             return Err(format!(

@@ -12,7 +12,7 @@
 //! - The rejection errors one layer returns and the others recognise:
 //!   [`CircuitOpen`], [`Overloaded`], [`QueueTimeout`], [`Recovering`],
 //!   [`RecoveryFailed`], [`PoolClosed`], [`Unsatisfiable`],
-//!   [`NoHealthyEndpoint`], and
+//!   [`NoHealthyEndpoint`], [`RateLimited`], and
 //!   [`rejection_of`] to ask a boxed error whether it is one of them.
 //! - [`Priority`], the importance of a request or a resource request.
 //! - [`Event`] and [`EventSink`], the one event stream layers and the
@@ -44,6 +44,7 @@ mod classify;
 mod client;
 mod config_error;
 mod event;
+pub mod fallback;
 mod health;
 pub mod names;
 mod outcome;
@@ -67,7 +68,8 @@ pub use health::HealthState;
 pub use outcome::Outcome;
 pub use priority::{ParsePriorityError, Priority};
 pub use rejection::{
-    CircuitOpen, NoHealthyEndpoint, Overloaded, PoolClosed, QueueTimeout, Recovering,
+    CircuitOpen, NoHealthyEndpoint, Overloaded, PoolClosed, QueueTimeout, RateLimited, RatePolicy,
+    Recovering,
     RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, rejection_of,
 };
 pub use trace::publish;

@@ -5,7 +5,7 @@
 //!
 //! | name | type | unit | labels | emitted by |
 //! | --- | --- | --- | --- | --- |
-//! | [`REQUESTS_TOTAL`] | counter | requests | `service`, `outcome` (`success`, `failure`, `rejected`, `ignored`) | metrics layer |
+//! | [`REQUESTS_TOTAL`] | counter | requests | `service`, `outcome` (`success`, `failure`, `rejected`, `ignored`, `fallback`) | metrics layer |
 //! | [`REQUEST_DURATION_SECONDS`] | histogram | seconds | `service`, `outcome` | metrics layer |
 //! | [`REQUESTS_IN_FLIGHT`] | gauge | requests | `service` | metrics layer |
 //! | [`CIRCUIT_STATE`] | gauge | state index (0 closed, 1 open, 2 half-open, 3 forced-open, 4 disabled, 5 metrics-only) | `breaker` | breaker |
@@ -148,7 +148,7 @@ pub const METRICS_DROPPED_SERIES_TOTAL: &str = "hardening_metrics_dropped_series
 pub const LABEL_BREAKER: &str = "breaker";
 /// Label: the service's (or layer's) name.
 pub const LABEL_SERVICE: &str = "service";
-/// Label: how a request ended (`success`, `failure`, `rejected` or `ignored`).
+/// Label: how a request ended (`success`, `failure`, `rejected`, `ignored` or `fallback`).
 pub const LABEL_OUTCOME: &str = "outcome";
 /// Label: how an attempt ended (`success` or `failure`).
 pub const LABEL_RESULT: &str = "result";

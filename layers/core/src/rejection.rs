@@ -30,6 +30,9 @@ pub enum RejectionKind {
     /// The request can never be granted: it asks for more than the pool
     /// has, or for a resource no one has ([`Unsatisfiable`]).
     Unsatisfiable,
+    /// A rate limiter refused the request: its client (or the service as
+    /// a whole) is over its quota ([`RateLimited`]).
+    RateLimited,
     /// No endpoint of an upstream may be called now: every one is asking
     /// callers to stay away, or there is none ([`NoHealthyEndpoint`]).
     NoHealthyEndpoint,
@@ -46,6 +49,7 @@ impl RejectionKind {
             RejectionKind::RecoveryFailed => "recovery_failed",
             RejectionKind::PoolClosed => "pool_closed",
             RejectionKind::Unsatisfiable => "unsatisfiable",
+            RejectionKind::RateLimited => "rate_limited",
             RejectionKind::NoHealthyEndpoint => "no_healthy_endpoint",
         }
     }
@@ -100,6 +104,9 @@ fn rejection_here(err: &(dyn Error + 'static)) -> Option<Rejection> {
     }
     if let Some(e) = err.downcast_ref::<Recovering>() {
         return found(RejectionKind::Recovering, e.retry_after());
+    }
+    if let Some(e) = err.downcast_ref::<RateLimited>() {
+        return found(RejectionKind::RateLimited, Some(e.retry_after()));
     }
     if err.is::<RecoveryFailed>() {
         return found(RejectionKind::RecoveryFailed, None);
@@ -569,6 +576,115 @@ impl fmt::Display for Unsatisfiable {
 
 impl Error for Unsatisfiable {}
 
+/// A rate limiter refused the request: the caller (one key: a peer
+/// address, an API key) or the service as a whole is over its quota. It
+/// always says when the next request would conform.
+///
+/// ```
+/// use tower_hardening_core::{rejection_of, BoxError, RateLimited, RatePolicy, RejectionKind};
+/// use std::time::Duration;
+///
+/// let err = RateLimited::new("api", Duration::from_millis(250))
+///     .with_policy(RatePolicy::new("default", 100, Duration::from_secs(1)));
+/// assert_eq!(err.to_string(), "`api` is rate limited; retry after 250ms");
+/// assert_eq!(err.policy().map(|p| p.quota()), Some(100));
+///
+/// let boxed: BoxError = err.into();
+/// let found = rejection_of(&*boxed).unwrap();
+/// assert_eq!(found.kind, RejectionKind::RateLimited);
+/// assert_eq!(found.retry_after, Some(Duration::from_millis(250)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    name: Arc<str>,
+    retry_after: Duration,
+    policy: Option<RatePolicy>,
+}
+
+impl RateLimited {
+    /// A refusal by the rate limiter of the service called `name`; the
+    /// next request conforms after `retry_after` (a zero wait is raised
+    /// to one millisecond: a refusal always says when to come back).
+    pub fn new(name: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+        RateLimited {
+            name: name.into(),
+            retry_after: retry_after.max(Duration::from_millis(1)),
+            policy: None,
+        }
+    }
+
+    /// Names the quota that refused the request (for the
+    /// `RateLimit-Policy` header field).
+    pub fn with_policy(mut self, policy: RatePolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The service whose limiter refused.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long until a request would conform: the limiter's own wait.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The quota that refused, if the limiter named it.
+    pub fn policy(&self) -> Option<&RatePolicy> {
+        self.policy.as_ref()
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` is rate limited; retry after {}",
+            self.name,
+            DisplayDuration(self.retry_after)
+        )
+    }
+}
+
+impl Error for RateLimited {}
+
+/// A rate limit's quota as the IETF `RateLimit-Policy` header field names
+/// it: `quota` requests per `window`, under a policy name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePolicy {
+    name: &'static str,
+    quota: u64,
+    window: Duration,
+}
+
+impl RatePolicy {
+    /// `quota` requests per `window`, called `name` (a token: letters,
+    /// digits, `-`, `_`).
+    pub fn new(name: &'static str, quota: u64, window: Duration) -> Self {
+        RatePolicy {
+            name,
+            quota,
+            window,
+        }
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Requests allowed per window.
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
 /// An upstream had no endpoint to call: it has none, or every one asked
 /// callers to stay away (a `Retry-After` or gRPC pushback not yet over).
 /// An ejected endpoint does not cause it: with every endpoint ejected, an
@@ -670,6 +786,10 @@ mod tests {
                 RejectionKind::QueueTimeout,
             ),
             (Recovering::new("a", 1).into(), RejectionKind::Recovering),
+            (
+                RateLimited::new("a", Duration::from_millis(5)).into(),
+                RejectionKind::RateLimited,
+            ),
             (
                 NoHealthyEndpoint::new("a").into(),
                 RejectionKind::NoHealthyEndpoint,

@@ -26,6 +26,7 @@ use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tower_hardening_core::fallback;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{
     BoxError, Classify, ClassifyEos, Outcome, client_body_error_of, rejection_of,
@@ -162,9 +163,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let future = this.future;
-        let result = ready!(on_unwind(this.in_flight, InFlight::panicked, || future.poll(cx)))
-            .map_err(Into::into);
-        let Some(in_flight) = this.in_flight.take() else {
+        let held = this.in_flight;
+        let watch = <C as Classify<http::Response<B>, BoxError>>::COUNTS_FALLBACKS;
+        if watch {
+            fallback::clear_mark();
+        }
+        let result =
+            ready!(on_unwind(held, InFlight::panicked, || future.poll(cx))).map_err(Into::into);
+        let fell_back = watch && fallback::take_mark();
+        let Some(in_flight) = held.take() else {
             return Poll::Ready(result.map(|response| response.map(MetricsBody::decided)));
         };
         match result {
@@ -177,6 +184,10 @@ where
                 };
                 in_flight.finish(outcome);
                 Poll::Ready(failed.map(|_| unreachable!("an error")))
+            }
+            Ok(response) if fell_back => {
+                in_flight.finish(|h| &h.fallback);
+                Poll::Ready(Ok(response.map(MetricsBody::decided)))
             }
             Ok(response) => {
                 let waiting = match ClassifyEos::<B>::classify_head(&*this.classifier, &response) {

@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tower_hardening_core::fallback;
 use tower_hardening_core::sync::on_unwind;
 use tower_hardening_core::{BoxError, Classify, Outcome, client_body_error_of, rejection_of};
 
@@ -112,9 +113,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let future = this.future;
-        let result = ready!(on_unwind(this.in_flight, InFlight::panicked, || future.poll(cx)))
+        let in_flight = this.in_flight;
+        // A fallback below marks its answer on this thread in this poll
+        // (`tower_hardening_core::fallback`); read only by a classifier
+        // that counts fallbacks (a constant: free for the others).
+        let watch = <C as Classify<T, BoxError>>::COUNTS_FALLBACKS;
+        if watch {
+            fallback::clear_mark();
+        }
+        let result = ready!(on_unwind(in_flight, InFlight::panicked, || future.poll(cx)))
             .map_err(Into::into);
+        let fell_back = watch && fallback::take_mark();
         let outcome: fn(&Handles) -> &(metrics::Counter, metrics::Histogram) = match &result {
+            Ok(_) if fell_back => |h| &h.fallback,
             Err(error) if rejection_of(&**error).is_some() => |h| &h.rejected,
             Err(error) if client_body_error_of(&**error).is_some() => |h| &h.ignored,
             _ => match this.classifier.classify(&result) {
@@ -123,7 +134,7 @@ where
                 Outcome::Ignored => |h| &h.ignored,
             },
         };
-        if let Some(in_flight) = this.in_flight.take() {
+        if let Some(in_flight) = in_flight.take() {
             in_flight.finish(outcome);
         }
         Poll::Ready(result)

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use tower_hardening_core::stripe::{CachePadded, PerStripe};
 
 use metrics::{Counter, Gauge, Histogram, Unit};
+use tower_hardening_core::fallback::CountingFallbacks;
 use tower_hardening_core::{ConfigError, ErrorsAsFailures, names};
 use tower_layer::Layer;
 
@@ -39,6 +40,7 @@ pub(crate) struct Handles {
     pub(crate) failure: (Counter, Histogram),
     pub(crate) rejected: (Counter, Histogram),
     pub(crate) ignored: (Counter, Histogram),
+    pub(crate) fallback: (Counter, Histogram),
 }
 
 /// Builds a [`MetricsLayer`]: `MetricsLayer::builder().name("audio")
@@ -137,6 +139,7 @@ impl MetricsLayer {
                 failure: pair("failure"),
                 rejected: pair("rejected"),
                 ignored: pair("ignored"),
+                fallback: pair("fallback"),
             })),
             classifier: ErrorsAsFailures,
         }
@@ -148,11 +151,36 @@ impl<C> MetricsLayer<C> {
         (self.handles, self.classifier)
     }
 
+    /// Counts an answer that a fallback layer below gave in place of a
+    /// refusal or a failure (`tower_hardening_recovery::FallbackLayer`,
+    /// or any layer that calls
+    /// [`fallback::mark_answered`](tower_hardening_core::fallback::mark_answered))
+    /// as outcome `fallback`: classifies with
+    /// [`CountingFallbacks`](tower_hardening_core::fallback::CountingFallbacks)
+    /// around the classifier. Without it a metrics layer pays nothing for
+    /// fallbacks; with it, a thread-local read and write per poll.
+    ///
+    /// ```
+    /// use tower_hardening_metrics::MetricsLayer;
+    ///
+    /// let layer = MetricsLayer::new("api").counting_fallbacks();
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn counting_fallbacks(self) -> MetricsLayer<CountingFallbacks<C>> {
+        MetricsLayer {
+            handles: self.handles,
+            classifier: CountingFallbacks(self.classifier),
+        }
+    }
+
     /// What counts as a failure: any
     /// [`Classify`](tower_hardening_core::Classify) over the response and a
     /// boxed error. `Ignored` results (and a client body that failed) count
     /// as `ignored`; rejections
-    /// by other hardening layers count as `rejected` whatever it says.
+    /// by other hardening layers count as `rejected` whatever it says
+    /// (and a fallback's answer as `fallback`, see
+    /// [`counting_fallbacks`](Self::counting_fallbacks)).
     #[must_use]
     pub fn classifier<C2>(self, classifier: C2) -> MetricsLayer<C2> {
         MetricsLayer {

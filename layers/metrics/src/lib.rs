@@ -9,7 +9,9 @@
 //!   `failure` (by the classifier), `rejected` (a `CircuitOpen`,
 //!   `Overloaded`, `QueueTimeout` or `Recovering` from an inner layer) or
 //!   `ignored` (the classifier's `Ignored`, or a client's request body
-//!   that broke or stalled: not the service's doing either way).
+//!   that broke or stalled: not the service's doing either way), or
+//!   `fallback` (a fallback below answered in place of a refusal or a
+//!   failure; see [`MetricsLayer::counting_fallbacks`]).
 //! - [`MetricsCollector`] is a `metrics::Recorder` that keeps each series
 //!   as a ring of time buckets over a bounded retention period, answers
 //!   window queries (count, sum, rate, mean, min, max, quantiles within

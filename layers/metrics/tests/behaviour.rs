@@ -667,3 +667,44 @@ fn many_threads_record_into_one_series_exactly() {
         "every increment undone"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fallbacks_answer_counts_as_fallback_only_when_counted() {
+    use tower_hardening_core::fallback;
+
+    let collector = MetricsCollector::builder().build().unwrap();
+    let count = |outcome: &str| {
+        collector
+            .query("hardening_requests_total")
+            .label("service", "prices")
+            .label("outcome", outcome)
+            .sum()
+    };
+    // An inner service whose answer a fallback marked (what
+    // `FallbackLayer` does), and one whose answer is its own.
+    let inner = service_fn(|fell_back: bool| async move {
+        tokio::task::yield_now().await;
+        if fell_back {
+            fallback::mark_answered();
+        }
+        Ok::<_, Boom>(())
+    });
+    let counting = metrics::with_local_recorder(&collector, || {
+        MetricsLayer::new("prices").counting_fallbacks()
+    });
+    let mut svc = counting.layer(inner);
+    for fell_back in [true, false, true] {
+        svc.ready().await.unwrap().call(fell_back).await.unwrap();
+    }
+    assert_eq!((count("fallback"), count("success")), (2.0, 1.0));
+
+    // Not counting: a fallback's answer is a success like any other, and
+    // a mark left by a fallback nobody watched leaks into nothing.
+    let plain = metrics::with_local_recorder(&collector, || MetricsLayer::new("prices"));
+    let mut svc = plain.layer(inner);
+    svc.ready().await.unwrap().call(true).await.unwrap();
+    assert_eq!((count("fallback"), count("success")), (2.0, 2.0));
+    let mut svc = counting.layer(inner);
+    svc.ready().await.unwrap().call(false).await.unwrap();
+    assert_eq!((count("fallback"), count("success")), (2.0, 3.0));
+}

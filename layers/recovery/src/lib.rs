@@ -26,6 +26,12 @@
 //!   layer (it makes its inner service rather than wrapping one): build it
 //!   with [`Recover::builder`] and put it innermost.
 //!
+//! - [`FallbackLayer`]: answers in place of a refusal (open breaker,
+//!   shedding, rate limit, queue timeout) or a failure that survived the
+//!   retries, from a closure or a service; which cases it answers is
+//!   [`FallbackOn`]; a fallback that fails surfaces the original error.
+//!   See [`fallback`].
+//!
 //! Every layer of the workspace classifies `Result<Res, BoxError>`: one
 //! classifier value (a closure, `HttpServerErrors`, `GrpcErrors`) serves
 //! retry, recover, the breaker and metrics alike. Metric handles are
@@ -104,10 +110,15 @@ mod recover;
 mod retry;
 
 pub mod error;
+pub mod fallback;
 
 pub use backoff::{Backoff, Jitter};
 pub use boxed::{BoxErrors, BoxErrorsFuture};
 pub use error::{ConfigError, Recovering, RecoveryFailed};
+pub use fallback::{
+    Answer, AnswerSource, CASE_NAMES, Cause, Fallback, FallbackCase, FallbackCounts, FallbackLayer,
+    FallbackOn, FallbackStats, FnAnswer, NoFallback, ServiceAnswer,
+};
 pub use recover::{
     Recover, RecoverBuilder, RecoverFuture, RecoverHandle, RecoverPair, RecoverState, RecoverStats,
 };

@@ -58,6 +58,13 @@ use crate::Outcome;
 /// assert_eq!(classifier.classify(&Ok(503)), Outcome::Failure);
 /// ```
 pub trait Classify<Res, E>: Clone + Send + Sync + 'static {
+    /// Whether a metrics layer classifying with this counts an answer
+    /// that a fallback below marked ([`fallback`](crate::fallback)) as
+    /// outcome `fallback`: only [`CountingFallbacks`](crate::fallback::CountingFallbacks)
+    /// says yes. A constant, so a metrics layer without a fallback below
+    /// pays nothing for it.
+    const COUNTS_FALLBACKS: bool = false;
+
     /// Classifies one finished call.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
 }
