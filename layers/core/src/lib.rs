@@ -69,8 +69,7 @@ pub use outcome::Outcome;
 pub use priority::{ParsePriorityError, Priority};
 pub use rejection::{
     CircuitOpen, NoHealthyEndpoint, Overloaded, PoolClosed, QueueTimeout, RateLimited, RatePolicy,
-    Recovering,
-    RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, rejection_of,
+    Recovering, RecoveryFailed, Rejection, RejectionKind, Unsatisfiable, rejection_of,
 };
 pub use trace::publish;
 
