@@ -789,3 +789,174 @@ async fn durations_near_the_maximum_never_panic() {
             .all(|e| e.state != EndpointState::Healthy)
     );
 }
+
+// ---- Review: ejection gauges and endpoints that left the list ----
+
+/// A recorder keeping every gauge's value as set (the debugging
+/// recorder's snapshot resets gauges as it reads them).
+#[derive(Clone)]
+struct Gauges(
+    Arc<metrics_util::registry::Registry<metrics::Key, metrics_util::registry::AtomicStorage>>,
+);
+
+impl Gauges {
+    fn new() -> Self {
+        Gauges(Arc::new(metrics_util::registry::Registry::atomic()))
+    }
+
+    /// The `hardening_upstream_endpoint_ejected` gauge of `endpoint`.
+    fn ejected(&self, endpoint: &str) -> f64 {
+        self.0
+            .get_gauge_handles()
+            .into_iter()
+            .find_map(|(key, gauge)| {
+                let labelled = key
+                    .labels()
+                    .any(|l| l.key() == "endpoint" && l.value() == endpoint);
+                (key.name() == tower_hardening_core::names::UPSTREAM_ENDPOINT_EJECTED && labelled)
+                    .then(|| f64::from_bits(gauge.load(Ordering::SeqCst)))
+            })
+            .unwrap_or_else(|| panic!("no ejected gauge for {endpoint}"))
+    }
+}
+
+impl metrics::Recorder for Gauges {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.0
+            .get_or_create_counter(key, |c| metrics::Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.0
+            .get_or_create_gauge(key, |g| metrics::Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.0
+            .get_or_create_histogram(key, |h| metrics::Histogram::from_arc(h.clone()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_an_ejected_endpoint_clears_its_ejected_gauge() {
+    let gauges = Gauges::new();
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .outlier(policy(1))
+        .recorder(Arc::new(gauges.clone()))
+        .clone_requests()
+        .build(URIS, move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    backends.set("a", Behaviour::Refuse);
+    for n in 0..30 {
+        upstream.clone().oneshot(n).await.unwrap();
+    }
+    assert!(matches!(state(&handle, "a"), EndpointState::Ejected { .. }));
+    assert_eq!(gauges.ejected("a"), 1.0);
+    assert!(handle.remove("a"));
+    assert_eq!(
+        gauges.ejected("a"),
+        0.0,
+        "an endpoint that left the upstream is not reported ejected forever"
+    );
+    // Replaced by `set_endpoints` while ejected: the same.
+    backends.set("b", Behaviour::Refuse);
+    for n in 0..30 {
+        upstream.clone().oneshot(n).await.unwrap();
+    }
+    assert!(matches!(state(&handle, "b"), EndpointState::Ejected { .. }));
+    handle.set_endpoints(["c"]).unwrap();
+    assert_eq!(gauges.ejected("b"), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_other_label_counts_every_ejected_endpoint_added_at_run_time() {
+    let gauges = Gauges::new();
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .outlier(policy(1))
+        .recorder(Arc::new(gauges.clone()))
+        .clone_requests()
+        .build(["a"], move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    handle.insert("x").unwrap();
+    backends.set("x", Behaviour::Refuse);
+    for n in 0..30 {
+        upstream.clone().oneshot(n).await.unwrap();
+    }
+    assert!(matches!(state(&handle, "x"), EndpointState::Ejected { .. }));
+    assert_eq!(gauges.ejected("other"), 1.0);
+    // Another endpoint under the same label starts in rotation: the one
+    // still ejected stays counted.
+    handle.insert("y").unwrap();
+    assert!(matches!(state(&handle, "x"), EndpointState::Ejected { .. }));
+    assert_eq!(gauges.ejected("other"), 1.0, "x is still ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_failure_of_a_removed_endpoint_ejects_nothing() {
+    let gauges = Gauges::new();
+    let events = EventSink::new(16);
+    let mut seen = events.subscribe();
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .outlier(policy(1))
+        .max_attempts(1)
+        .classify(HttpServerErrors::new())
+        .recorder(Arc::new(gauges.clone()))
+        .events(events)
+        .clone_requests()
+        .build(["a"], move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    backends.set("a", Behaviour::LateStatus(Duration::from_millis(100), 500));
+    let call = tokio::spawn(upstream.clone().oneshot(0));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    handle.set_endpoints(["b"]).unwrap();
+    // The attempt in flight finishes (with its own answer), not failed by
+    // the change.
+    assert_eq!(call.await.unwrap().unwrap().status(), 500);
+    assert!(
+        seen.try_recv().is_err(),
+        "no EndpointEjected for an endpoint that is no longer there"
+    );
+    assert_eq!(gauges.ejected("a"), 0.0);
+}
+
+#[test]
+fn a_grpc_pushback_too_large_for_any_integer_type_is_a_long_pushback() {
+    use tower_hardening_upstream::pushback::grpc_pushback;
+    use tower_hardening_upstream::{MAX_PUSHBACK, Pushback};
+    // Forty digits: a valid, non-negative number of milliseconds, as much
+    // as twenty are; `Retry-After` reads all-digit values this way too.
+    let value = http::HeaderValue::from_static("9999999999999999999999999999999999999999");
+    assert_eq!(grpc_pushback(&value), Pushback::RetryAfter(MAX_PUSHBACK));
+}
