@@ -978,3 +978,25 @@ async fn a_caller_giving_up_mid_hedge_on_a_half_open_breaker_returns_every_permi
     assert_eq!(stats.active_allocations, 0, "{stats:?}");
     handle.shutdown().await;
 }
+
+/// Two spellings of one endpoint (scheme and host are case-insensitive;
+/// an empty path is `/`) are one backend counted twice: its ejection,
+/// the ejection cap and the load spread all go wrong. Refused like an
+/// exact duplicate.
+#[test]
+fn one_endpoint_spelled_twice_is_refused() {
+    for endpoints in [
+        "[\"http://a:1\", \"HTTP://A:1\"]",
+        "[\"http://a:1\", \"http://a:1/\"]",
+    ] {
+        let err = SystemHardeningConfig::from_toml_str(&format!(
+            "[upstreams.m]\nendpoints = {endpoints}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.field(),
+            "upstreams.m.endpoints[1]",
+            "{endpoints}: {err}"
+        );
+    }
+}

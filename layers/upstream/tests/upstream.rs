@@ -960,3 +960,28 @@ fn a_grpc_pushback_too_large_for_any_integer_type_is_a_long_pushback() {
     let value = http::HeaderValue::from_static("9999999999999999999999999999999999999999");
     assert_eq!(grpc_pushback(&value), Pushback::RetryAfter(MAX_PUSHBACK));
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_endpoints_at_run_time_is_a_prompt_rejection_and_recovers() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(1)), 3)
+        .clone_requests()
+        .build(["a", "b"], move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    handle.set_endpoints(Vec::<&str>::new()).unwrap();
+    assert!(handle.all_out());
+    let started = Instant::now();
+    let err = upstream.clone().oneshot(0).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::ZERO, "no wait, no hang");
+    assert_eq!(
+        rejection_of(&*err).map(|r| r.kind),
+        Some(RejectionKind::NoHealthyEndpoint),
+        "{err}"
+    );
+    assert!(err.to_string().contains("model"), "{err}");
+    handle.insert("c").unwrap();
+    upstream.clone().oneshot(0).await.unwrap();
+    assert_eq!(backends.calls_to("c"), 1);
+}
