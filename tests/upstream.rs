@@ -1000,3 +1000,42 @@ fn one_endpoint_spelled_twice_is_refused() {
         );
     }
 }
+
+/// Every endpoint removed at run time: the upstream is unhealthy, and the
+/// reason says there is none (not that they are "out").
+#[tokio::test(start_paused = true)]
+async fn an_upstream_with_no_endpoint_left_is_unhealthy_saying_so() {
+    let config = SystemHardeningConfig::from_toml_str(
+        "health_check_interval = \"1s\"\n[services.api]\nreadiness = true\n\
+         [upstreams.api]\nendpoints = [\"http://a:1\"]\n",
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet())
+        .build()
+        .unwrap();
+    let upstream = hardening
+        .upstream("api", |_| {
+            tower::service_fn(|x: u32| async move { Ok::<u32, BoxError>(x) })
+        })
+        .unwrap();
+    let handle = hardening.start();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(handle.ready());
+    upstream
+        .endpoints()
+        .set_endpoints(Vec::<String>::new())
+        .unwrap();
+    let err = upstream.clone().oneshot(1).await.unwrap_err();
+    assert_eq!(
+        rejection_of(&*err).map(|r| r.kind),
+        Some(RejectionKind::NoHealthyEndpoint)
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let health = handle.service_health("api").unwrap();
+    assert_eq!(health.status, HealthState::Unhealthy, "{health:?}");
+    let reason = health.reason.clone().unwrap_or_default();
+    assert!(reason.contains("no endpoint"), "{reason:?}");
+    assert!(!handle.ready());
+    handle.shutdown().await;
+}
