@@ -218,7 +218,9 @@ impl<S> Shared<S> {
             .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            lock(&endpoint.record).returned(now);
+            // Back in rotation since its ejection ended, however much
+            // later that is noticed: the decay of its count runs from then.
+            lock(&endpoint.record).returned(self.clock.instant(until));
             endpoint.metrics.ejected.decrement(1.0);
             publish(self.events.as_ref(), || {
                 Event::new(

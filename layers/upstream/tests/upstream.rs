@@ -985,3 +985,43 @@ async fn no_endpoints_at_run_time_is_a_prompt_rejection_and_recovers() {
     upstream.clone().oneshot(0).await.unwrap();
     assert_eq!(backends.calls_to("c"), 1);
 }
+
+/// The ejection count decays for each base ejection time the endpoint is
+/// in rotation, counted from the end of its ejection: an upstream idle for
+/// an hour after the ejection ended (nobody noticed the return) does not
+/// keep the count, and the next ejection is the first one's length again.
+#[tokio::test(start_paused = true)]
+async fn the_ejection_count_decays_from_the_end_of_the_ejection_not_from_the_next_call() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let events = EventSink::new(16);
+    let mut seen = events.subscribe();
+    let upstream = Upstream::builder("model")
+        .outlier(policy(1))
+        .clone_requests()
+        .events(events)
+        .build(URIS, move |uri| b.endpoint(uri));
+    backends.set("a", Behaviour::Refuse);
+    while backends.calls_to("a") == 0 {
+        upstream.clone().oneshot(0).await.unwrap();
+    }
+    assert!(matches!(
+        seen.try_recv().unwrap().kind(),
+        EventKind::EndpointEjected { ejections: 1, .. }
+    ));
+    // Idle for an hour: no call, no look at the endpoints.
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    while backends.calls_to("a") == 1 {
+        upstream.clone().oneshot(0).await.unwrap();
+    }
+    let kinds: Vec<EventKind> = std::iter::from_fn(|| seen.try_recv().ok())
+        .map(|e| e.kind().clone())
+        .collect();
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            EventKind::EndpointEjected { ejections: 1, duration, .. } if *duration == Duration::from_secs(30)
+        )),
+        "{kinds:?}"
+    );
+}
