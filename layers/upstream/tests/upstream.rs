@@ -1025,3 +1025,26 @@ async fn the_ejection_count_decays_from_the_end_of_the_ejection_not_from_the_nex
         "{kinds:?}"
     );
 }
+
+/// An endpoint written with a base path (`http://10.0.0.2:7001/api`, which
+/// the configuration accepts): the path is dropped without a word, and
+/// every request goes to the server's root. It should be kept (joined
+/// before the request's path) or refused.
+#[tokio::test]
+#[ignore = "reproduces: SetEndpoint::new accepts an endpoint with a path and silently drops it"]
+async fn an_endpoint_with_a_base_path_keeps_it_or_is_refused() {
+    use tower_hardening_upstream::SetEndpoint;
+    let client = service_fn(|request: http::Request<()>| async move {
+        Ok::<_, std::convert::Infallible>(request.uri().to_string())
+    });
+    match SetEndpoint::new("http://10.0.0.2:7001/api", client) {
+        Err(_) => {}
+        Ok(endpoint) => {
+            let request = http::Request::get("/v1/models").body(()).unwrap();
+            assert_eq!(
+                endpoint.oneshot(request).await.unwrap(),
+                "http://10.0.0.2:7001/api/v1/models"
+            );
+        }
+    }
+}
