@@ -107,8 +107,10 @@ impl<S> UpstreamHandle<S> {
 
     /// Follows a tower [`Discover`] stream: each `Insert` adds (or
     /// replaces) an endpoint named by its key, each `Remove` removes one.
-    /// The future ends when the stream ends or fails; spawn it.
-    pub async fn follow<D>(self, discover: D)
+    /// The future ends when the stream ends (`Ok`) or fails (the stream's
+    /// error: the endpoints stay as they were, and nothing follows the
+    /// stream any more — log it, and follow a new one); spawn it.
+    pub async fn follow<D>(self, discover: D) -> Result<(), D::Error>
     where
         D: Discover<Service = S> + Unpin,
         D::Key: fmt::Display,
@@ -117,13 +119,13 @@ impl<S> UpstreamHandle<S> {
         while let Some(change) =
             std::future::poll_fn(|cx| std::pin::Pin::new(&mut discover).poll_discover(cx)).await
         {
-            match change {
-                Ok(Change::Insert(key, service)) => self.insert_service(key.to_string(), service),
-                Ok(Change::Remove(key)) => {
+            match change? {
+                Change::Insert(key, service) => self.insert_service(key.to_string(), service),
+                Change::Remove(key) => {
                     self.remove(&key.to_string());
                 }
-                Err(_) => return,
             }
         }
+        Ok(())
     }
 }

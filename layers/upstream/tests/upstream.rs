@@ -621,8 +621,32 @@ async fn endpoints_follow_a_discover_stream() {
     assert_eq!(backends.calls_to("b"), 1);
     assert_eq!(handle.endpoints().len(), 1);
     drop(tx);
-    follow.await.unwrap();
+    follow.await.unwrap().unwrap();
     assert!(handle.set_endpoints(["x"]).is_err(), "no endpoint maker");
+}
+
+/// A discovery stream that fails: the caller learns why (a `follow` that
+/// just stopped would leave the endpoints frozen without a word).
+#[tokio::test(start_paused = true)]
+async fn a_failing_discover_stream_ends_follow_with_its_error() {
+    let backends = Backends::default();
+    let upstream = Upstream::<(), u32>::builder("model")
+        .clone_requests()
+        .build_with_services([("a", backends.endpoint("a"))]);
+    let handle = upstream.handle();
+    let changes: Vec<Result<Change<String, _>, BoxError>> = vec![
+        Ok(Change::Insert("b".to_owned(), backends.endpoint("b"))),
+        Err("dns lookup failed".into()),
+        Ok(Change::Remove("a".to_owned())),
+    ];
+    let result = handle
+        .clone()
+        .follow(Box::pin(futures_util::stream::iter(changes)))
+        .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.to_string(), "dns lookup failed");
+    let uris: Vec<_> = handle.endpoints().into_iter().map(|e| e.uri).collect();
+    assert_eq!(uris, vec![Arc::from("a"), Arc::from("b")]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1047,4 +1071,32 @@ async fn an_endpoint_with_a_base_path_keeps_it_or_is_refused() {
             );
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_replaced_while_hedges_are_in_flight_fail_nothing() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(20)), 2)
+        .clone_requests()
+        .build(["a", "b", "c"], move |uri| b.endpoint(uri));
+    let handle = upstream.handle();
+    for uri in ["a", "b", "c"] {
+        backends.set(uri, Behaviour::Slow(Duration::from_millis(100)));
+    }
+    let mut calls = Vec::new();
+    for n in 0..10 {
+        calls.push(tokio::spawn(upstream.clone().oneshot(n)));
+    }
+    // Both hedges of every call are out.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(backends.total(), 30);
+    handle.set_endpoints(["d"]).unwrap();
+    assert!(!handle.remove("a"));
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    upstream.clone().oneshot(0).await.unwrap();
+    assert_eq!(backends.calls_to("d"), 1);
 }
