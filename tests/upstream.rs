@@ -877,7 +877,6 @@ async fn an_upstream_of_requests_without_a_copy_spawns_and_sends_each_once() {
 /// handle adds an endpoint the configuration never saw: a run-time URI
 /// with no scheme, or garbage, must be a clear error.
 #[tokio::test]
-#[ignore = "reproduces: UpstreamHandle::insert / set_endpoints call make_endpoint with an unchecked URI; the documented SetEndpoint::new(..).expect(..) panics on a bad one"]
 async fn inserting_a_bad_uri_at_run_time_is_an_error_not_a_panic() {
     let config = SystemHardeningConfig::from_toml_str(
         "[upstreams.api]\nendpoints = [\"http://127.0.0.1:1\"]",
@@ -904,6 +903,15 @@ async fn inserting_a_bad_uri_at_run_time_is_an_error_not_a_panic() {
         );
     }
     assert_eq!(handle.endpoints().len(), 1);
+    // One bad URI among good ones: nothing changes.
+    let err = handle
+        .set_endpoints(["http://127.0.0.1:2", "garbage"])
+        .unwrap_err();
+    assert!(err.to_string().contains("\"garbage\""), "{err}");
+    let uris: Vec<_> = handle.endpoints().into_iter().map(|e| e.uri).collect();
+    assert_eq!(uris, vec![Arc::from("http://127.0.0.1:1")]);
+    handle.insert("http://127.0.0.1:3").unwrap();
+    assert_eq!(handle.endpoints().len(), 2);
 }
 
 /// A half-open breaker over a hedging upstream: the caller gives up while

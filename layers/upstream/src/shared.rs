@@ -44,6 +44,8 @@ pub(crate) struct Shared<S> {
     pub(crate) hedges_total: metrics::Counter,
     default_rtt: Duration,
     decay: Duration,
+    /// Whether endpoints added at run time must be URIs.
+    pub(crate) require_uris: bool,
 }
 
 impl<S> std::fmt::Debug for Shared<S> {
@@ -74,6 +76,7 @@ pub(crate) struct SharedParts<S> {
     pub(crate) budget: TpsBudget,
     pub(crate) default_rtt: Duration,
     pub(crate) decay: Duration,
+    pub(crate) require_uris: bool,
 }
 
 impl<S> Shared<S> {
@@ -98,6 +101,7 @@ impl<S> Shared<S> {
             hedges_total,
             default_rtt: parts.default_rtt,
             decay: parts.decay,
+            require_uris: parts.require_uris,
         };
         shared.set(endpoints);
         shared
