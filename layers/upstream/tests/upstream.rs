@@ -1100,3 +1100,20 @@ async fn endpoints_replaced_while_hedges_are_in_flight_fail_nothing() {
     upstream.clone().oneshot(0).await.unwrap();
     assert_eq!(backends.calls_to("d"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_max_hedges_stops_at_the_endpoints_there_are() {
+    let backends = Backends::default();
+    let b = backends.clone();
+    let upstream = Upstream::builder("model")
+        .hedge(HedgeDelay::Fixed(Duration::from_millis(1)), u32::MAX)
+        .clone_requests()
+        .build(URIS, move |uri| b.endpoint(uri));
+    for uri in URIS {
+        backends.set(uri, Behaviour::Slow(Duration::from_millis(100)));
+    }
+    let started = Instant::now();
+    upstream.clone().oneshot(0).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    assert_eq!(backends.total(), 3, "one attempt per endpoint, no more");
+}
