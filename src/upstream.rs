@@ -293,7 +293,11 @@ mod hardened {
                 .into());
             }
             let parts = crate::hardening::parts(&self.shared, name)?;
+            // Endpoints added at run time are checked as the
+            // configuration's are: a bad one is an error, never a panic of
+            // an endpoint function that trusts the configuration.
             let mut builder = Upstream::builder(name)
+                .require_uris()
                 .outlier(config.outlier_policy())
                 .max_attempts(if config.retry.enabled {
                     config.retry.max_attempts

@@ -869,3 +869,181 @@ async fn an_upstream_of_requests_without_a_copy_spawns_and_sends_each_once() {
     assert_eq!(err.to_string(), "refused 1");
     assert_eq!(calls.load(Ordering::Relaxed), 1, "no copy: sent once");
 }
+
+// ---- Review: run-time endpoints and cancellation under the facade ----
+
+/// The documented way to make an HTTP endpoint (`SetEndpoint::new(uri,
+/// client).expect("validated by the configuration")`) panics when the
+/// handle adds an endpoint the configuration never saw: a run-time URI
+/// with no scheme, or garbage, must be a clear error.
+#[tokio::test]
+async fn inserting_a_bad_uri_at_run_time_is_an_error_not_a_panic() {
+    let config = SystemHardeningConfig::from_toml_str(
+        "[upstreams.api]\nendpoints = [\"http://127.0.0.1:1\"]",
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet())
+        .build()
+        .unwrap();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let upstream = hardening
+        .http_upstream::<Full<Bytes>, _>("api", move |uri| {
+            SetEndpoint::new(uri, client.clone()).expect("validated by the configuration")
+        })
+        .unwrap();
+    let handle = upstream.endpoints().clone();
+    for bad in ["not a uri", "/path-only", ""] {
+        let handle = handle.clone();
+        let inserted =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || handle.insert(bad)));
+        assert!(
+            matches!(inserted, Ok(Err(_))),
+            "{bad:?}: an error, not a panic nor an endpoint"
+        );
+    }
+    assert_eq!(handle.endpoints().len(), 1);
+    // One bad URI among good ones: nothing changes.
+    let err = handle
+        .set_endpoints(["http://127.0.0.1:2", "garbage"])
+        .unwrap_err();
+    assert!(err.to_string().contains("\"garbage\""), "{err}");
+    let uris: Vec<_> = handle.endpoints().into_iter().map(|e| e.uri).collect();
+    assert_eq!(uris, vec![Arc::from("http://127.0.0.1:1")]);
+    handle.insert("http://127.0.0.1:3").unwrap();
+    assert_eq!(handle.endpoints().len(), 2);
+}
+
+/// A half-open breaker over a hedging upstream: the caller gives up while
+/// the attempt and its hedge are both in flight. One probe permit was
+/// taken and comes back; admission and the in-flight gauge return to 0.
+#[tokio::test(start_paused = true)]
+async fn a_caller_giving_up_mid_hedge_on_a_half_open_breaker_returns_every_permit() {
+    let config = SystemHardeningConfig::from_toml_str(
+        "[services.api]\n[services.api.breaker]\nhalf_open_permits = 1\n\
+         [services.api.limit]\nmax_concurrency = 4\n\
+         [upstreams.api]\nendpoints = [\"http://a:1\", \"http://b:1\", \"http://c:1\"]\n\
+         [upstreams.api.hedge]\ndelay = \"10ms\"\nmax_hedges = 2\n",
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet())
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counted = started.clone();
+    let upstream = hardening
+        .upstream("api", move |_| {
+            let counted = counted.clone();
+            tower::service_fn(move |x: u32| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok::<u32, BoxError>(x)
+                }
+            })
+        })
+        .unwrap();
+    let handle = hardening.start();
+    let breaker = upstream.breaker();
+    breaker.half_open();
+    let call = tokio::spawn(upstream.clone().oneshot(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        started.load(Ordering::Relaxed),
+        3,
+        "the attempt and two hedges"
+    );
+    assert_eq!(
+        breaker.snapshot().probes_in_flight,
+        1,
+        "one probe, not three"
+    );
+    call.abort();
+    let _ = call.await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        breaker.snapshot().probes_in_flight,
+        0,
+        "the probe permit is back"
+    );
+    let response = handle
+        .endpoints()
+        .oneshot(http::Request::get("/metrics").body(()).unwrap())
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let in_flight = text
+        .lines()
+        .find(|l| l.starts_with("hardening_requests_in_flight{") && l.contains("service=\"api\""))
+        .unwrap_or_else(|| panic!("no in-flight gauge in {text}"));
+    assert!(in_flight.ends_with(" 0"), "{in_flight}");
+    let stats = handle.resource_stats();
+    assert_eq!(stats.active_allocations, 0, "{stats:?}");
+    handle.shutdown().await;
+}
+
+/// Two spellings of one endpoint (scheme and host are case-insensitive;
+/// an empty path is `/`) are one backend counted twice: its ejection,
+/// the ejection cap and the load spread all go wrong. Refused like an
+/// exact duplicate.
+#[test]
+fn one_endpoint_spelled_twice_is_refused() {
+    for endpoints in [
+        "[\"http://a:1\", \"HTTP://A:1\"]",
+        "[\"http://a:1\", \"http://a:1/\"]",
+    ] {
+        let err = SystemHardeningConfig::from_toml_str(&format!(
+            "[upstreams.m]\nendpoints = {endpoints}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.field(),
+            "upstreams.m.endpoints[1]",
+            "{endpoints}: {err}"
+        );
+    }
+}
+
+/// Every endpoint removed at run time: the upstream is unhealthy, and the
+/// reason says there is none (not that they are "out").
+#[tokio::test(start_paused = true)]
+async fn an_upstream_with_no_endpoint_left_is_unhealthy_saying_so() {
+    let config = SystemHardeningConfig::from_toml_str(
+        "health_check_interval = \"1s\"\n[services.api]\nreadiness = true\n\
+         [upstreams.api]\nendpoints = [\"http://a:1\"]\n",
+    )
+    .unwrap();
+    let hardening = SystemHardening::builder(config)
+        .readings(quiet())
+        .build()
+        .unwrap();
+    let upstream = hardening
+        .upstream("api", |_| {
+            tower::service_fn(|x: u32| async move { Ok::<u32, BoxError>(x) })
+        })
+        .unwrap();
+    let handle = hardening.start();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(handle.ready());
+    upstream
+        .endpoints()
+        .set_endpoints(Vec::<String>::new())
+        .unwrap();
+    let err = upstream.clone().oneshot(1).await.unwrap_err();
+    assert_eq!(
+        rejection_of(&*err).map(|r| r.kind),
+        Some(RejectionKind::NoHealthyEndpoint)
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let health = handle.service_health("api").unwrap();
+    assert_eq!(health.status, HealthState::Unhealthy, "{health:?}");
+    let reason = health.reason.clone().unwrap_or_default();
+    assert!(reason.contains("no endpoint"), "{reason:?}");
+    assert!(!handle.ready());
+    handle.shutdown().await;
+}

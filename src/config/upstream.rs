@@ -228,11 +228,12 @@ impl UpstreamConfig {
                 "at least one endpoint URI, such as \"http://127.0.0.1:7001\"",
             ));
         }
+        let mut seen: Vec<http::Uri> = Vec::with_capacity(self.endpoints.len());
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             let field = format!("{prefix}.endpoints[{index}]");
             let uri: Result<http::Uri, _> = endpoint.parse();
-            match uri {
-                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => {}
+            let uri = match uri {
+                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => uri,
                 _ => {
                     return Err(ConfigError::invalid(
                         field,
@@ -240,8 +241,18 @@ impl UpstreamConfig {
                         "a URI with a scheme and an authority, such as \"http://127.0.0.1:7001\"",
                     ));
                 }
-            }
-            if self.endpoints[..index].contains(endpoint) {
+            };
+            // One endpoint however it is spelled: scheme and host compare
+            // without case, and an empty path is `/`.
+            let same = |other: &http::Uri| {
+                other.scheme() == uri.scheme()
+                    && other.authority() == uri.authority()
+                    && other.path() == uri.path()
+                    && other.query() == uri.query()
+            };
+            let twice = seen.iter().any(same);
+            seen.push(uri);
+            if twice {
                 return Err(ConfigError::invalid(
                     field,
                     format_args!("{endpoint:?}"),

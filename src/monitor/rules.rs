@@ -79,7 +79,10 @@ impl Monitor {
                 let endpoints = view.endpoints();
                 let out = endpoints.iter().filter(|e| e.is_out()).count();
                 let ejected = endpoints.iter().filter(|e| e.state == "ejected").count();
-                if out == endpoints.len() {
+                if endpoints.is_empty() {
+                    status = HealthState::Unhealthy;
+                    why.push("no endpoint (every one was removed)".to_owned());
+                } else if out == endpoints.len() {
                     status = HealthState::Unhealthy;
                     why.push("every endpoint is out (ejected or pushing back)".to_owned());
                 } else if ejected > 0 {

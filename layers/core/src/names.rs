@@ -38,7 +38,7 @@
 //! | [`MONITOR_LAST_TICK_SECONDS`] | gauge | seconds since the Unix epoch | | monitor |
 //! | [`UPSTREAM_ATTEMPTS_TOTAL`] | counter | attempts | `service`, `endpoint` (a configured endpoint, or `other`), `outcome` (`success`, `failure`, `ignored`) | upstream |
 //! | [`UPSTREAM_HEDGES_TOTAL`] | counter | hedged attempts | `service` | upstream |
-//! | [`UPSTREAM_ENDPOINT_EJECTED`] | gauge | 1 ejected, 0 in rotation | `service`, `endpoint` | upstream |
+//! | [`UPSTREAM_ENDPOINT_EJECTED`] | gauge | endpoints ejected under the label (1 or 0 for a configured endpoint) | `service`, `endpoint` | upstream |
 //! | [`METRICS_DROPPED_SERIES_TOTAL`] | counter | series | | `/metrics` |
 //!
 //! [`DESCRIPTIONS`] holds each name's kind, unit and help text, which
@@ -444,7 +444,7 @@ pub const DESCRIPTIONS: &[Description] = {
             UPSTREAM_ENDPOINT_EJECTED,
             Gauge,
             "",
-            "1 while an upstream's endpoint is ejected, 0 while it is in rotation.",
+            "Endpoints of an upstream ejected now, under their label: 1 or 0 for a configured endpoint, how many for `other`.",
         ),
         describe(
             METRICS_DROPPED_SERIES_TOTAL,

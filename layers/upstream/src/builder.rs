@@ -46,6 +46,7 @@ pub struct UpstreamBuilder<Req, C = ErrorsAsFailures, P = NoPushback> {
     recorder: Option<Arc<dyn metrics::Recorder + Send + Sync>>,
     default_rtt: Duration,
     decay: Duration,
+    require_uris: bool,
 }
 
 impl<Req, C: fmt::Debug, P: fmt::Debug> fmt::Debug for UpstreamBuilder<Req, C, P> {
@@ -80,6 +81,7 @@ impl<Req> UpstreamBuilder<Req> {
             recorder: None,
             default_rtt: Duration::from_millis(30),
             decay: Duration::from_secs(10),
+            require_uris: false,
         }
     }
 }
@@ -194,6 +196,7 @@ impl<Req, C, P> UpstreamBuilder<Req, C, P> {
             recorder: self.recorder,
             default_rtt: self.default_rtt,
             decay: self.decay,
+            require_uris: self.require_uris,
         }
     }
 
@@ -215,7 +218,20 @@ impl<Req, C, P> UpstreamBuilder<Req, C, P> {
             recorder: self.recorder,
             default_rtt: self.default_rtt,
             decay: self.decay,
+            require_uris: self.require_uris,
         }
+    }
+
+    /// Endpoints the handle adds at run time
+    /// ([`set_endpoints`](crate::UpstreamHandle::set_endpoints),
+    /// [`insert`](crate::UpstreamHandle::insert)) must be URIs with a
+    /// scheme and an authority (`http://10.0.0.2:7001`): any other is
+    /// refused with [`InvalidEndpoint`](crate::InvalidEndpoint) before the
+    /// endpoint function sees it. Off by default (an endpoint's name may
+    /// be any key).
+    pub fn require_uris(mut self) -> Self {
+        self.require_uris = true;
+        self
     }
 
     /// The classifier set by [`classify`](Self::classify), for layers
@@ -285,6 +301,7 @@ impl<Req, C, P> UpstreamBuilder<Req, C, P> {
             ),
             default_rtt: self.default_rtt,
             decay: self.decay,
+            require_uris: self.require_uris,
         };
         let shared = Arc::new(Shared::new(parts, endpoints));
         let rules = Arc::new(Rules {

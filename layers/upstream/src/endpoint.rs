@@ -2,7 +2,7 @@
 //! `PeakEwma`), its outlier record, and when it is out of rotation.
 
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -65,6 +65,9 @@ pub(crate) struct Endpoint<S> {
     pub(crate) ejected_until: AtomicU64,
     /// Until when it asked to be left alone (pushback); 0 none.
     pub(crate) pushback_until: AtomicU64,
+    /// Whether it left the upstream's list: its attempts still in flight
+    /// finish, and their outcomes eject nothing.
+    pub(crate) removed: AtomicBool,
     pub(crate) metrics: EndpointMetrics,
 }
 
@@ -88,6 +91,7 @@ impl<S> Endpoint<S> {
             record: Mutex::new(Record::new()),
             ejected_until: AtomicU64::new(0),
             pushback_until: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
             metrics,
         }
     }

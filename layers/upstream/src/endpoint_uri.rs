@@ -52,6 +52,23 @@ impl<S> SetEndpoint<S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidEndpoint(String);
 
+impl InvalidEndpoint {
+    /// The URI as it was given.
+    pub fn uri(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `uri` has a scheme and an authority (`http://10.0.0.2:7001`),
+/// as [`UpstreamBuilder::require_uris`](crate::UpstreamBuilder::require_uris)
+/// requires of endpoints added at run time.
+pub(crate) fn check_uri(uri: &str) -> Result<(), InvalidEndpoint> {
+    match uri.parse::<http::Uri>() {
+        Ok(parsed) if parsed.scheme().is_some() && parsed.authority().is_some() => Ok(()),
+        _ => Err(InvalidEndpoint(uri.to_owned())),
+    }
+}
+
 impl std::fmt::Display for InvalidEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

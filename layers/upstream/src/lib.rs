@@ -95,7 +95,7 @@ mod snapshot;
 
 pub use builder::{HedgeDelay, UpstreamBuilder};
 pub use endpoint_uri::{InvalidEndpoint, SetEndpoint};
-pub use handle::{NoEndpointMaker, UpstreamHandle};
+pub use handle::{EndpointChangeError, NoEndpointMaker, UpstreamHandle};
 pub use outlier::{EjectionReason, OutlierPolicy};
 pub use pushback::{HttpPushback, MAX_PUSHBACK, NoPushback, Pushback, ReadPushback};
 pub use service::Upstream;

@@ -103,17 +103,13 @@ pub fn pushback_of(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> 
 /// A `grpc-retry-pushback-ms` value: milliseconds to wait, or (negative,
 /// malformed) do not retry, as gRPC's retry design says.
 pub fn grpc_pushback(value: &HeaderValue) -> Pushback {
-    let parsed = value
-        .to_str()
-        .ok()
-        .and_then(|text| text.trim().parse::<i128>().ok());
-    match parsed {
-        Some(millis) if millis >= 0 => {
-            let millis = u64::try_from(millis).unwrap_or(u64::MAX);
-            Pushback::RetryAfter(Duration::from_millis(millis).min(MAX_PUSHBACK))
-        }
-        _ => Pushback::DoNotRetry,
+    let text = value.to_str().map(str::trim).unwrap_or("");
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits: a number too large for u64 is still "very long".
+        let millis = text.parse::<u64>().unwrap_or(u64::MAX);
+        return Pushback::RetryAfter(Duration::from_millis(millis).min(MAX_PUSHBACK));
     }
+    Pushback::DoNotRetry
 }
 
 /// A `Retry-After` value: delay-seconds or an HTTP date (after `now`),

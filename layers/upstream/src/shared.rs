@@ -44,6 +44,8 @@ pub(crate) struct Shared<S> {
     pub(crate) hedges_total: metrics::Counter,
     default_rtt: Duration,
     decay: Duration,
+    /// Whether endpoints added at run time must be URIs.
+    pub(crate) require_uris: bool,
 }
 
 impl<S> std::fmt::Debug for Shared<S> {
@@ -74,6 +76,7 @@ pub(crate) struct SharedParts<S> {
     pub(crate) budget: TpsBudget,
     pub(crate) default_rtt: Duration,
     pub(crate) decay: Duration,
+    pub(crate) require_uris: bool,
 }
 
 impl<S> Shared<S> {
@@ -98,6 +101,7 @@ impl<S> Shared<S> {
             hedges_total,
             default_rtt: parts.default_rtt,
             decay: parts.decay,
+            require_uris: parts.require_uris,
         };
         shared.set(endpoints);
         shared
@@ -130,7 +134,9 @@ impl<S> Shared<S> {
                 ),
             }
         });
-        metrics.ejected.set(0.0);
+        // Shown from the start, at its current count: the gauge counts
+        // the ejected endpoints under its label (several under `other`).
+        metrics.ejected.increment(0.0);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Arc::new(Endpoint::new(
             id,
@@ -158,6 +164,12 @@ impl<S> Shared<S> {
                 None => next.push(self.endpoint(uri, service)),
             }
         }
+        for gone in current
+            .iter()
+            .filter(|e| !next.iter().any(|n| n.id == e.id))
+        {
+            gone_from_list(gone);
+        }
         self.endpoints.store(Arc::new(next));
     }
 
@@ -166,8 +178,14 @@ impl<S> Shared<S> {
     pub(crate) fn insert(&self, uri: Arc<str>, service: S) {
         let _changes = lock(&self.changes);
         let current = self.endpoints.load_full();
-        let mut next: Vec<Arc<Endpoint<S>>> =
-            current.iter().filter(|e| e.uri != uri).cloned().collect();
+        let mut next: Vec<Arc<Endpoint<S>>> = Vec::with_capacity(current.len() + 1);
+        for endpoint in current.iter() {
+            if endpoint.uri == uri {
+                gone_from_list(endpoint);
+            } else {
+                next.push(endpoint.clone());
+            }
+        }
         next.push(self.endpoint(uri, service));
         self.endpoints.store(Arc::new(next));
     }
@@ -176,8 +194,14 @@ impl<S> Shared<S> {
     pub(crate) fn remove(&self, uri: &str) -> bool {
         let _changes = lock(&self.changes);
         let current = self.endpoints.load_full();
-        let next: Vec<Arc<Endpoint<S>>> =
-            current.iter().filter(|e| &*e.uri != uri).cloned().collect();
+        let mut next: Vec<Arc<Endpoint<S>>> = Vec::with_capacity(current.len());
+        for endpoint in current.iter() {
+            if &*endpoint.uri == uri {
+                gone_from_list(endpoint);
+            } else {
+                next.push(endpoint.clone());
+            }
+        }
         let removed = next.len() != current.len();
         self.endpoints.store(Arc::new(next));
         removed
@@ -198,8 +222,10 @@ impl<S> Shared<S> {
             .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            lock(&endpoint.record).returned(now);
-            endpoint.metrics.ejected.set(0.0);
+            // Back in rotation since its ejection ended, however much
+            // later that is noticed: the decay of its count runs from then.
+            lock(&endpoint.record).returned(self.clock.instant(until));
+            endpoint.metrics.ejected.decrement(1.0);
             publish(self.events.as_ref(), || {
                 Event::new(
                     self.name.clone(),
@@ -290,6 +316,11 @@ impl<S> Shared<S> {
 
     fn eject(&self, endpoint: &Endpoint<S>, reason: EjectionReason) {
         let _changes = lock(&self.changes);
+        if endpoint.removed.load(Ordering::Acquire) {
+            // Left the list (an attempt sent before it did failed late):
+            // nothing to take out of rotation.
+            return;
+        }
         let now = Instant::now();
         if !self.in_rotation(endpoint, now) {
             // Already out (failures of attempts sent before it was ejected,
@@ -310,7 +341,7 @@ impl<S> Shared<S> {
         endpoint
             .ejected_until
             .store(self.clock.stamp(later(now, duration)), Ordering::Release);
-        endpoint.metrics.ejected.set(1.0);
+        endpoint.metrics.ejected.increment(1.0);
         publish(self.events.as_ref(), || {
             Event::new(
                 self.name.clone(),
@@ -371,6 +402,18 @@ impl<S> Shared<S> {
             .load()
             .iter()
             .all(|e| !self.in_rotation(e, now) || self.pushed_back(e, now))
+    }
+}
+
+/// `endpoint` left the list (the `changes` lock held): late outcomes of
+/// its attempts in flight eject nothing, and it no longer counts as
+/// ejected.
+fn gone_from_list<S>(endpoint: &Endpoint<S>) {
+    endpoint.removed.store(true, Ordering::Release);
+    // A return noticed at the same moment wins or loses this swap: the
+    // gauge goes down once.
+    if endpoint.ejected_until.swap(0, Ordering::AcqRel) != 0 {
+        endpoint.metrics.ejected.decrement(1.0);
     }
 }
 
