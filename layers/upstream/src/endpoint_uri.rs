@@ -8,7 +8,9 @@ use http::uri::{Authority, Scheme};
 use tower_service::Service;
 
 /// Sets each request's scheme and authority to an endpoint's, keeping its
-/// path and query, and calls `inner` (a hyper-util `Client`, say).
+/// path and query (after the endpoint's own base path, if it has one:
+/// `http://host:7001/api` sends `/v1/models` to `/api/v1/models`), and
+/// calls `inner` (a hyper-util `Client`, say).
 ///
 /// ```
 /// use tower::{ServiceExt, service_fn};
@@ -29,6 +31,10 @@ use tower_service::Service;
 pub struct SetEndpoint<S> {
     scheme: Scheme,
     authority: Authority,
+    /// The endpoint's base path without its trailing `/` (`/api` for
+    /// `http://host:7001/api/`), put before each request's path; empty
+    /// for none.
+    base: String,
     inner: S,
 }
 
@@ -40,9 +46,15 @@ impl<S> SetEndpoint<S> {
             .parse::<http::Uri>()
             .map_err(|_| invalid())?
             .into_parts();
+        let base = parts
+            .path_and_query
+            .as_ref()
+            .map_or("", |base| base.path().trim_end_matches('/'))
+            .to_owned();
         Ok(SetEndpoint {
             scheme: parts.scheme.unwrap_or(Scheme::HTTP),
             authority: parts.authority.ok_or_else(invalid)?,
+            base,
             inner,
         })
     }
@@ -99,6 +111,14 @@ where
         parts.authority = Some(self.authority.clone());
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        // An endpoint with a base path (`http://host:7001/api`) gets it
+        // before the request's path: `/v1/models` goes to `/api/v1/models`.
+        if !self.base.is_empty()
+            && let Some(path) = &parts.path_and_query
+            && let Ok(joined) = format!("{}{}", self.base, path).parse()
+        {
+            parts.path_and_query = Some(joined);
         }
         // Scheme, authority and path are all set: the parts make a URI.
         if let Ok(uri) = http::Uri::from_parts(parts) {

@@ -1055,7 +1055,6 @@ async fn the_ejection_count_decays_from_the_end_of_the_ejection_not_from_the_nex
 /// every request goes to the server's root. It should be kept (joined
 /// before the request's path) or refused.
 #[tokio::test]
-#[ignore = "reproduces: SetEndpoint::new accepts an endpoint with a path and silently drops it"]
 async fn an_endpoint_with_a_base_path_keeps_it_or_is_refused() {
     use tower_hardening_upstream::SetEndpoint;
     let client = service_fn(|request: http::Request<()>| async move {
