@@ -27,6 +27,10 @@ pin_project! {
         #[pin]
         state: State<F, A::Future, Res>,
         shared: Option<Arc<Shared<A, C>>>,
+        // Whether the source ever answers: then a metrics layer above
+        // watches for the mark, and a mark made below (a fallback the
+        // inner service called through) must stop here.
+        watch: bool,
     }
 }
 
@@ -47,10 +51,11 @@ impl<F, A: Answer<Res>, C, Res> fmt::Debug for FallbackFuture<F, A, C, Res> {
 }
 
 impl<F, A: Answer<Res>, C, Res> FallbackFuture<F, A, C, Res> {
-    pub(crate) fn new(future: F, shared: Option<Arc<Shared<A, C>>>) -> Self {
+    pub(crate) fn new(future: F, shared: Option<Arc<Shared<A, C>>>, watch: bool) -> Self {
         FallbackFuture {
             state: State::Inner { future },
             shared,
+            watch,
         }
     }
 }
@@ -81,7 +86,14 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    // The inner result is not this fallback's answer,
+                    // whatever a fallback below it marked in this poll.
+                    let polled = if *this.watch {
+                        fallback::watch(|| future.poll(cx)).0
+                    } else {
+                        future.poll(cx)
+                    };
+                    let result = ready!(polled).map_err(Into::into);
                     let Some(shared) = this.shared.as_ref() else {
                         return Poll::Ready(result.map(A::pass));
                     };
