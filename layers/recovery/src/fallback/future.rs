@@ -27,10 +27,6 @@ pin_project! {
         #[pin]
         state: State<F, A::Future, Res>,
         shared: Option<Arc<Shared<A, C>>>,
-        // Whether the source ever answers: then a metrics layer above
-        // watches for the mark, and a mark made below (a fallback the
-        // inner service called through) must stop here.
-        watch: bool,
     }
 }
 
@@ -51,11 +47,10 @@ impl<F, A: Answer<Res>, C, Res> fmt::Debug for FallbackFuture<F, A, C, Res> {
 }
 
 impl<F, A: Answer<Res>, C, Res> FallbackFuture<F, A, C, Res> {
-    pub(crate) fn new(future: F, shared: Option<Arc<Shared<A, C>>>, watch: bool) -> Self {
+    pub(crate) fn new(future: F, shared: Option<Arc<Shared<A, C>>>) -> Self {
         FallbackFuture {
             state: State::Inner { future },
             shared,
-            watch,
         }
     }
 }
@@ -87,8 +82,11 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     // The inner result is not this fallback's answer,
-                    // whatever a fallback below it marked in this poll.
-                    let polled = if *this.watch {
+                    // whatever a fallback below it (one the inner service
+                    // called through) marked in this poll: a metrics
+                    // layer above watches for the mark when the source
+                    // answers.
+                    let polled = if A::ANSWERS {
                         fallback::watch(|| future.poll(cx)).0
                     } else {
                         future.poll(cx)

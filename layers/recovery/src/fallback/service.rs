@@ -66,10 +66,6 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = (self.shared.answer.answers() && !self.shared.on.is_empty())
             .then(|| self.shared.clone());
-        FallbackFuture::new(
-            self.inner.call(request),
-            shared,
-            self.shared.answer.answers(),
-        )
+        FallbackFuture::new(self.inner.call(request), shared)
     }
 }
