@@ -103,3 +103,44 @@ fn trusting_every_address_is_refused_at_load() {
         assert!(err.to_string().contains(everyone), "{err}");
     }
 }
+
+/// `validate` names the per-priority fields as they are written, for
+/// what the parser refuses and for what only `build` refuses (a burst
+/// the rate takes more than ten years to refill).
+#[test]
+fn per_priority_settings_are_refused_by_their_own_names() {
+    let cases = [
+        ("low", r#"rate = "0/s""#, "rate"),
+        ("high", r#"rate = "1/h"
+            burst = 4294967295"#, "burst"),
+        ("critical", r#"rate = "10/s"
+            burst = 0"#, "burst"),
+    ];
+    for (priority, section, field) in cases {
+        let err = SystemHardeningConfig::from_toml_str(&format!(
+            r#"
+            [services.api.rate_limit]
+            rate = "100/s"
+            [services.api.rate_limit.priorities.{priority}]
+            {section}
+            "#
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.field(),
+            format!("services.api.rate_limit.priorities.{priority}.{field}"),
+            "{err}"
+        );
+    }
+    for (rate, burst) in [("1e9/s", "1"), ("100/ms", "1"), ("1/d", "1"), ("1/h", "4294967295")] {
+        let err = SystemHardeningConfig::from_toml_str(&format!(
+            r#"
+            [services.api.rate_limit]
+            rate = "{rate}"
+            burst = {burst}
+            "#
+        ))
+        .unwrap_err();
+        assert!(err.field().starts_with("services.api.rate_limit."), "{err}");
+    }
+}
