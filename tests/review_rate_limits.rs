@@ -111,10 +111,18 @@ fn trusting_every_address_is_refused_at_load() {
 fn per_priority_settings_are_refused_by_their_own_names() {
     let cases = [
         ("low", r#"rate = "0/s""#, "rate"),
-        ("high", r#"rate = "1/h"
-            burst = 4294967295"#, "burst"),
-        ("critical", r#"rate = "10/s"
-            burst = 0"#, "burst"),
+        (
+            "high",
+            r#"rate = "1/h"
+            burst = 4294967295"#,
+            "burst",
+        ),
+        (
+            "critical",
+            r#"rate = "10/s"
+            burst = 0"#,
+            "burst",
+        ),
     ];
     for (priority, section, field) in cases {
         let err = SystemHardeningConfig::from_toml_str(&format!(
@@ -132,7 +140,12 @@ fn per_priority_settings_are_refused_by_their_own_names() {
             "{err}"
         );
     }
-    for (rate, burst) in [("1e9/s", "1"), ("100/ms", "1"), ("1/d", "1"), ("1/h", "4294967295")] {
+    for (rate, burst) in [
+        ("1e9/s", "1"),
+        ("100/ms", "1"),
+        ("1/d", "1"),
+        ("1/h", "4294967295"),
+    ] {
         let err = SystemHardeningConfig::from_toml_str(&format!(
             r#"
             [services.api.rate_limit]
