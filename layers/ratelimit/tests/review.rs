@@ -94,7 +94,7 @@ fn trusting_every_address_is_refused() {
 /// spends the one overflow bucket every new client shares: a legitimate
 /// client arriving then is refused on its first request.
 #[tokio::test]
-#[ignore = "reproduces: while a sprayer keeps the store full, a new legitimate key shares (and loses) the sprayer's overflow bucket"]
+#[ignore = "reproduces: a sprayer refilling the store within the once-a-second sweep (max_keys 100, a fast 100/s quota; the docs say only slow quotas) makes a new client's first request share and lose the overflow bucket"]
 async fn a_new_client_is_served_while_another_sprays_keys() {
     let layer = RateLimitLayer::builder("api")
         .rate(Rate::per_second(100))
