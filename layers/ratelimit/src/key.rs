@@ -118,6 +118,12 @@ pub struct IpNet {
 }
 
 impl IpNet {
+    /// Whether the network holds every address of its family (`0.0.0.0/0`,
+    /// `::/0`).
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     /// Whether `ip` is in the network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, ip.to_canonical()) {
@@ -286,12 +292,14 @@ impl HttpKeys {
             .get_all("x-forwarded-for")
             .iter()
             .rev()
-            .flat_map(|value| value.to_str().unwrap_or("").rsplit(','))
+            // Bytes, not text: a byte that is no visible ASCII in the part
+            // the client wrote must not hide the entries the proxies added.
+            .flat_map(|value| value.as_bytes().rsplit(|byte| *byte == b','))
             .take(MAX_FORWARDED_HOPS);
         for hop in hops {
             // An entry that is no address ends the walk: the last trusted
             // hop is the client as far as anyone can tell.
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            let Some(ip) = forwarded_ip(hop) else {
                 break;
             };
             client = ip.to_canonical();
@@ -305,6 +313,16 @@ impl HttpKeys {
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(ip))
     }
+}
+
+/// The address of one `X-Forwarded-For` entry: `198.51.100.1`, or with
+/// the port some proxies add (`198.51.100.1:51234`, `[2001:db8::1]:443`).
+fn forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
 }
 
 /// An address as a key, exactly (no hash: two clients never share one):

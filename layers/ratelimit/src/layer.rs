@@ -256,6 +256,16 @@ impl RateLimitBuilder {
                 "at least 1 (new keys beyond it share one bucket)",
             ));
         }
+        // Trusting every address is believing every client's own
+        // `X-Forwarded-For`: the client would choose its key.
+        if let Some(everyone) = self.trusted_proxies.iter().find(|net| net.is_everything()) {
+            return Err(ConfigError::new(
+                "rate_limit",
+                "trusted_proxies",
+                everyone.to_string(),
+                "the addresses or networks of your proxies (\"10.0.0.0/8\"), not every address (a client would choose its own key)",
+            ));
+        }
         let keyed = self.key.is_keyed().then_some(self.max_keys);
         let state = RateLimitState::new(
             self.name.clone(),

@@ -42,6 +42,10 @@ pub trait AnswerSource {
     /// [`NoFallback`], [`CountingFallbacks<C>`] for a source that answers.
     type Metrics<C: Clone>: Clone;
 
+    /// Whether a source of this type ever answers ([`NoFallback`] never
+    /// does).
+    const ANSWERS: bool = true;
+
     /// Wraps `classifier` so.
     fn metrics<C: Clone>(classifier: C) -> Self::Metrics<C>;
 
@@ -69,6 +73,8 @@ impl<S> AnswerSource for ServiceAnswer<S> {
 
 impl AnswerSource for NoFallback {
     type Metrics<C: Clone> = C;
+
+    const ANSWERS: bool = false;
 
     fn metrics<C: Clone>(classifier: C) -> C {
         classifier

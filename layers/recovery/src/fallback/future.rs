@@ -81,7 +81,17 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    // The inner result is not this fallback's answer,
+                    // whatever a fallback below it (one the inner service
+                    // called through) marked in this poll: a metrics
+                    // layer above watches for the mark when the source
+                    // answers.
+                    let polled = if A::ANSWERS {
+                        fallback::watch(|| future.poll(cx)).0
+                    } else {
+                        future.poll(cx)
+                    };
+                    let result = ready!(polled).map_err(Into::into);
                     let Some(shared) = this.shared.as_ref() else {
                         return Poll::Ready(result.map(A::pass));
                     };
