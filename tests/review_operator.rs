@@ -36,7 +36,7 @@ async fn get(
 /// 2.6 MB (debug build: about 0.5 s computed inside `call`, on the
 /// runtime's thread), and the page fetches it again every 2 s.
 #[tokio::test(start_paused = true)]
-#[ignore = "reproduces: the history answer grows with the services (2.6 MB for 200 idle services), refetched every 2 s"]
+#[ignore = "reproduces: the history answer grows with the services (2.6 MB for 200 idle services), built on the runtime thread"]
 async fn the_history_answer_stays_small_with_many_services() {
     let config = SystemHardeningConfig::from_toml_str(&many_services(200)).unwrap();
     let hardening = SystemHardening::builder(config).build().unwrap();
