@@ -1,5 +1,5 @@
 //! Calling the service below directly when it is ready, instead of a
-//! clone per request (issue #12): every clone of a stack writes the
+//! clone per request: every clone of a stack writes the
 //! reference counts of every layer in it, on every core.
 //!
 //! A layer whose `poll_ready` is always ready (it admits, or reads a
