@@ -181,9 +181,13 @@ impl HardeningHandle {
             service.endpoints = view.endpoints();
             // The endpoints' part of the health rules, live as they are.
             let endpoints = &service.endpoints;
-            if endpoints.iter().all(|e| e.is_out()) {
+            // Every one ejected (or none left) is unhealthy; every one out
+            // with some only pushing back (asking callers to wait) is not.
+            if endpoints.iter().all(|e| e.state == "ejected") {
                 service.status = HealthState::Unhealthy;
-            } else if endpoints.iter().any(|e| e.state == "ejected") {
+            } else if endpoints.iter().all(|e| e.is_out())
+                || endpoints.iter().any(|e| e.state == "ejected")
+            {
                 service.status = service.status.max(HealthState::Degraded);
             }
         }

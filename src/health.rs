@@ -6,8 +6,8 @@
 //!
 //! | a service is | when |
 //! | --- | --- |
-//! | unhealthy | its breaker is open or forced open; or (an upstream) every endpoint is out, ejected or pushing back; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed (until a check passes); or recovery gave up |
-//! | degraded | its breaker is half-open; or its last health check failed; or (an upstream) an endpoint is ejected |
+//! | unhealthy | its breaker is open or forced open; or (an upstream) every endpoint is ejected; or `unhealthy_after_failed_checks` health checks failed in a row; or `initialize` failed (until a check passes); or recovery gave up |
+//! | degraded | its breaker is half-open; or its last health check failed; or (an upstream) an endpoint is ejected, or every endpoint is ejected or pushing back |
 //! | healthy | otherwise |
 //!
 //! A monitor that died (a panic, an abort) publishes the process unhealthy

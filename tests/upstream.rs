@@ -1047,3 +1047,29 @@ async fn an_upstream_with_no_endpoint_left_is_unhealthy_saying_so() {
     assert!(!handle.ready());
     handle.shutdown().await;
 }
+
+/// A dependency asking callers to wait is no failure: one endpoint (the
+/// plain hardened client) answering 503 with `Retry-After: 2` makes the
+/// upstream degraded, never unhealthy, so a replica whose readiness
+/// counts the upstream stays ready. Were it unready, every replica
+/// calling that dependency would leave the load balancer at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_endpoint_pushing_back_leaves_the_replica_ready() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let backend = Backend::start().await;
+    backend.set(Mode::RetryAfter2);
+    let (hardening, upstream, _) = upstream(
+        &[&backend],
+        "",
+        "health_check_interval = \"100ms\"\n[services.model]\nreadiness = true\n",
+    )
+    .await;
+    let handle = hardening.start();
+    let _ = call(&upstream).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = handle.service_health("model").unwrap();
+    assert_eq!(health.endpoints[0].state, "pushed_back", "{health:?}");
+    assert_eq!(health.status, HealthState::Degraded, "{health:?}");
+    assert!(handle.ready(), "pushing back is no failure: still ready");
+    handle.shutdown().await;
+}

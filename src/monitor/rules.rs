@@ -82,9 +82,15 @@ impl Monitor {
                 if endpoints.is_empty() {
                     status = HealthState::Unhealthy;
                     why.push("no endpoint (every one was removed)".to_owned());
-                } else if out == endpoints.len() {
+                } else if ejected == endpoints.len() {
                     status = HealthState::Unhealthy;
-                    why.push("every endpoint is out (ejected or pushing back)".to_owned());
+                    why.push("every endpoint is ejected".to_owned());
+                } else if out == endpoints.len() {
+                    // A dependency asking callers to wait (429 / 503 with
+                    // `Retry-After`, gRPC pushback) is not failing: every
+                    // replica would turn unready at once on its word.
+                    status = status.max(HealthState::Degraded);
+                    why.push("every endpoint is ejected or pushing back".to_owned());
                 } else if ejected > 0 {
                     status = status.max(HealthState::Degraded);
                     why.push(format!(
