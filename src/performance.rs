@@ -88,10 +88,11 @@ pub struct RuntimeFigures {
 pub struct ServicePerformance {
     /// Requests finished per second.
     pub rate: f64,
-    /// Median duration.
+    /// Median duration of the calls that reached the service (successes
+    /// and failures; refusals, answered at once, are left out).
     #[serde(serialize_with = "optional_seconds")]
     pub p50: Option<Duration>,
-    /// 99th percentile duration.
+    /// 99th percentile duration, of the same calls.
     #[serde(serialize_with = "optional_seconds")]
     pub p99: Option<Duration>,
     /// Failures over finished requests (rejections excluded); `None`

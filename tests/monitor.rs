@@ -495,3 +495,46 @@ async fn lease_reclaims_are_published_at_most_once_a_second() {
     );
     handle.shutdown().await;
 }
+
+/// A service's latency in `performance()` is that of the calls that
+/// reached it: while its breaker refuses (in microseconds), the figures
+/// alerts read stay the service's own, not pulled down to nothing. (Real
+/// time: the metrics layer measures with the CPU's clock, which tokio's
+/// paused time does not move; about half a second.)
+#[tokio::test]
+async fn refusals_do_not_pull_a_services_latency_down() {
+    let hardening = SystemHardening::builder(config(
+        "performance_check_interval = \"100ms\"\n[services.api]",
+    ))
+    .readings(readings_at(10))
+    .build()
+    .unwrap();
+    let layer = hardening.layer("api").unwrap();
+    let handle = hardening.start();
+    let slow = || {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(|(): ()| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, BoxError>(())
+            }))
+    };
+    for _ in 0..10 {
+        slow().oneshot(()).await.unwrap();
+    }
+    // Fifty refusals, answered at once.
+    layer.breaker().force_open();
+    for _ in 0..50 {
+        assert!(slow().oneshot(()).await.is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let performance = handle.performance().expect("a reading");
+    let api = &performance.services["api"];
+    let p50 = api.p50.expect("calls were made");
+    assert!(
+        p50 >= Duration::from_millis(15),
+        "the median of the calls that reached the service, not of the refusals: {p50:?}"
+    );
+    assert!(api.rejected_rate > 0.0);
+    handle.shutdown().await;
+}

@@ -288,9 +288,12 @@ pub(crate) fn service_figures(
         let success = requests("success").sum();
         let failure = requests("failure").sum();
         let rejected = requests("rejected");
+        // The calls that reached the service: refusals answer in
+        // microseconds and would pull its latency down to nothing.
         let durations = collector
             .query(names::REQUEST_DURATION_SECONDS)
             .label(names::LABEL_SERVICE, name)
+            .label_in(names::LABEL_OUTCOME, &["success", "failure"])
             .window(window);
         let finished = success + failure;
         let seconds = |q: Option<f64>| q.map(|s| Duration::from_secs_f64(s.max(0.0)));

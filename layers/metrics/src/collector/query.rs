@@ -74,6 +74,8 @@ pub struct Query<'a> {
     collector: &'a MetricsCollector,
     name: String,
     labels: Vec<(String, String)>,
+    /// Labels that must have one of several values.
+    any_of: Vec<(String, Vec<String>)>,
     window: Option<Duration>,
 }
 
@@ -83,6 +85,7 @@ impl<'a> Query<'a> {
             collector,
             name: name.to_owned(),
             labels: Vec::new(),
+            any_of: Vec::new(),
             window: None,
         }
     }
@@ -90,6 +93,28 @@ impl<'a> Query<'a> {
     /// Only series with this label value (several calls: all must match).
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Only series whose label `key` has one of `values` (the calls that
+    /// reached a service: `outcome` success or failure, say).
+    ///
+    /// ```
+    /// # use tower_hardening_metrics::MetricsCollector;
+    /// # let (collector, _ticker) = MetricsCollector::builder().build_with_ticker().unwrap();
+    /// metrics::with_local_recorder(&collector, || {
+    ///     metrics::counter!("requests_total", "outcome" => "success").increment(3);
+    ///     metrics::counter!("requests_total", "outcome" => "failure").increment(1);
+    ///     metrics::counter!("requests_total", "outcome" => "rejected").increment(5);
+    /// });
+    /// let served = collector.query("requests_total").label_in("outcome", &["success", "failure"]);
+    /// assert_eq!(served.sum(), 4.0);
+    /// ```
+    pub fn label_in(mut self, key: &str, values: &[&str]) -> Self {
+        self.any_of.push((
+            key.to_owned(),
+            values.iter().map(|v| (*v).to_owned()).collect(),
+        ));
         self
     }
 
@@ -237,6 +262,10 @@ impl<'a> Query<'a> {
         self.labels
             .iter()
             .all(|(k, v)| key.labels().any(|l| l.key() == k && l.value() == v))
+            && self.any_of.iter().all(|(k, values)| {
+                key.labels()
+                    .any(|l| l.key() == k && values.iter().any(|v| l.value() == v))
+            })
     }
 
     /// Samples in the window.
