@@ -180,15 +180,8 @@ impl HardeningHandle {
         if let Some(view) = self.shared.services.get(name).and_then(|e| e.endpoints.get()) {
             service.endpoints = view.endpoints();
             // The endpoints' part of the health rules, live as they are.
-            let endpoints = &service.endpoints;
-            // Every one ejected (or none left) is unhealthy; every one out
-            // with some only pushing back (asking callers to wait) is not.
-            if endpoints.iter().all(|e| e.state == "ejected") {
-                service.status = HealthState::Unhealthy;
-            } else if endpoints.iter().all(|e| e.is_out())
-                || endpoints.iter().any(|e| e.state == "ejected")
-            {
-                service.status = service.status.max(HealthState::Degraded);
+            if let Some((verdict, _)) = crate::health::endpoints_verdict(&service.endpoints) {
+                service.status = service.status.max(verdict);
             }
         }
         Some(service)

@@ -176,6 +176,37 @@ impl EndpointHealth {
     }
 }
 
+/// The health rules for an upstream's endpoints, which the monitor and
+/// `service_health()` (live) both apply: none left, or every one
+/// ejected, is unhealthy; every one out with some only pushing back
+/// (asking callers to wait), or any ejected, is degraded.
+pub(crate) fn endpoints_verdict(endpoints: &[EndpointHealth]) -> Option<(HealthState, String)> {
+    let ejected = endpoints.iter().filter(|e| e.state == "ejected").count();
+    if endpoints.is_empty() {
+        Some((
+            HealthState::Unhealthy,
+            "no endpoint (every one was removed)".to_owned(),
+        ))
+    } else if ejected == endpoints.len() {
+        Some((HealthState::Unhealthy, "every endpoint is ejected".to_owned()))
+    } else if endpoints.iter().all(EndpointHealth::is_out) {
+        // A dependency asking callers to wait (429 / 503 with
+        // `Retry-After`, gRPC pushback) is not failing: every replica
+        // would turn unready at once on its word.
+        Some((
+            HealthState::Degraded,
+            "every endpoint is ejected or pushing back".to_owned(),
+        ))
+    } else if ejected > 0 {
+        Some((
+            HealthState::Degraded,
+            format!("{ejected} of {} endpoints ejected", endpoints.len()),
+        ))
+    } else {
+        None
+    }
+}
+
 /// What the monitor and the handle read of an upstream's endpoints,
 /// whatever its service type.
 pub(crate) trait EndpointView: Send + Sync {

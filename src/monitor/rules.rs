@@ -77,26 +77,9 @@ impl Monitor {
             }
             if let Some(view) = entry.endpoints.get() {
                 let endpoints = view.endpoints();
-                let out = endpoints.iter().filter(|e| e.is_out()).count();
-                let ejected = endpoints.iter().filter(|e| e.state == "ejected").count();
-                if endpoints.is_empty() {
-                    status = HealthState::Unhealthy;
-                    why.push("no endpoint (every one was removed)".to_owned());
-                } else if ejected == endpoints.len() {
-                    status = HealthState::Unhealthy;
-                    why.push("every endpoint is ejected".to_owned());
-                } else if out == endpoints.len() {
-                    // A dependency asking callers to wait (429 / 503 with
-                    // `Retry-After`, gRPC pushback) is not failing: every
-                    // replica would turn unready at once on its word.
-                    status = status.max(HealthState::Degraded);
-                    why.push("every endpoint is ejected or pushing back".to_owned());
-                } else if ejected > 0 {
-                    status = status.max(HealthState::Degraded);
-                    why.push(format!(
-                        "{ejected} of {} endpoints ejected",
-                        endpoints.len()
-                    ));
+                if let Some((verdict, reason)) = crate::health::endpoints_verdict(&endpoints) {
+                    status = status.max(verdict);
+                    why.push(reason);
                 }
                 health.endpoints = endpoints;
             }
